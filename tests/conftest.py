@@ -1,0 +1,122 @@
+"""Shared fixtures: a fresh database per test (SQLite, and PostgreSQL when HERALD_TEST_DATABASE_URL
+is set), the CLI driven as a user drives it, and the rule that turns skips into failures in CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.store import Store, normalise_url, open_store
+
+PG_URL = os.environ.get("HERALD_TEST_DATABASE_URL")
+REQUIRE_ALL = os.environ.get("HERALD_REQUIRE_ALL") == "1"
+
+
+def require_program(name: str) -> str:
+    """Path of a system program; skip (or, in CI, fail) when it is missing."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/usr/local/bin/{name}") if os.path.exists(p)),
+        None,
+    )
+    if path is None:
+        reason = f"{name} is not installed"
+        if REQUIRE_ALL:
+            pytest.fail(f"{reason} (HERALD_REQUIRE_ALL=1 turns this skip into a failure)")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped and call.when in ("setup", "call"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (HERALD_REQUIRE_ALL=1): {report.longrepr}"
+
+
+def _pg_schema_url(base: str) -> Iterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalise_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+DB_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: SQLite in tmp_path, or a throwaway PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'herald.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("HERALD_TEST_DATABASE_URL is not set (PostgreSQL tests)")
+    yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    opened = open_store(db_url)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Run ``herald ARGS`` in-process, as the console script would, and capture its streams."""
+    monkeypatch.delenv("HERALD_CONFIG", raising=False)
+    runner = CliRunner()
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> CliResult:
+        result = runner.invoke(app, list(args), env=env, input=input, catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    yield run
+
+
+def run_herald(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    """Run ``herald`` as a separate process (for kill/restart and multi-process tests)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_config(path: Path, text_: str) -> Path:
+    path.write_text(text_, encoding="utf-8")
+    return path
