@@ -72,6 +72,7 @@ class ServerSettings(Section):
     port: int = Field(8080, ge=0, le=65535)
     public_url: BaseUrl = "http://127.0.0.1:8080"
     api_token: SecretStr | None = None
+    secret_key: SecretStr | None = None
 
 
 class SlackSettings(Section):
@@ -201,6 +202,8 @@ class DispatcherSettings(Section):
     batch_size: int = Field(200, ge=1, le=5000)
     poll_interval: Duration = 0.5
     max_attempts_unknown: int = Field(3, ge=1)
+    retry_base: Duration = 10.0
+    retry_cap: Duration = 900.0
 
 
 def _default_sla() -> dict[str, SlaPolicy]:

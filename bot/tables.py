@@ -173,3 +173,12 @@ class WorkerLock(SQLModel, table=True):
     pid: int = Field(default=0)
     started_at: float = Field(default=0.0)
     heartbeat_at: float = Field(default=0.0)
+
+
+class KeyValue(SQLModel, table=True):
+    """Small facts the installation keeps, such as the generated token-signing key."""
+
+    __tablename__ = "key_value"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=2000)

@@ -120,3 +120,59 @@ def run_herald(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 def write_config(path: Path, text_: str) -> Path:
     path.write_text(text_, encoding="utf-8")
     return path
+
+
+class Peers:
+    """The SMTP server and the Twilio stand-in, running on their own event loop in a thread, so that
+    synchronous tests can drive the CLI (which runs its own loop) against them."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from bot.standins.smtp import SmtpStandIn
+        from bot.standins.twilio import TwilioStandIn
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.smtp = SmtpStandIn()
+        self.twilio = TwilioStandIn(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
+        self.call(self.smtp.start())
+        self.call(self.twilio.start())
+
+    def call(self, coroutine):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.call(self.twilio.close())
+        self.call(self.smtp.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+    def config(self, db_url: str, extra: str = "") -> str:
+        """A TOML document pointing Herald at these peers and ``db_url``."""
+        return (
+            f'[database]\nurl = "{db_url}"\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {self.smtp.port}\nsecurity = "none"\n'
+            'from_address = "Herald <herald@example.com>"\nrate_per_second = 0\n'
+            f'[twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
+            f'from_number = "+15005550006"\napi_url = "{self.twilio.url}"\nrate_per_second = 0\n'
+            "[quiet_hours]\nkinds = []\n" + extra
+        )
+
+
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "test-auth-token"
+
+
+@pytest.fixture
+def peers() -> Iterator[Peers]:
+    running = Peers()
+    try:
+        yield running
+    finally:
+        running.close()

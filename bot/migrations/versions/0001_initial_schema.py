@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:13:01.895943
+Create Date: 2026-11-23 16:18:11.009848
 """
 
 import sqlalchemy as sa
@@ -64,6 +64,12 @@ def upgrade() -> None:
             batch_op.f("ix_group__slack_usergroup_id"), ["slack_usergroup_id"], unique=False
         )
 
+    op.create_table(
+        "key_value",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.String(length=2000), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
     op.create_table(
         "notification",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -222,6 +228,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_notification_created_at"))
 
     op.drop_table("notification")
+    op.drop_table("key_value")
     with op.batch_alter_table("group_", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_group__slack_usergroup_id"))
 

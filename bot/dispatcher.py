@@ -1,0 +1,268 @@
+"""The dispatcher: claims due deliveries in deadline order and sends them under the throttles.
+
+One :class:`ChannelRunner` per channel. Each loop: claim about a second's worth of due deliveries
+(earliest deadline first, so a critical notice created mid-way through a large maintenance notice
+goes next), take a throttle token per message (per segment for SMS), send with at most
+``max_connections`` / ``max_concurrency`` in flight, and record outcomes in batches. The database is
+the truth: the claimed batch is a cache of leased rows, and on stop the unsent ones are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from bot import ledger, workers
+from bot.app import Herald
+from bot.ledger import Claimed, Outcome
+from bot.outcomes import RetryPolicy, decide
+from bot.tables import Notification
+from bot.throttle import TokenBucket
+from channels.base import DeliveryError, Notice, Receipt, Recipient, TransientError
+
+log = logging.getLogger("herald.dispatcher")
+
+FLUSH_EVERY = 0.1
+RECLAIM_EVERY = 5.0
+
+
+@dataclass
+class _Prepared:
+    severity: str
+    prepared: object
+    cost: float
+
+
+@dataclass
+class ChannelStats:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    throttle_wait: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+class ChannelRunner:
+    def __init__(self, herald: Herald, worker_id: str, name: str) -> None:
+        self.herald = herald
+        self.worker_id = worker_id
+        self.name = name
+        settings = herald.settings
+        section = settings.smtp if name == "email" else settings.twilio
+        self.bucket = TokenBucket(section.rate_per_second, section.burst, herald.clock)
+        self.daily_cap = section.daily_cap
+        self.policy = RetryPolicy(
+            retry_for=section.retry_for,
+            base=settings.dispatcher.retry_base,
+            cap=settings.dispatcher.retry_cap,
+            max_unknown=settings.dispatcher.max_attempts_unknown,
+        )
+        self.concurrency = herald.concurrency(name)
+        self.slots = asyncio.Semaphore(self.concurrency)
+        self.rng = random.Random()
+        self.pending: list[Outcome] = []
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.prepared: dict[str, _Prepared] = {}
+        self.stats = ChannelStats()
+        self.wake = asyncio.Event()
+
+    def claim_size(self) -> int:
+        batch = self.herald.settings.dispatcher.batch_size
+        if self.bucket.unlimited:
+            return batch
+        return max(1, min(batch, int(self.bucket.rate) + 1))
+
+    async def _cap_room(self, now: float) -> int | None:
+        if self.daily_cap <= 0:
+            return None
+        used = await asyncio.to_thread(ledger.sent_today, self.herald.store, self.name, now)
+        return max(0, self.daily_cap - used)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        clock = self.herald.clock
+        settings = self.herald.settings.dispatcher
+        flusher = asyncio.create_task(self._flush_loop(stop))
+        try:
+            while not stop.is_set():
+                limit = self.claim_size()
+                room = await self._cap_room(clock.now())
+                if room is not None:
+                    limit = min(limit, room)
+                batch = await asyncio.to_thread(
+                    ledger.claim,
+                    self.herald.store,
+                    self.name,
+                    self.worker_id,
+                    clock.now(),
+                    settings.lease,
+                    limit,
+                )
+                if not batch:
+                    await self._idle(stop, settings.poll_interval)
+                    continue
+                await self._send_batch(batch, stop)
+        finally:
+            if self.in_flight:
+                await asyncio.gather(*self.in_flight, return_exceptions=True)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self.flush()
+
+    async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _send_batch(self, batch: list[Claimed], stop: asyncio.Event) -> None:
+        await self._load_notices({item.notification_id for item in batch})
+        for index, item in enumerate(batch):
+            if stop.is_set():
+                rest = [claimed.id for claimed in batch[index:]]
+                await asyncio.to_thread(
+                    ledger.release, self.herald.store, self.worker_id, self.herald.clock.now(), rest
+                )
+                return
+            notice = self.prepared[item.notification_id]
+            await self.bucket.take(notice.cost)
+            await self.slots.acquire()
+            task = asyncio.create_task(self._send_one(item, notice))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+
+    async def _send_one(self, item: Claimed, notice: _Prepared) -> None:
+        clock = self.herald.clock
+        started = clock.now()
+        result: Receipt | DeliveryError
+        try:
+            recipient = Recipient(
+                address=item.address,
+                name=item.name,
+                person_id=item.person_id,
+                unsubscribe_url=self.herald.unsubscribe_url(item.person_id),
+                message_key=f"{item.notification_id}.{item.id}",
+            )
+            result = await self.herald.channel(self.name).send(notice.prepared, recipient)
+        except DeliveryError as exc:
+            result = exc
+        except Exception as exc:  # a bug in a channel: keep the delivery, log loudly
+            log.exception("channel %s raised a non-delivery error", self.name)
+            result = TransientError("unknown", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.slots.release()
+        now = clock.now()
+        outcome = decide(item, result, now, notice.severity, self.policy, self.rng)
+        if isinstance(result, TransientError) and result.reason in ("rate_limited", "busy"):
+            self.bucket.pause(result.retry_after if result.retry_after is not None else 1.0)
+        if outcome.state == "sent":
+            self.stats.sent += 1
+            self.stats.latencies.append(now - started)
+        elif outcome.state == "deferred":
+            self.stats.deferred += 1
+        else:
+            self.stats.failed += 1
+        self.pending.append(outcome)
+        if len(self.pending) >= self.herald.settings.dispatcher.batch_size:
+            await self.flush()
+
+    async def _load_notices(self, ids: set[str]) -> None:
+        missing = ids - self.prepared.keys()
+        if not missing:
+            return
+
+        def load() -> list[Notification]:
+            with self.herald.store.session() as session:
+                return list(session.exec(select(Notification).where(Notification.id.in_(missing))).scalars())  # type: ignore[attr-defined,call-overload]
+
+        channel = self.herald.channel(self.name)
+        for row in await asyncio.to_thread(load):
+            meta = json.loads(row.meta or "{}")
+            notice = Notice(
+                notification_id=row.id,
+                severity=row.severity,
+                title=row.title,
+                body=row.body,
+                mandatory=self.herald.settings.is_mandatory(row.severity),
+                links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
+            )
+            prepared = channel.prepare(notice)
+            cost = float(getattr(prepared, "segments", 1) or 1)
+            self.prepared[row.id] = _Prepared(row.severity, prepared, cost)
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        clock = self.herald.clock
+        last_reclaim = 0.0
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            await self.flush()
+            now = clock.now()
+            if now - last_reclaim >= RECLAIM_EVERY:
+                last_reclaim = now
+                await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
+            if stop.is_set() and not self.in_flight:
+                return
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        outcomes, self.pending = self.pending, []
+        await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+        ids = {o.notification_id for o in outcomes if o.state != "deferred"}
+        if ids:
+            await asyncio.to_thread(
+                ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+            )
+
+
+class Dispatcher:
+    """Runs one :class:`ChannelRunner` per configured channel until ``stop`` is set."""
+
+    def __init__(self, herald: Herald, worker_id: str, registered: bool = True) -> None:
+        self.herald = herald
+        self.worker_id = worker_id
+        self.registered = registered
+        self.runners = {name: ChannelRunner(herald, worker_id, name) for name in herald.configured_channels()}
+
+    def start_checks(self) -> None:
+        """Register this dispatcher; raises SecondDispatcherError on a SQLite database already served."""
+        if self.registered:
+            store = self.herald.store
+            workers.register(store, self.worker_id, self.herald.clock.now(), exclusive=store.is_sqlite)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store, clock = self.herald.store, self.herald.clock
+        await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
+        beat = asyncio.create_task(self._heartbeat(stop)) if self.registered else None
+        try:
+            await asyncio.gather(*(runner.run(stop) for runner in self.runners.values()))
+        finally:
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+                await asyncio.to_thread(workers.unregister, store, self.worker_id)
+            await asyncio.to_thread(ledger.release, store, self.worker_id, clock.now())
+            await asyncio.to_thread(ledger.finish_notifications, store, clock.now())
+            await self.herald.aclose_channels()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(workers.HEARTBEAT_EVERY)
+            await asyncio.to_thread(
+                workers.heartbeat, self.herald.store, self.worker_id, self.herald.clock.now()
+            )
+
+    def poke(self) -> None:
+        """New work was queued: wake idle runners now instead of at the next poll."""
+        for runner in self.runners.values():
+            runner.wake.set()

@@ -1,0 +1,1 @@
+"""Local servers that follow third-party APIs' published contracts, for the demo and the tests."""

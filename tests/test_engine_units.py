@@ -1,0 +1,176 @@
+"""Pure parts of the engine, as tables: outcome decisions, backoff, the token bucket, the forecast."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bot.clock import ManualClock
+from bot.forecast import ChannelLoad, drain_seconds, forecast
+from bot.ledger import Claimed
+from bot.outcomes import RetryPolicy, backoff, decide
+from bot.throttle import TokenBucket
+from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
+
+NOW = 1_800_000_000.0
+ITEM = Claimed(
+    id=7,
+    notification_id="n1",
+    person_id="p1",
+    channel="sms",
+    address="+4915112345000",
+    deadline=NOW + 60,
+    attempts=1,
+    created_at=NOW - 10,
+)
+POLICY = RetryPolicy(retry_for=3600, base=10, cap=900, max_unknown=3, jitter=0.0)
+
+
+@pytest.mark.parametrize(
+    ("result", "severity", "item", "state", "attempt", "suppress", "due_in"),
+    [
+        (Receipt("SM1", "queued"), "info", ITEM, "sent", "sent", False, None),
+        (
+            PermanentError("invalid_address", "21211", suppress=True),
+            "info",
+            ITEM,
+            "failed",
+            "permanent",
+            True,
+            None,
+        ),
+        (PermanentError("config", "21408"), "critical", ITEM, "failed", "permanent", False, None),
+        (TransientError("server_error", "500"), "info", ITEM, "deferred", "transient", False, 10.0),
+        (
+            TransientError("rate_limited", "429", retry_after=3),
+            "info",
+            ITEM,
+            "deferred",
+            "transient",
+            False,
+            3.0,
+        ),
+        (
+            TransientError("server_error"),
+            "info",
+            Claimed(7, "n1", "p1", "sms", "+49151", NOW + 60, 3, NOW - 10),
+            "deferred",
+            "transient",
+            False,
+            40.0,
+        ),
+        # retry window over: expired
+        (
+            TransientError("network"),
+            "info",
+            Claimed(7, "n1", "p1", "sms", "+49151", NOW, 2, NOW - 3595),
+            "expired",
+            "transient",
+            False,
+            None,
+        ),
+        # unknown errors get a small cap
+        (
+            TransientError("unknown"),
+            "info",
+            Claimed(7, "n1", "p1", "sms", "+49151", NOW, 3, NOW),
+            "failed",
+            "transient",
+            False,
+            None,
+        ),
+        (
+            TransientError("unknown"),
+            "info",
+            Claimed(7, "n1", "p1", "sms", "+49151", NOW, 2, NOW),
+            "deferred",
+            "transient",
+            False,
+            20.0,
+        ),
+        # uncertain: urgent kinds re-send, others never send twice
+        (UncertainError("timeout"), "critical", ITEM, "deferred", "uncertain", False, 10.0),
+        (UncertainError("timeout"), "maintenance", ITEM, "sent", "uncertain", False, None),
+    ],
+)
+def test_decide(
+    result: Receipt | DeliveryError,
+    severity: str,
+    item: Claimed,
+    state: str,
+    attempt: str,
+    suppress: bool,
+    due_in: float | None,
+) -> None:
+    outcome = decide(item, result, NOW, severity, POLICY, random.Random(1))
+    assert (outcome.state, outcome.attempt, outcome.suppress) == (state, attempt, suppress)
+    assert outcome.notification_id == "n1"
+    if due_in is None:
+        assert outcome.due_at is None
+    else:
+        assert outcome.due_at == pytest.approx(NOW + due_in)
+
+
+def test_backoff_grows_caps_and_jitters() -> None:
+    policy = RetryPolicy(retry_for=1e9, base=10, cap=100, jitter=0.2)
+    rng = random.Random(3)
+    delays = [backoff(n, policy, rng) for n in range(1, 9)]
+    assert 8 <= delays[0] <= 12
+    assert 16 <= delays[1] <= 24
+    assert all(80 <= d <= 120 for d in delays[4:])
+    assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+async def test_bucket_never_exceeds_rate_in_any_second() -> None:
+    clock = ManualClock(NOW)
+    bucket = TokenBucket(rate=10, burst=0, clock=clock)
+    starts = []
+    for _ in range(45):
+        await bucket.take()
+        starts.append(clock.now())
+    for first in starts:
+        in_window = [t for t in starts if first <= t < first + 1.0]
+        assert len(in_window) <= 10
+    assert starts[-1] - starts[0] == pytest.approx(4.4, abs=1e-3)
+
+
+async def test_bucket_charges_sms_segments_and_pauses_on_back_pressure() -> None:
+    clock = ManualClock(NOW)
+    bucket = TokenBucket(rate=2, burst=0, clock=clock)
+    await bucket.take(3)  # a 3-segment SMS goes into debt...
+    await bucket.take(1)  # ...so the next message waits for the debt to clear
+    assert clock.now() - NOW == pytest.approx(1.5, abs=1e-3)
+    bucket.pause(5)
+    before = clock.now()
+    await bucket.take(1)
+    assert clock.now() - before >= 5
+
+
+def test_unlimited_bucket_never_waits() -> None:
+    bucket = TokenBucket(rate=0, burst=0, clock=ManualClock(NOW))
+    assert all(bucket.try_take() == 0 for _ in range(1000))
+
+
+@pytest.mark.parametrize(
+    ("load", "seconds"),
+    [
+        (ChannelLoad("email", messages=0, rate=10), 0.0),
+        (ChannelLoad("email", messages=101, rate=10), 10.0),
+        (ChannelLoad("email", messages=51, ahead=50, rate=10), 10.0),
+        (ChannelLoad("sms", messages=51, cost=2, rate=10), 10.1),
+        (ChannelLoad("email", messages=1000, rate=0, concurrency=4, latency=0.02), 5.0),
+        (ChannelLoad("email", messages=1000, rate=1000, concurrency=4, latency=0.02), 5.0),
+        (ChannelLoad("email", messages=150, rate=0, cap_room=100, daily_cap=100, latency=0.0), 86400.0),
+    ],
+)
+def test_drain_seconds(load: ChannelLoad, seconds: float) -> None:
+    assert drain_seconds(load) == pytest.approx(seconds)
+
+
+def test_forecast_takes_the_slowest_channel_and_judges_the_deadline() -> None:
+    loads = [ChannelLoad("email", messages=101, rate=10), ChannelLoad("sms", messages=21, rate=1)]
+    result = forecast(loads, NOW, NOW + 15)
+    assert result.seconds == pytest.approx(20.0)
+    assert result.meets is False
+    assert forecast(loads, NOW, NOW + 25).meets is True
