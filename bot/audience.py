@@ -27,9 +27,10 @@ Three layers, each usable alone:
 
 Reach reasons. ``Reach.unreachable`` maps channel → reason → count with reasons ``no_email`` /
 ``no_phone`` (no address) and ``suppressed`` (the address is on the suppression list for that
-channel); a person without an address is counted as ``no_…`` only. ``Reach.flat_unreachable()``
-gives the one-level map of ``herald directory show --json``: ``no_email``, ``no_phone``,
-``suppressed_email``, ``suppressed_sms``.
+channel), plus ``opted_out`` when :func:`reach` is given opt-outs (the person turned the notice's kind
+off on that channel); a person is counted under the first reason that applies, in that order.
+``Reach.flat_unreachable()`` gives the one-level map of ``herald directory show --json``:
+``no_email``, ``no_phone``, ``suppressed_email``, ``suppressed_sms``.
 
 Matching is case-insensitive through SQL ``lower()``; SQLite's ``lower()`` folds ASCII letters only,
 so on SQLite ``site:ZÜRICH`` matches ``Zürich`` but not a stored ``ZÜRICH``.
@@ -42,7 +43,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select, true
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -346,11 +347,14 @@ def reach(
     channels: Sequence[str] = ("email", "sms"),
     slack_groups: Mapping[str, Collection[str]] | None = None,
     sample: int = 10,
+    opted_out: Mapping[str, ColumnElement[bool]] | None = None,
 ) -> Reach:
     """Count the audience and its reach per channel with one aggregate query, plus a sample.
 
     A query matching no one gives ``count == 0``; deciding whether that is an error is the caller's.
-    Raise ValueError for a channel other than email or sms.
+    Raise ValueError for a channel other than email or sms. ``opted_out`` maps a channel to a
+    condition over ``person`` (who turned the notice's kind off there, from
+    :func:`bot.recipients.rules.opt_out_conditions`); those people count under reason ``opted_out``.
     """
     unknown = [channel for channel in channels if channel not in CHANNEL_REASONS]
     if unknown:
@@ -365,9 +369,11 @@ def reach(
         address = _address(channel)
         missing = or_(address.is_(None), address == "")
         suppressed = _suppressed(channel)
+        opted = (opted_out or {}).get(channel, false())
         columns += [
             total(and_(active, missing)),
             total(and_(active, not_(missing), suppressed)),
+            total(and_(active, not_(missing), not_(suppressed), opted)),
         ]
     with store.begin() as connection:
         row = connection.execute(
@@ -378,9 +384,11 @@ def reach(
     reachable: dict[str, int] = {}
     unreachable: dict[str, dict[str, int]] = {}
     for index, channel in enumerate(channels):
-        no_address, suppressed_n = int(row[2 + 2 * index]), int(row[3 + 2 * index])
+        no_address, suppressed_n, opted_n = (int(n) for n in row[2 + 3 * index : 5 + 3 * index])
         unreachable[channel] = {CHANNEL_REASONS[channel]: no_address, "suppressed": suppressed_n}
-        reachable[channel] = count - no_address - suppressed_n
+        if opted_out is not None and channel in opted_out:
+            unreachable[channel]["opted_out"] = opted_n
+        reachable[channel] = count - no_address - suppressed_n - opted_n
     return Reach(count, inactive, reachable, unreachable, people)
 
 

@@ -52,11 +52,13 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
 
 def _register() -> None:
-    from bot import cli_delivery, cli_directory, cli_serve
+    from bot import cli_alert, cli_delivery, cli_directory, cli_serve, cli_suppressions
 
     app.add_typer(cli_directory.directory_app, name="directory")
     cli_delivery.register(app)
+    cli_alert.register(app)
     cli_serve.register(app)
+    cli_suppressions.register(app)
 
 
 _register()

@@ -78,7 +78,7 @@ async def wait_for(herald: Herald, notification_id: str, show_progress: bool) ->
             if task.done():
                 task.result()
                 return current
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
     finally:
         if progress is not None:
             progress.stop()

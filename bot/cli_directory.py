@@ -6,6 +6,7 @@ one; 2 bad usage, configuration, query or an unusable file, with a one-line reas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -22,6 +23,8 @@ from bot.cli_common import EXIT_FAILED, EXIT_OK, ConfigOption, JsonOption, fail,
 from bot.config import Settings
 from bot.directory import DirectoryFileError
 from bot.directory_store import FileImport, import_file
+from bot.sync.errors import SyncError
+from bot.sync.runner import sync
 
 directory_app = typer.Typer(help="People and audiences.", no_args_is_help=True)
 
@@ -45,14 +48,38 @@ def import_command(
 
 @directory_app.command("sync")
 def sync_command(json_output: JsonOption = False, config: ConfigOption = None) -> None:
-    """Sync from the configured source (directory.source): people gone from it are deactivated."""
+    """Sync from the configured source (directory.source: file, ldap or slack).
+
+    Everything is read first, then stored in one transaction: people gone from the source are
+    deactivated, never deleted; a sync that fails half-way changes nothing (exit 2). Exit 1 when
+    some entries were rejected (the others loaded) or the source held nobody valid.
+    """
     settings = settings_from(config)
-    directory = settings.directory
-    if directory.source != "file":
-        fail(f"directory source {directory.source!r} is not available yet")
-    if not directory.path:
-        fail("directory.path is not set (the file that directory.source = 'file' reads)")
-    _run_import(settings, Path(directory.path), True, json_output)
+    source = settings.directory.source
+    store = store_from(settings)
+    try:
+        summary = asyncio.run(sync(store, settings, actor="herald directory sync"))
+    except SyncError as exc:
+        fail(str(exc) if source == "file" else f"{exc} (nothing was changed)")
+    finally:
+        store.dispose()
+    where = settings.directory.path if source == "file" else source
+    if json_output:
+        document = summary.as_dict()
+        if source == "file":
+            document = {"file": where, **document}
+        print(json.dumps(document, indent=2))
+    else:
+        for error in summary.errors:
+            print(error, file=sys.stderr)
+        for note in summary.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if summary.deactivation_skipped:
+            rows = "rows" if source == "file" else "entries"
+            print(f"herald: {where}: no valid {rows}, so nobody was deactivated", file=sys.stderr)
+        print(summary.line())
+    failed = summary.rejected or summary.deactivation_skipped
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _run_import(settings: Settings, file: Path, deactivate_missing: bool, json_output: bool) -> None:

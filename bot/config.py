@@ -334,6 +334,13 @@ def check_settings(settings: Settings) -> list[str]:
             problems.append("twilio.auth_token: missing (required with account_sid)")
         if not (tw.from_number or tw.messaging_service_sid):
             problems.append("twilio: one of from_number and messaging_service_sid is required")
+    lease = settings.dispatcher.lease
+    for name, section in (("smtp", settings.smtp), ("twilio", settings.twilio)):
+        if lease <= section.timeout + 1:
+            problems.append(
+                f"dispatcher.lease: must exceed {name}.timeout by more than 1s "
+                "(a send must end within its lease)"
+            )
     sl = settings.slack
     if sl.bot_token and not sl.app_token and sl.signing_secret is None:
         problems.append("slack.signing_secret: missing (required for HTTP mode; or set app_token)")

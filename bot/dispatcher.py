@@ -23,7 +23,7 @@ from bot.app import Herald
 from bot.ledger import Claimed, Outcome
 from bot.outcomes import RetryPolicy, decide
 from bot.tables import Notification
-from bot.throttle import TokenBucket
+from bot.throttle import Pacer
 from channels.base import DeliveryError, Notice, Receipt, Recipient, TransientError
 
 log = logging.getLogger("herald.dispatcher")
@@ -36,7 +36,7 @@ RECLAIM_EVERY = 5.0
 class _Prepared:
     severity: str
     prepared: object
-    cost: float
+    cost: int
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ChannelRunner:
         self.name = name
         settings = herald.settings
         section = settings.smtp if name == "email" else settings.twilio
-        self.bucket = TokenBucket(section.rate_per_second, section.burst, herald.clock)
+        self.pacer = Pacer(herald.store, name, section.rate_per_second, section.burst, herald.clock)
         self.daily_cap = section.daily_cap
         self.policy = RetryPolicy(
             retry_for=section.retry_for,
@@ -64,49 +64,63 @@ class ChannelRunner:
             max_unknown=settings.dispatcher.max_attempts_unknown,
         )
         self.concurrency = herald.concurrency(name)
+        self.send_timeout = section.timeout
+        self.peers = 1  # live dispatchers sharing the channel's rate (refreshed by the heartbeat)
         self.slots = asyncio.Semaphore(self.concurrency)
         self.rng = random.Random()
         self.pending: list[Outcome] = []
         self.in_flight: set[asyncio.Task[None]] = set()
         self.prepared: dict[str, _Prepared] = {}
+        self.cancelled: set[str] = set()
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
 
     def claim_size(self) -> int:
-        batch = self.herald.settings.dispatcher.batch_size
-        if self.bucket.unlimited:
-            return batch
-        return max(1, min(batch, int(self.bucket.rate) + 1))
+        """As many deliveries as this worker can start well within one lease.
 
-    async def _cap_room(self, now: float) -> int | None:
-        if self.daily_cap <= 0:
-            return None
-        used = await asyncio.to_thread(ledger.sent_today, self.herald.store, self.name, now)
-        return max(0, self.daily_cap - used)
+        The cluster's rate is shared by every live dispatcher, so a throttled worker claims its share of
+        half a second's worth of sends (well inside a lease), never more than ``batch_size``.
+        """
+        batch = self.herald.settings.dispatcher.batch_size
+        if self.pacer.unlimited:
+            return batch
+        window = max(1.0, (self.herald.settings.dispatcher.lease - self.send_timeout) / 2)
+        share = self.pacer.rate / max(1, self.peers)
+        return max(1, min(batch, int(share * min(window, 0.5)) + 1))
+
+    def _cap_today(self, now: float) -> int | None:
+        """Today's most sends on this channel, cluster-wide (None: no cap). Checked inside the claim.
+
+        The smaller of ``daily_cap`` and the warm-up ramp's cap for today (:mod:`bot.recipients.warmup`).
+        """
+        from bot.recipients import warmup
+
+        ramp = warmup.schedule(self.herald.settings, self.name)
+        return warmup.cap_today(self.herald.store, self.name, now, self.daily_cap, ramp)
 
     async def run(self, stop: asyncio.Event) -> None:
         clock = self.herald.clock
         settings = self.herald.settings.dispatcher
         flusher = asyncio.create_task(self._flush_loop(stop))
         try:
+            ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
             while not stop.is_set():
-                limit = self.claim_size()
-                room = await self._cap_room(clock.now())
-                if room is not None:
-                    limit = min(limit, room)
-                batch = await asyncio.to_thread(
-                    ledger.claim,
-                    self.herald.store,
-                    self.name,
-                    self.worker_id,
-                    clock.now(),
-                    settings.lease,
-                    limit,
-                )
+                now, batch = await (ahead or asyncio.create_task(self._claim()))
+                ahead = None
                 if not batch:
                     await self._idle(stop, settings.poll_interval)
                     continue
-                await self._send_batch(batch, stop)
+                if self.pacer.unlimited:
+                    # Claim the next batch while this one goes out, so the pipe never runs dry. (A
+                    # throttled channel claims a second's worth at a time and waits on its pace anyway;
+                    # claiming ahead would only delay a more urgent notice queued meanwhile.)
+                    ahead = asyncio.create_task(self._claim())
+                await self._send_batch(batch, stop, now + settings.lease)
+            if ahead is not None:
+                _, unsent = await ahead
+                await asyncio.to_thread(
+                    ledger.release, self.herald.store, self.worker_id, clock.now(), [c.id for c in unsent]
+                )
         finally:
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
@@ -114,6 +128,20 @@ class ChannelRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await self.flush()
+
+    async def _claim(self) -> tuple[float, list[Claimed]]:
+        now = self.herald.clock.now()
+        batch = await asyncio.to_thread(
+            ledger.claim,
+            self.herald.store,
+            self.name,
+            self.worker_id,
+            now,
+            self.herald.settings.dispatcher.lease,
+            self.claim_size(),
+            self._cap_today(now),
+        )
+        return now, batch
 
     async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
         self.wake.clear()
@@ -124,21 +152,31 @@ class ChannelRunner:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _send_batch(self, batch: list[Claimed], stop: asyncio.Event) -> None:
+    async def _send_batch(self, batch: list[Claimed], stop: asyncio.Event, lease_until: float) -> None:
         await self._load_notices({item.notification_id for item in batch})
+        give_back: list[int] = []
         for index, item in enumerate(batch):
             if stop.is_set():
-                rest = [claimed.id for claimed in batch[index:]]
-                await asyncio.to_thread(
-                    ledger.release, self.herald.store, self.worker_id, self.herald.clock.now(), rest
-                )
-                return
+                give_back.extend(claimed.id for claimed in batch[index:])
+                break
+            if item.notification_id in self.cancelled:
+                give_back.append(item.id)  # released as cancelled: stop what has not been sent
+                continue
+            if self.herald.clock.now() + self.send_timeout >= lease_until:
+                # Too close to the end of the lease: another worker may take it over mid-send.
+                give_back.append(item.id)
+                continue
             notice = self.prepared[item.notification_id]
-            await self.bucket.take(notice.cost)
             await self.slots.acquire()
+            await self.pacer.take(notice.cost)
+            self.stats.throttle_wait = self.pacer.waited
             task = asyncio.create_task(self._send_one(item, notice))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
+        if give_back:
+            await asyncio.to_thread(
+                ledger.release, self.herald.store, self.worker_id, self.herald.clock.now(), give_back
+            )
 
     async def _send_one(self, item: Claimed, notice: _Prepared) -> None:
         clock = self.herald.clock
@@ -163,10 +201,12 @@ class ChannelRunner:
         now = clock.now()
         outcome = decide(item, result, now, notice.severity, self.policy, self.rng)
         if isinstance(result, TransientError) and result.reason in ("rate_limited", "busy"):
-            self.bucket.pause(result.retry_after if result.retry_after is not None else 1.0)
+            await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
         if outcome.state == "sent":
             self.stats.sent += 1
             self.stats.latencies.append(now - started)
+            if len(self.stats.latencies) > 20_000:
+                del self.stats.latencies[:10_000]
         elif outcome.state == "deferred":
             self.stats.deferred += 1
         else:
@@ -196,7 +236,7 @@ class ChannelRunner:
                 links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
             )
             prepared = channel.prepare(notice)
-            cost = float(getattr(prepared, "segments", 1) or 1)
+            cost = int(getattr(prepared, "segments", 1) or 1)
             self.prepared[row.id] = _Prepared(row.severity, prepared, cost)
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
@@ -205,6 +245,10 @@ class ChannelRunner:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush()
+            if self.prepared:
+                self.cancelled = await asyncio.to_thread(
+                    ledger.cancelled_among, self.herald.store, self.prepared
+                )
             now = clock.now()
             if now - last_reclaim >= RECLAIM_EVERY:
                 last_reclaim = now
@@ -256,11 +300,14 @@ class Dispatcher:
             await self.herald.aclose_channels()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
+        store = self.herald.store
         while not stop.is_set():
+            now = self.herald.clock.now()
+            await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+            live = len(await asyncio.to_thread(workers.live_workers, store, now))
+            for runner in self.runners.values():
+                runner.peers = max(1, live)
             await asyncio.sleep(workers.HEARTBEAT_EVERY)
-            await asyncio.to_thread(
-                workers.heartbeat, self.herald.store, self.worker_id, self.herald.clock.now()
-            )
 
     def poke(self) -> None:
         """New work was queued: wake idle runners now instead of at the next poll."""

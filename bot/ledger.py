@@ -1,5 +1,8 @@
 """The delivery ledger: every write the engine makes, in batches.
 
+``channel_counter`` counts claimed sends per channel and UTC day (a release gives them back); it is
+what ``daily_cap`` is checked against, inside the claim's transaction.
+
 A notification and all of its deliveries are written in one transaction before anything is sent.
 Deliveries are claimed in deadline order under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
 SQLite has one writer, so its ``UPDATE … RETURNING`` is atomic anyway). Outcomes are recorded in
@@ -20,7 +23,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     and_,
-    bindparam,
     case,
     exists,
     func,
@@ -31,6 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.recipients import rules as recipient_rules
+from bot.recipients import soft_failures
+from bot.recipients.rules import DeliveryRules
 from bot.store import Store
 from bot.tables import (
     CLAIMABLE,
@@ -79,13 +84,23 @@ class NewNotification:
     meta: dict[str, Any] | None = None
 
 
-def create_notification(store: Store, new: NewNotification, people: ColumnElement[bool]) -> int:
+def create_notification(
+    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
+) -> int:
     """Write the notification and one delivery per (person matching ``people``, channel) at once.
 
     People without an address for a channel, or whose address is suppressed, get a delivery in state
-    ``suppressed`` (reason ``no_address`` / ``suppressed``) so reports show them. Returns recipients.
+    ``suppressed`` (reason ``no_address`` / ``suppressed``) so reports show them; so do people who
+    turned the kind off on the channel (reason ``opted_out``, see :mod:`bot.recipients.rules`).
+    Deliveries of a quiet kind to people inside their quiet hours are ``deferred`` (reason
+    ``quiet_hours``) with ``due_at`` at the end of their window, unless that misses the deadline.
+    ``rules`` None: preferences with the default mandatory kinds, no quiet hours. Before writing,
+    addresses whose recent notifications all soft-failed are suppressed
+    (:mod:`bot.recipients.soft_failures`). Returns recipients.
     """
+    rules = rules or DeliveryRules()
     with store.begin() as connection:
+        soft_failures.sweep(connection, new.created_at, rules.soft_failures)
         connection.execute(
             insert(NOTIFICATION).values(
                 id=new.id,
@@ -112,21 +127,42 @@ def create_notification(store: Store, new: NewNotification, people: ColumnElemen
                 and_(SUPPRESSION.c.channel == channel, SUPPRESSION.c.address == address)
             )
             no_address = address.is_(None) | (address == "")
-            state = case((no_address, "suppressed"), (suppressed, "suppressed"), else_="queued")
-            reason = case((no_address, "no_address"), (suppressed, "suppressed"), else_=None)
-            rows = select(
-                literal(new.id),
-                PERSON.c.id,
-                literal(channel),
-                func.coalesce(address, ""),
-                state,
-                reason,
-                literal(new.deadline),
-                literal(new.start_at),
-                literal(new.created_at),
-                literal(new.created_at),
-                literal(0),
-            ).where(people)
+            opted_out = recipient_rules.opted_out(rules, new.severity, channel)
+            due_at = recipient_rules.quiet_due_at(
+                connection, rules, people, new.severity, new.start_at, new.deadline
+            )
+            quiet = due_at > new.start_at
+            state = case(
+                (no_address, "suppressed"),
+                (suppressed, "suppressed"),
+                (opted_out, "suppressed"),
+                (quiet, "deferred"),
+                else_="queued",
+            )
+            reason = case(
+                (no_address, "no_address"),
+                (suppressed, "suppressed"),
+                (opted_out, "opted_out"),
+                (quiet, "quiet_hours"),
+                else_=None,
+            )
+            rows = (
+                select(
+                    literal(new.id),
+                    PERSON.c.id,
+                    literal(channel),
+                    func.coalesce(address, ""),
+                    state,
+                    reason,
+                    literal(new.deadline),
+                    due_at,
+                    literal(new.created_at),
+                    literal(new.created_at),
+                    literal(0),
+                )
+                .select_from(recipient_rules.with_settings(PERSON))
+                .where(people)
+            )
             connection.execute(
                 insert(DELIVERY).from_select(
                     [
@@ -177,46 +213,23 @@ class Claimed:
     name: str = ""
 
 
-def claim(store: Store, channel: str, worker: str, now: float, lease: float, limit: int) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries of ``channel``, earliest deadline first."""
-    if limit <= 0:
-        return []
-    due = (
-        select(DELIVERY.c.id)
-        .where(
-            DELIVERY.c.state.in_(CLAIMABLE),
-            DELIVERY.c.channel == channel,
-            DELIVERY.c.due_at <= now,
-        )
-        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
-        .limit(limit)
-    )
-    if not store.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
-    statement = (
-        update(DELIVERY)
-        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
-        .values(
-            state="sending",
-            lease_owner=worker,
-            lease_until=now + lease,
-            attempts=DELIVERY.c.attempts + 1,
-            updated_at=now,
-        )
-        .returning(
-            DELIVERY.c.id,
-            DELIVERY.c.notification_id,
-            DELIVERY.c.person_id,
-            DELIVERY.c.address,
-            DELIVERY.c.deadline,
-            DELIVERY.c.attempts,
-            DELIVERY.c.created_at,
-        )
-    )
+def claim(
+    store: Store, channel: str, worker: str, now: float, lease: float, limit: int, cap: int | None = None
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries of ``channel``, earliest deadline first.
+
+    With ``cap`` (today's most sends on the channel), the claim also reserves its sends on the
+    channel's counter in the same transaction, so the cap holds across workers and restarts.
+    """
     with store.begin() as connection:
-        rows = connection.execute(statement).all()
+        if cap is not None:
+            limit = min(limit, cap - _lock_counter(store, connection, channel, day_of(now)))
+        if limit <= 0:
+            return []
+        rows = connection.execute(_claim_statement(store, channel, worker, now, lease, limit)).all()
         if not rows:
             return []
+        _bump_counter(store, connection, channel, day_of(now), len(rows))
         names: dict[str, str] = {
             person_id: name
             for person_id, name in connection.execute(
@@ -263,52 +276,38 @@ def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
+_RECORD_SQL = (
+    "UPDATE delivery SET state = {p}, reason = {p}, detail = {p}, "
+    "provider_id = COALESCE({p}, provider_id), sent_at = COALESCE({p}, sent_at), due_at = {p}, "
+    "updated_at = {p}, lease_owner = NULL, lease_until = NULL WHERE id = {p} AND lease_owner = {p}"
+)
+_ATTEMPT_SQL = (
+    "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+)
+
+
+def _placeholder(store: Store) -> str:
+    return "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+
+
 def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
-    """Apply outcomes in one transaction: delivery rows, attempts, suppressions, daily counters."""
+    """Apply outcomes in one transaction: delivery rows, attempts, suppressions.
+
+    This runs once per batch for every message sent, so the two bulk statements go to the driver's
+    ``executemany`` as plain tuples (SQLAlchemy's per-row bind processing cost more than the writes).
+    """
     if not outcomes:
         return
-    rows = [
-        {
-            "b_id": o.delivery_id,
-            "b_worker": worker,
-            "state": o.state,
-            "reason": o.reason,
-            "detail": (o.detail or "")[:1000] or None,
-            "provider_id": o.provider_id,
-            "sent_at": o.at if o.state in ("sent", "delivered") else None,
-            "due_at": o.due_at if o.due_at is not None else o.at,
-            "updated_at": o.at,
-        }
-        for o in outcomes
-    ]
-    statement = (
-        update(DELIVERY)
-        .where(DELIVERY.c.id == bindparam("b_id"), DELIVERY.c.lease_owner == bindparam("b_worker"))
-        .values(
-            state=bindparam("state"),
-            reason=bindparam("reason"),
-            detail=bindparam("detail"),
-            provider_id=func.coalesce(bindparam("provider_id"), DELIVERY.c.provider_id),
-            sent_at=func.coalesce(bindparam("sent_at"), DELIVERY.c.sent_at),
-            due_at=bindparam("due_at"),
-            updated_at=bindparam("updated_at"),
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
-    attempts = [
-        {
-            "delivery_id": o.delivery_id,
-            "at": o.at,
-            "outcome": o.attempt,
-            "reason": o.reason,
-            "detail": (o.detail or "")[:1000] or None,
-            "provider_id": o.provider_id,
-            "worker": worker,
-        }
-        for o in outcomes
-        if o.attempt != "released"
-    ]
+    rows = []
+    attempts = []
+    for o in outcomes:
+        detail = (o.detail or "")[:1000] or None
+        sent_at = o.at if o.state in ("sent", "delivered") else None
+        due_at = o.due_at if o.due_at is not None else o.at
+        rows.append((o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.delivery_id, worker))
+        if o.attempt != "released":
+            attempts.append((o.delivery_id, o.at, o.attempt, o.reason, detail, o.provider_id, worker))
     suppressions = {
         (o.channel, o.address): {
             "channel": o.channel,
@@ -320,21 +319,19 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
         for o in outcomes
         if o.suppress and o.address
     }
-    sent_per_day: dict[tuple[str, str], int] = {}
-    for o in outcomes:
-        if o.attempt in ("sent", "uncertain", "transient", "permanent"):
-            key = (o.channel, day_of(o.at))
-            sent_per_day[key] = sent_per_day.get(key, 0) + 1
+    mark = _placeholder(store)
     with store.begin() as connection:
-        connection.execute(statement, rows)
-        if attempts:
-            connection.execute(insert(ATTEMPT), attempts)
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(_RECORD_SQL.format(p=mark), rows)
+            if attempts:
+                cursor.executemany(_ATTEMPT_SQL.format(p=mark), attempts)
+        finally:
+            cursor.close()
         if suppressions:
             connection.execute(
                 _insert_ignore(store, SUPPRESSION, ["channel", "address"]), list(suppressions.values())
             )
-        for (channel, day), count in sent_per_day.items():
-            _bump_counter(store, connection, channel, day, count)
 
 
 def _insert_ignore(store: Store, table: Any, keys: list[str]) -> Any:
@@ -349,6 +346,50 @@ def _bump_counter(store: Store, connection: Any, channel: str, day: str, count: 
         index_elements=["channel", "day"], set_={"sent": COUNTER.c.sent + count}
     )
     connection.execute(statement)
+
+
+def _claim_statement(store: Store, channel: str, worker: str, now: float, lease: float, limit: int) -> Any:
+    due = (
+        select(DELIVERY.c.id)
+        .where(
+            DELIVERY.c.state.in_(CLAIMABLE),
+            DELIVERY.c.channel == channel,
+            DELIVERY.c.due_at <= now,
+        )
+        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
+        .limit(limit)
+    )
+    if not store.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(DELIVERY)
+        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            lease_owner=worker,
+            lease_until=now + lease,
+            attempts=DELIVERY.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            DELIVERY.c.id,
+            DELIVERY.c.notification_id,
+            DELIVERY.c.person_id,
+            DELIVERY.c.address,
+            DELIVERY.c.deadline,
+            DELIVERY.c.attempts,
+            DELIVERY.c.created_at,
+        )
+    )
+
+
+def _lock_counter(store: Store, connection: Any, channel: str, day: str) -> int:
+    """Today's reserved sends, with the counter row locked until the transaction ends."""
+    _bump_counter(store, connection, channel, day, 0)
+    query = select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day)
+    if not store.is_sqlite:
+        query = query.with_for_update()
+    return int(connection.execute(query).scalar_one())
 
 
 def sent_today(store: Store, channel: str, now: float) -> int:
@@ -368,18 +409,48 @@ def release(store: Store, worker: str, now: float, ids: Iterable[int] | None = N
             return 0
         condition = and_(condition, DELIVERY.c.id.in_(id_list))
     with store.begin() as connection:
-        result = connection.execute(
+        released = connection.execute(
             update(DELIVERY)
             .where(condition)
             .values(
-                state="queued",
+                state=_queued_unless_cancelled(),
                 lease_owner=None,
                 lease_until=None,
                 attempts=DELIVERY.c.attempts - 1,
                 updated_at=now,
             )
-        )
-    return int(result.rowcount)
+            .returning(DELIVERY.c.channel)
+        ).all()
+        per_channel: dict[str, int] = {}
+        for (channel,) in released:
+            per_channel[channel] = per_channel.get(channel, 0) + 1
+        for channel, count in per_channel.items():
+            _bump_counter(store, connection, channel, day_of(now), -count)
+    return len(released)
+
+
+def _queued_unless_cancelled() -> Any:
+    """A delivery given back goes to ``queued``, or to ``cancelled`` if its notification was cancelled."""
+    cancelled = exists().where(
+        NOTIFICATION.c.id == DELIVERY.c.notification_id, NOTIFICATION.c.state == "cancelled"
+    )
+    return case((cancelled, "cancelled"), else_="queued")
+
+
+def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
+    """Which of these notifications were cancelled."""
+    id_list = list(ids)
+    if not id_list:
+        return set()
+    with store.begin() as connection:
+        return {
+            str(row[0])
+            for row in connection.execute(
+                select(NOTIFICATION.c.id).where(
+                    NOTIFICATION.c.id.in_(id_list), NOTIFICATION.c.state == "cancelled"
+                )
+            )
+        }
 
 
 def reclaim_expired(store: Store, now: float) -> int:
@@ -388,7 +459,7 @@ def reclaim_expired(store: Store, now: float) -> int:
         result = connection.execute(
             update(DELIVERY)
             .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_until < now)
-            .values(state="queued", lease_owner=None, lease_until=None, updated_at=now)
+            .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
         )
     return int(result.rowcount)
 

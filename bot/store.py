@@ -104,7 +104,7 @@ class Store:
 _upgrade_lock = threading.Lock()
 
 
-def upgrade(store: Store, revision: str = "head") -> None:
+def upgrade(store: Store, revision: str = "heads") -> None:
     """Apply schema migrations up to ``revision``."""
     from alembic import command
     from alembic.config import Config

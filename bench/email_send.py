@@ -1,6 +1,6 @@
 """Email throughput: Herald's EmailChannel against baselines in the same run, into Postfix's smtp-sink.
 
-    .venv/bin/python bench/email.py [--n 5000] [--connections 8] [--runs 3] [--apprise-python PATH]
+    .venv/bin/python bench/email_send.py [--n 5000] [--connections 8] [--runs 3] [--apprise-python PATH]
 
 Paths, each sending ``n`` personalised ~2 KB messages (one recipient per transaction):
 
@@ -19,24 +19,17 @@ stand-in runs in a separate process instead, which is far slower, so the ratios 
 but the absolute figures do not.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import os
-import sys
-
-# This file is named email.py, and running it puts bench/ first on sys.path, where it would
-# shadow the standard library's email package: drop that entry before anything imports email.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from email.headerregistry import Address

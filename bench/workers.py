@@ -1,0 +1,198 @@
+"""Scale-out benchmark: 1, 2 and 4 `herald worker` processes on one PostgreSQL database.
+
+One command: `.venv/bin/python bench/workers.py [--messages 2000] [--latency 0.05] [--runs 3]`
+
+A Twilio stand-in (separate process) answers each request after `--latency` seconds, like the real API
+(latency-bound, not CPU-bound); throttles are off. For each worker count the same SMS announcement is
+queued, the workers are started, and the time from the first delivery to the last is measured on the
+ledger's clock (process start-up excluded). Prints msg/s per worker count (median of --runs) and
+the ratio to one worker (target: 4 workers >= 3.5x). Needs PostgreSQL (HERALD_BENCH_DATABASE_URL,
+default the local test database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+BASE_URL = os.environ.get("HERALD_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SID = "AC" + "0" * 32
+TOKEN = "bench-token"
+
+
+def herald(*args: str, config: Path) -> dict:
+    out = subprocess.run(
+        [PY, "-m", "bot", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+
+
+def start_standin(latency: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "bot.standins.twilio",
+            "--latency",
+            str(latency),
+            "--account-sid",
+            SID,
+            "--auth-token",
+            TOKEN,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.strip().rsplit(" ", 1)[-1]
+
+
+def make_schema() -> tuple[str, str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(
+        BASE_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return schema, f"{BASE_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_schema(schema: str) -> None:
+    engine = create_engine(
+        BASE_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def wait_for_workers(url: str, count: int) -> None:
+    """Until ``count`` workers have registered, so that all of them start on the same announcement."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        while True:
+            with engine.connect() as connection:
+                live = connection.execute(text("SELECT count(*) FROM worker")).scalar_one()
+            if live >= count:
+                return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def one_run(workers: int, messages: int, api_url: str, tmp: Path) -> float:
+    schema, url = make_schema()
+    try:
+        config = tmp / f"bench-{workers}.toml"
+        config.write_text(
+            f'[database]\nurl = "{url}"\n'
+            f'[twilio]\naccount_sid = "{SID}"\nauth_token = "{TOKEN}"\nfrom_number = "+15005550006"\n'
+            f'api_url = "{api_url}"\nrate_per_second = 0\nmax_concurrency = 8\n'
+            '[quiet_hours]\nkinds = []\n[dispatcher]\npoll_interval = "0.05s"\n',
+            encoding="utf-8",
+        )
+        people = tmp / "people.csv"
+        with people.open("w", encoding="utf-8") as handle:
+            handle.write("id,name,phone\n")
+            for index in range(messages):
+                handle.write(f"b{index},Bench {index},+1212555{index % 10000:04d}\n")
+        subprocess.run(
+            [PY, "-m", "bot", "directory", "import", str(people), "--config", str(config)],
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+        )
+        procs = [
+            subprocess.Popen(
+                [PY, "-m", "bot", "worker", "--config", str(config), "--id", f"bench-{i}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            for i in range(workers)
+        ]
+        try:
+            wait_for_workers(url, workers)
+            queued = herald(
+                "announce",
+                "--yes",
+                "--json",
+                "--audience",
+                "everyone",
+                "--channels",
+                "sms",
+                "--severity",
+                "critical",
+                "--title",
+                "bench",
+                "--body",
+                "x",
+                config=config,
+            )
+            while True:
+                status = herald("status", queued["id"], "--json", config=config)
+                if status.get("state") == "done":
+                    break
+                time.sleep(0.2)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=30)
+        # From the first delivery to the last, on the ledger's clock (process start-up excluded).
+        elapsed = status["sla"]["last_delivery_s"] - status["sla"]["first_delivery_s"]
+        return (messages - 1) / max(elapsed, 1e-6)
+    finally:
+        drop_schema(schema)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", default="1,2,4")
+    args = parser.parse_args()
+    standin, api_url = start_standin(args.latency)
+    results: dict[int, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for count in (int(w) for w in args.workers.split(",")):
+                rates = [one_run(count, args.messages, api_url, Path(tmp)) for _ in range(args.runs)]
+                results[count] = statistics.median(rates)
+                print(
+                    f"{count} worker(s): {results[count]:8.0f} msg/s  "
+                    f"(runs: {', '.join(f'{r:.0f}' for r in rates)})",
+                    flush=True,
+                )
+    finally:
+        standin.send_signal(signal.SIGTERM)
+        standin.wait(timeout=10)
+    base = results.get(1)
+    if base:
+        for count, rate in results.items():
+            print(f"{count} worker(s) / 1 worker: {rate / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

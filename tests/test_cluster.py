@@ -1,0 +1,126 @@
+"""Scale-out on PostgreSQL, as separate processes: two `herald serve` and three `herald worker` share one
+database. Every recipient is reached, the cluster-wide rate holds in every 1-second window, a worker
+killed with SIGKILL has its claims finished by the others, and when the leading `serve` is killed the
+other one takes over the scheduler ticks (observed through its /metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from conftest import Peers, run_herald
+
+RATE = 250
+PEOPLE = 3000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def scheduler_ticks(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return -1.0
+    match = re.search(r'^herald_scheduler_ticks_total\{job="tick"\} ([0-9.e+]+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
+    peers: Peers, pg_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "4s"\npoll_interval = "0.1s"\n'), "utf-8")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,name,email\n" + "".join(f"c{i},Person {i},c{i}@example.com\n" for i in range(PEOPLE)), "utf-8"
+    )
+    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    env = {"HERALD_SMTP__RATE_PER_SECOND": str(RATE)}
+    ports = [free_port(), free_port()]
+    serves = [
+        spawn("serve", "--config", str(config), env={**env, "HERALD_SERVER__PORT": str(p)}) for p in ports
+    ]
+    workers = [spawn("worker", "--config", str(config), "--id", f"w{i}", env=env) for i in range(3)]
+    try:
+        wait_until(lambda: all(scheduler_ticks(p) >= 0 for p in ports), timeout=30)
+        queued = run_herald(
+            "announce",
+            "--config",
+            str(config),
+            "--yes",
+            "--json",
+            "--audience",
+            "everyone",
+            "--severity",
+            "outage",
+            "--title",
+            "Datacenter power work",
+            env=env,
+        )
+        assert queued.exit_code == 0, queued.stderr
+        notification = json.loads(queued.stdout)["id"]
+
+        wait_until(lambda: len(peers.smtp.messages) >= PEOPLE // 3, timeout=60)
+        workers[0].send_signal(signal.SIGKILL)  # mid-way: its claims go to the others after the lease
+
+        wait_until(lambda: max(scheduler_ticks(p) for p in ports) >= 1, timeout=30)
+        leader = max(range(2), key=lambda i: scheduler_ticks(ports[i]))
+        other = 1 - leader
+        before = scheduler_ticks(ports[other])
+        serves[leader].send_signal(signal.SIGKILL)
+        wait_until(lambda: scheduler_ticks(ports[other]) > before, timeout=30)
+
+        def done() -> bool:
+            status = run_herald("status", notification, "--json", "--config", str(config))
+            return json.loads(status.stdout)["state"] == "done"
+
+        wait_until(done, timeout=120)
+    finally:
+        for proc in [*serves, *workers]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*serves, *workers]:
+            proc.wait(timeout=30)
+
+    final = json.loads(run_herald("status", notification, "--json", "--config", str(config)).stdout)
+    assert final["channels"]["email"]["sent"] == PEOPLE
+    received = Counter(rcpt for message in peers.smtp.messages for rcpt in message.rcpt_tos)
+    assert len(received) == PEOPLE
+    # Two processes were killed mid-send: at most their in-flight mails (smtp.max_connections each) twice.
+    assert sum(received.values()) - PEOPLE <= 2 * 4
+    arrivals = sorted(peers.arrivals)
+    busiest = max(
+        sum(1 for t in arrivals[i : i + RATE + 20] if t < arrivals[i] + 1.0) for i in range(len(arrivals))
+    )
+    # One rate for the whole cluster of five dispatchers, within loopback jitter.
+    assert busiest <= RATE * 1.02
