@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -36,6 +37,7 @@ from bot.leader import Leadership
 from bot.metrics import HeraldMetrics
 from bot.recipients.web import recipient_routes
 from bot.slack.app import SlackFrontDoor, build_slack
+from bot.sync.schedule import check_every, scheduled_sync
 from bot.web import build_web_app
 from bot.workers import SecondDispatcherError, new_worker_id
 
@@ -288,7 +290,14 @@ async def run_serve(settings: Settings) -> int:
         settings,
         herald=herald,
         routes=[*recipient_routes(herald), *alert_routes(herald)],
-        jobs=[Job("alerts", ALERT_TICK_EVERY, alert_tick(herald))],
+        jobs=[
+            Job("alerts", ALERT_TICK_EVERY, alert_tick(herald)),
+            Job(
+                "directory-sync",
+                check_every(settings.directory.sync_every),
+                functools.partial(scheduled_sync, herald),
+            ),
+        ],
     )
     try:
         url = await server.start()

@@ -99,6 +99,7 @@ class SmtpSettings(Section):
     daily_cap: int = Field(0, ge=0)
     retry_for: Duration = 5 * 86400.0
     timeout: Duration = 30.0
+    warmup: list[int] = Field(default_factory=list)
 
 
 class TwilioSettings(Section):
@@ -115,6 +116,10 @@ class TwilioSettings(Section):
     status_callbacks: bool = False
     retry_for: Duration = 4 * 3600.0
     timeout: Duration = 15.0
+    warmup: list[int] = Field(default_factory=list)
+    help_text: str = (
+        "Herald: IT notifications from your company. Reply STOP to opt out, START to opt back in."
+    )
 
 
 class LdapSettings(Section):
@@ -184,6 +189,18 @@ class QuietHours(Section):
     start: str = "22:00"
     end: str = "07:00"
     kinds: list[str] = Field(default_factory=lambda: ["maintenance", "info"])
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("expected an IANA time zone such as Europe/Berlin") from exc
+        return value
 
     @field_validator("start", "end")
     @classmethod

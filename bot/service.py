@@ -19,6 +19,8 @@ from bot.audience import AudienceError, audience_condition, parse_audience, reac
 from bot.config import SEVERITIES
 from bot.forecast import ChannelLoad, Forecast, forecast
 from bot.ledger import NewNotification
+from bot.recipients import warmup
+from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import AuditEntry, Delivery, Notification
 
 DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
@@ -106,7 +108,15 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
     """Who would be reached on which channel, and when the last message would go out."""
     _validate(herald, request)
     audience = _audience(request)
-    found = reach(herald.store, audience, request.channels, slack_groups=request.slack_groups, sample=0)
+    rules = delivery_rules(herald.settings)
+    found = reach(
+        herald.store,
+        audience,
+        request.channels,
+        slack_groups=request.slack_groups,
+        sample=0,
+        opted_out=opt_out_conditions(rules, request.severity, request.channels),
+    )
     if found.count == 0:
         raise AnnounceError(f"no one matches {request.audience!r}")
     now = herald.clock.now()
@@ -135,9 +145,8 @@ def channel_load(
     herald: Herald, name: str, messages: int, cost: float, deadline: float, now: float
 ) -> ChannelLoad:
     section = herald.settings.smtp if name == "email" else herald.settings.twilio
-    cap_room = None
-    if section.daily_cap > 0:
-        cap_room = max(0, section.daily_cap - ledger.sent_today(herald.store, name, now))
+    cap = warmup.cap_today(herald.store, name, now, section.daily_cap, warmup.schedule(herald.settings, name))
+    cap_room = None if cap is None else max(0, cap - ledger.sent_today(herald.store, name, now))
     return ChannelLoad(
         channel=name,
         messages=messages,
@@ -148,7 +157,7 @@ def channel_load(
         concurrency=herald.concurrency(name),
         latency=DEFAULT_LATENCY[name],
         cap_room=cap_room,
-        daily_cap=section.daily_cap,
+        daily_cap=cap or 0,
     )
 
 
@@ -180,7 +189,7 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
         idempotency_key=request.idempotency_key,
         meta=request.meta,
     )
-    recipients = ledger.create_notification(herald.store, new, condition)
+    recipients = ledger.create_notification(herald.store, new, condition, delivery_rules(herald.settings))
     if recipients == 0:
         ledger.cancel(herald.store, new.id, now)
         raise AnnounceError(f"no one matches {request.audience!r}")

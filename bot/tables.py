@@ -110,7 +110,7 @@ class Delivery(SQLModel, table=True):
     attempts: int = Field(default=0)
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: float | None = Field(default=None)
-    provider_id: str | None = Field(default=None, max_length=200)
+    provider_id: str | None = Field(default=None, max_length=200, index=True)  # status callbacks look it up
     reason: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=1000)
     created_at: float = Field(default=0.0)

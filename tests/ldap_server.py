@@ -67,7 +67,7 @@ include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include {folder}/ad.schema
-pidfile {folder}/slapd.pid
+{tls}pidfile {folder}/slapd.pid
 argsfile {folder}/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
@@ -124,18 +124,37 @@ class LdapServer:
     """slapd on 127.0.0.1; ``start()`` after ``slapadd`` of the base entries (and any ``extra``)."""
 
     def __init__(
-        self, folder: Path, slapd: str = "/usr/sbin/slapd", slapadd: str = "/usr/sbin/slapadd"
+        self,
+        folder: Path,
+        slapd: str = "/usr/sbin/slapd",
+        slapadd: str = "/usr/sbin/slapadd",
+        openssl: str | None = None,
     ) -> None:
         self.folder = folder
         self.slapd, self.slapadd = slapd, slapadd
+        self.openssl = openssl  # given: TLS on, StartTLS on url and ldaps:// on ldaps_url
+        self.ca_file = folder / "ca.crt"
         self.port = 0
         self.url = ""
+        self.ldaps_url = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     def configure(self, extra: Iterable[tuple[str, dict[str, Any]]] = ()) -> None:
         (self.folder / "data").mkdir(parents=True, exist_ok=True)
         (self.folder / "ad.schema").write_text(AD_SCHEMA)
+        tls = ""
+        if self.openssl:
+            make_certificates(self.openssl, self.folder)
+            tls = "".join(
+                f"{key} {self.folder / name}\n"
+                for key, name in (
+                    ("TLSCACertificateFile", "ca.crt"),
+                    ("TLSCertificateFile", "server.crt"),
+                    ("TLSCertificateKeyFile", "server.key"),
+                )
+            )
         conf = SLAPD_CONF.format(
+            tls=tls,
             folder=self.folder,
             suffix=SUFFIX,
             admin_dn=ADMIN_DN,
@@ -159,9 +178,13 @@ class LdapServer:
         """Start slapd; return its URL once it accepts connections."""
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        listen = f"{self.url}/"
+        if self.openssl:
+            self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
+            listen += f" {self.ldaps_url}/"
         log = (self.folder / "slapd.log").open("wb")
         self.process = subprocess.Popen(
-            [self.slapd, "-f", str(self.folder / "slapd.conf"), "-h", f"{self.url}/", "-d", "0"],
+            [self.slapd, "-f", str(self.folder / "slapd.conf"), "-h", listen, "-d", "0"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -203,6 +226,36 @@ class LdapServer:
                 object_class = attributes["objectClass"]
                 rest = {k: v for k, v in attributes.items() if k != "objectClass"}
                 connection.add(dn, object_class, rest)
+
+
+def make_certificates(openssl: str, folder: Path) -> None:
+    """A throwaway CA (``ca.crt``) and a server certificate for 127.0.0.1 signed by it."""
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=Herald test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+    )  # fmt: skip
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    run(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+    )  # fmt: skip
 
 
 # --- the test directory ----------------------------------------------------------------------------

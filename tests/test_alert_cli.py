@@ -4,8 +4,10 @@ SMTP and the Twilio stand-in (``--wait``), dedup, resolution, and usage errors."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
 from conftest import Peers
 
 ROUTES = """
@@ -16,9 +18,9 @@ channels = ["email", "sms"]
 """
 
 
-def setup(cli, peers: Peers, db_url: str, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+def setup(cli, peers: Peers, db_url: str, tmp_path: Path, extra: str = "") -> str:  # type: ignore[no-untyped-def]
     config = tmp_path / "herald.toml"
-    config.write_text(peers.config(db_url, ROUTES), encoding="utf-8")
+    config.write_text(peers.config(db_url, ROUTES + extra), encoding="utf-8")
     people = tmp_path / "people.csv"
     people.write_text(
         "id,name,email,phone,groups\n"
@@ -97,3 +99,31 @@ def test_usage_errors_exit_2_naming_the_option(cli, peers: Peers, db_url: str, t
     empty = cli("alert", "--config", config, "--severity", "info", "--summary", " ")
     assert empty.exit_code == 2
     assert "--summary: a summary is required" in empty.stderr
+
+
+def test_herald_serve_mounts_the_webhooks_and_delivers(
+    cli, peers: Peers, db_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from test_serve import _first_line, _spawn, _stop
+
+    extra = '[server]\nhost = "127.0.0.1"\nport = 0\n[webhooks.alerts]\ntoken = "serve-token"\n'
+    config = setup(cli, peers, db_url, tmp_path, extra)
+    proc = _spawn("serve", "--config", config)
+    url = _first_line(proc).split("listening on ")[1].split()[0]
+    try:
+        body = {"summary": "Printer on fire", "severity": "critical", "labels": {"team": "net"}}
+        assert httpx.post(f"{url}/hooks/alerts", json=body, timeout=10).status_code == 401
+        assert (
+            httpx.post(f"{url}/hooks/grafana", json=body, timeout=10).status_code == 401
+        )  # no auth configured
+        accepted = httpx.post(
+            f"{url}/hooks/alerts", json=body, headers={"Authorization": "Bearer serve-token"}, timeout=10
+        )
+        assert accepted.status_code == 202, accepted.text
+        deadline = time.monotonic() + 15
+        while len(peers.smtp.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(m.rcpt_tos[0] for m in peers.smtp.messages) == ["alice@example.com", "bob@example.com"]
+    finally:
+        code, _, err = _stop(proc)
+    assert code == 0, err

@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.alerts import escalation, lifecycle, notify
+from bot.alerts import escalation, notify
+from bot.alerts.acks import ack_by_phone, acknowledge, resolve
 from bot.alerts.intake import fingerprint_of
-from bot.alerts.lifecycle import ack_by_phone, acknowledge, ingest, resolve
+from bot.alerts.lifecycle import ingest
 from bot.alerts.models import Alert, AlertBatch
 from bot.alerts.report import alert_report
 from bot.alerts.tables import AlertGroup
 from bot.app import Herald
 from bot.clock import ManualClock
-from bot.config import load_settings
+from bot.config import QuietHours, load_settings
 from bot.ledger import NewNotification
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person, PersonGroup
@@ -146,7 +147,7 @@ def test_repeat_interval_and_updates(herald: Herald) -> None:
     advance(herald, 61)
     escalation.run_due(herald)
     latest = notifications(herald)[-1]
-    assert latest["title"] == "[FIRING:2] w1"
+    assert latest["title"] == "[FIRING:2] instance=w1"
     assert "More alerts joined" in latest["body"]
     assert len(notifications(herald, "alert")) == 3
 
@@ -293,7 +294,7 @@ def test_ack_by_sms_acks_the_latest_open_group_that_paged_the_number(herald: Her
     assert group(herald, one)["acked_at"] is None
     reply = ack_by_phone(herald, "+4915110000001", f"ACK {one}")
     assert reply is not None and "Acknowledged LinkDown" in reply
-    assert lifecycle.display_actor(group(herald, one)["acked_by"]) == "Alice (SMS)"
+    assert notify.display_actor(group(herald, one)["acked_by"]) == "Alice (SMS)"
 
 
 def test_flood_control_folds_then_holds_and_never_drops(herald: Herald) -> None:
@@ -313,7 +314,7 @@ def test_flood_control_folds_then_holds_and_never_drops(herald: Herald) -> None:
     escalation.run_due(herald)
     late = notifications(herald, "alert")[-1]
     assert "Held back 1m 1s by flood control" in late["body"]
-    assert late["title"] == "[FIRING:1] late"
+    assert late["title"] == "[FIRING:1] instance=late"
 
 
 def test_urgent_alerts_are_never_held(herald: Herald) -> None:
@@ -350,3 +351,20 @@ def test_manual_resolve_and_the_report(herald: Herald) -> None:
     assert by_id[late]["ack_met"] is False
     assert by_id[late]["tiers_paged"][0]["audience"] == "group:tier1"
     assert report["ack_sla"] == {"judged": 2, "met": 1, "missed": 1, "met_pct": 50.0}
+
+
+def test_alerts_follow_quiet_hours_and_preferences_like_announcements(herald: Herald) -> None:
+    # Quiet hours on (22:00-07:00 UTC by default); the clock stands at midnight UTC.
+    quiet = Herald.build(
+        herald.settings.model_copy(update={"quiet_hours": QuietHours()}),
+        clock=herald.clock,
+        store=herald.store,
+    )
+    info = ingest(quiet, batch(firing("Slow", team="web", instance="w1")))
+    urgent = ingest(quiet, batch(firing("LinkDown", team="net")))
+    (info_id,) = info.notifications
+    (urgent_id,) = urgent.notifications
+    assert {
+        (d["state"], d["reason"]) for d in rows(quiet, DELIVERY, DELIVERY.c.notification_id == info_id)
+    } == {("deferred", "quiet_hours")}
+    assert {d["state"] for d in rows(quiet, DELIVERY, DELIVERY.c.notification_id == urgent_id)} == {"queued"}

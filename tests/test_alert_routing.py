@@ -101,6 +101,7 @@ def test_grouping() -> None:
     assert one != group_key(choice, "info", group_labels(["alertname"], labels))
     assert group_title({"alertname": "HighLatency", "site": "berlin"}, "x") == "HighLatency berlin"
     assert group_title({"site": ""}, "fallback") == "fallback"
+    assert group_title({"instance": "w1", "job": "api"}, "fallback") == "instance=w1 job=api"
 
 
 def test_policy_is_frozen_from_the_sla() -> None:

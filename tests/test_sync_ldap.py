@@ -383,3 +383,57 @@ def test_slack_failing_fails_the_whole_sync(
     )
     assert snapshot(store) == before
     assert people(store)["u001"].slack_user_id == "U0AAA001"
+
+
+# --- TLS: StartTLS and ldaps://, certificates verified ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slapd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    slapd_path, openssl = require_program("slapd"), require_program("openssl")
+    server = LdapServer(tmp_path_factory.mktemp("slapd-tls"), slapd=slapd_path, openssl=openssl)
+    server.configure(directory(f"ou=tls,{SUFFIX}", 30).entries)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ldap3 2.9.1 checks the host name with ssl.match_hostname, deprecated (and warning) on Python 3.11.
+TLS_WARNING = "ignore:ssl.match_hostname:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(TLS_WARNING)
+@pytest.mark.parametrize("mode", ["starttls", "ldaps"])
+def test_tls_with_a_trusted_certificate(
+    cli: Any, tmp_path: Path, slapd_tls: LdapServer, db_url: str, store: Store, mode: str
+) -> None:
+    tree = Directory(f"ou=tls,{SUFFIX}", f"ou=people,ou=tls,{SUFFIX}", f"ou=groups,ou=tls,{SUFFIX}")
+    url = slapd_tls.url if mode == "starttls" else slapd_tls.ldaps_url
+    config = tmp_path / "herald.toml"
+    config.write_text(ldap_config(db_url, url, tree, start_tls=mode == "starttls"))
+    env = {"HERALD_DIRECTORY__LDAP__BIND_PASSWORD": SERVICE_PASSWORD, "SSL_CERT_FILE": str(slapd_tls.ca_file)}
+    result = cli("directory", "sync", "--config", str(config), env=env)
+    assert result.exit_code == 0, result.stderr
+    assert len(people(store)) == 30
+
+
+@pytest.mark.filterwarnings(TLS_WARNING)
+@pytest.mark.parametrize("mode", ["starttls", "ldaps"])
+def test_tls_with_an_unknown_certificate_authority(
+    cli: Any, tmp_path: Path, slapd_tls: LdapServer, db_url: str, store: Store, mode: str
+) -> None:
+    tree = Directory(f"ou=tls,{SUFFIX}", f"ou=people,ou=tls,{SUFFIX}", f"ou=groups,ou=tls,{SUFFIX}")
+    url = slapd_tls.url if mode == "starttls" else slapd_tls.ldaps_url
+    config = tmp_path / "herald.toml"
+    config.write_text(ldap_config(db_url, url, tree, start_tls=mode == "starttls"))
+    other_ca = tmp_path / "empty.pem"
+    other_ca.write_text("")
+    env = {"HERALD_DIRECTORY__LDAP__BIND_PASSWORD": SERVICE_PASSWORD, "SSL_CERT_FILE": str(other_ca)}
+    result = cli("directory", "sync", "--config", str(config), env=env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"herald: {url}: ")
+    assert f"herald: {url}: TLS failed: " in result.stderr and "('" not in result.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr and result.stderr.endswith("(nothing was changed)\n")
+    assert people(store) == {}

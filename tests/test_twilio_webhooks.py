@@ -13,7 +13,8 @@ from conftest import TWILIO_TOKEN, Peers
 from test_recipients_web import PUBLIC_URL, WebServer, announce_json, deliveries, rows, start_web
 from twilio.request_validator import RequestValidator
 
-from bot.recipients.web import DEFAULT_HELP_TEXT, NO_ALERT
+from bot.config import TwilioSettings
+from bot.recipients.web import NO_ALERT
 
 PHONE = "+4915112345002"  # p2, in Engineering
 INBOUND = "/hooks/twilio/inbound"
@@ -130,7 +131,8 @@ def test_stop_also_holds_for_queued_messages(cli, twilio_web: tuple[str, WebServ
 def test_help_ack_and_other_text(twilio_web: tuple[str, WebServer], db_url: str) -> None:
     _, server = twilio_web
     help_answer = post_signed(server, INBOUND, sms_in("help"))
-    assert help_answer.text.endswith(f"<Response><Message>{DEFAULT_HELP_TEXT}</Message></Response>")
+    help_text = TwilioSettings().help_text
+    assert help_answer.text.endswith(f"<Response><Message>{help_text}</Message></Response>")
     ack = post_signed(server, INBOUND, sms_in("ACK a123"), algorithm="HMAC_SHA256")
     assert ack.status_code == 200
     try:

@@ -7,8 +7,10 @@ Modules, from the edge inwards:
 - :mod:`~bot.alerts.auth`: bearer token or HMAC-SHA256 signature, in constant time;
 - :mod:`~bot.alerts.intake`: pure parsers of the three body shapes into an ``AlertBatch``;
 - :mod:`~bot.alerts.routing`: pure first-match routing, severity, grouping, the frozen policy;
-- :mod:`~bot.alerts.lifecycle`: dedup, grouping, owed notifications, resolution, acknowledging
-  (also by SMS: :func:`~bot.alerts.lifecycle.ack_by_phone`);
+- :mod:`~bot.alerts.lifecycle`: dedup, grouping, repeat and resolution: what each group is owed;
+- :mod:`~bot.alerts.outbox`: creating what is owed, under flood control;
+- :mod:`~bot.alerts.acks`: acknowledging and resolving
+  (also by SMS: :func:`~bot.alerts.acks.ack_by_phone`);
 - :mod:`~bot.alerts.flood`: pure per-route flood control;
 - :mod:`~bot.alerts.escalation`: the pure "what is due" and the scheduler tick;
 - :mod:`~bot.alerts.notify`: writing each notification about a group exactly once;
@@ -28,7 +30,7 @@ from typing import Any
 __all__ = ["ack_by_phone", "alert_report", "alert_routes", "alert_tick"]
 
 _LAZY = {
-    "ack_by_phone": "bot.alerts.lifecycle",
+    "ack_by_phone": "bot.alerts.acks",
     "alert_report": "bot.alerts.report",
     "alert_routes": "bot.alerts.web",
     "alert_tick": "bot.alerts.escalation",

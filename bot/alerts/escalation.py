@@ -27,21 +27,24 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 
 from bot import ledger
-from bot.alerts import lifecycle, messages
+from bot.alerts import messages
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
     GROUP,
     alert_links,
     ensure_notification,
     first_notification,
+    forget_notice,
     group_facts,
     group_row,
     link,
     notified_people,
     people_for,
 )
+from bot.alerts.outbox import flush
 from bot.app import Herald
 from bot.ledger import NewNotification
+from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")
 
@@ -165,7 +168,7 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
         idempotency_key=f"alert:{group_id}:step:{step.number}",
         meta={"alert_group": group_id, "alert_step": step.number, "links": links},
     )
-    nid, _ = ensure_notification(herald.store, new, people)
+    nid, _ = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
     link(herald.store, [group_id], nid, step.kind, step.number, audience, now)
     with herald.store.begin() as connection:
         moved = connection.execute(
@@ -190,14 +193,14 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
     if current is not None and (current["acked_at"] is not None or current["state"] != "firing"):
         # Acknowledged or resolved while the step was being written: it must not go out.
         ledger.cancel(herald.store, nid, now)
-        lifecycle.forget_notice(herald, group_id, nid)
+        forget_notice(herald.store, group_id, nid)
     return None
 
 
 def run_due(herald: Herald) -> None:
     """One pass of everything time-driven: escalation steps, then owed notifications."""
     escalate_due(herald)
-    lifecycle.flush(herald)
+    flush(herald)
 
 
 def alert_tick(herald: Herald) -> Callable[[], Awaitable[None]]:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +27,7 @@ from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
 from bot.audience import AudienceError, audience_condition, parse_audience
 from bot.ledger import NewNotification
+from bot.recipients.rules import DeliveryRules
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person
 
@@ -73,17 +74,18 @@ def find_by_key(store: Store, key: str) -> str | None:
     return str(value) if value else None
 
 
-def ensure_notification(store: Store, new: NewNotification, people: ColumnElement[bool]) -> tuple[str, bool]:
-    """The notification with ``new.idempotency_key``: the existing one, else ``new`` written now.
-
-    Returns ``(id, created)``.
+def ensure_notification(
+    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
+) -> tuple[str, bool]:
+    """The notification with ``new.idempotency_key``: the existing one, else ``new`` written now
+    (under ``rules``: preferences and quiet hours, as announcements). Returns ``(id, created)``.
     """
     assert new.idempotency_key, "alert notifications are keyed"
     existing = find_by_key(store, new.idempotency_key)
     if existing is not None:
         return existing, False
     try:
-        ledger.create_notification(store, new, people)
+        ledger.create_notification(store, new, people, rules)
     except IntegrityError:
         existing = find_by_key(store, new.idempotency_key)
         if existing is None:
@@ -201,3 +203,25 @@ def alert_links(connection: Connection, group_id: str, external_url: str | None)
     if external_url:
         links["Alert manager"] = external_url
     return links
+
+
+def display_actor(actor: str | None) -> str | None:
+    """``slack:U123`` → ``<@U123>`` (Slack renders the name); ``sms:+49… (Alice)`` → ``Alice (SMS)``."""
+    if not actor:
+        return None
+    if actor.startswith("slack:"):
+        return f"<@{actor.removeprefix('slack:')}>"
+    if actor.startswith("sms:"):
+        rest = actor.removeprefix("sms:")
+        if "(" in rest and rest.endswith(")"):
+            return f"{rest[rest.index('(') + 1 : -1]} (SMS)"
+        return f"{rest} (SMS)"
+    return actor
+
+
+def forget_notice(store: Store, group_id: str, notification_id: str) -> None:
+    """Unlink a notification that was cancelled before it counted (an ack won the race)."""
+    with store.begin() as connection:
+        connection.execute(
+            delete(NOTICE).where(NOTICE.c.group_id == group_id, NOTICE.c.notification_id == notification_id)
+        )

@@ -132,12 +132,13 @@ def group_key(choice: RouteChoice, severity: str, grouped: Mapping[str, str]) ->
 
 
 def group_title(grouped: Mapping[str, str], fallback: str) -> str:
-    """``HighLatency``, or ``HighLatency berlin`` for several group labels; ``fallback`` if empty."""
+    """``HighLatency``, ``HighLatency berlin`` (more group labels), ``instance=w1`` (grouped without
+    the alert name), or ``fallback`` (the first alert's summary) when the group labels are empty."""
     if grouped.get("alertname"):
         rest = [value for name, value in grouped.items() if name != "alertname" and value]
         return " ".join([grouped["alertname"], *rest])[:300]
-    values = [value for value in grouped.values() if value]
-    return (" ".join(values) or fallback)[:300]
+    pairs = [f"{name}={value}" for name, value in grouped.items() if value]
+    return (" ".join(pairs) or fallback)[:300]
 
 
 def policy_for(settings: Settings, choice: RouteChoice, severity: str) -> Policy:

@@ -28,10 +28,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import and_, func, or_, select, update
 
-from bot.alerts import lifecycle
+from bot.alerts import acks
 from bot.alerts.messages import GroupFacts, alert_lines, firing_title
 from bot.alerts.models import AckOutcome, Policy
-from bot.alerts.notify import DELIVERY, GROUP, NOTICE, group_facts
+from bot.alerts.notify import DELIVERY, GROUP, NOTICE, display_actor, group_facts
 from bot.app import Herald
 from bot.slack.blocks import slack_date
 from bot.store import Store
@@ -123,10 +123,10 @@ def _timeline(view: GroupView) -> list[str]:
     if view.held_back:
         lines.append(f"• Flood control held back {view.held_back} notification(s) of this alert")
     if view.acked_at is not None:
-        who = lifecycle.display_actor(view.acked_by) or "someone"
+        who = display_actor(view.acked_by) or "someone"
         lines.append(f"• :eyes: Acknowledged by {_escape_actor(who)} · {_date(view.acked_at)}")
     if view.resolved_at is not None:
-        resolver = lifecycle.display_actor(view.resolved_by)
+        resolver = display_actor(view.resolved_by)
         by = f" by {_escape_actor(resolver)}" if resolver else ""
         lines.append(f"• :white_check_mark: Resolved{by} · {_date(view.resolved_at)}")
     elif view.next_escalation_at is not None and view.acked_at is None:
@@ -403,9 +403,9 @@ async def on_alert_action(
     actor = f"slack:{user_id}"
     outcome: AckOutcome
     if action_id == ACK_ACTION:
-        outcome = await asyncio.to_thread(lifecycle.acknowledge, herald, group_id, actor)
+        outcome = await asyncio.to_thread(acks.acknowledge, herald, group_id, actor)
     elif action_id == RESOLVE_ACTION:
-        outcome = await asyncio.to_thread(lifecycle.resolve, herald, group_id, actor)
+        outcome = await asyncio.to_thread(acks.resolve, herald, group_id, actor)
     else:
         return None
     slack = AlertSlack(herald, client, herald.settings.slack.alert_channel or "")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, false, func, literal, select
 from sqlalchemy.engine import Connection
@@ -34,12 +33,7 @@ PERSON_SETTINGS = SQLModel.metadata.tables[PersonSettings.__tablename__]
 
 DEFAULT_MANDATORY = frozenset(KindSettings().mandatory)
 URGENT = frozenset({"critical", "outage", "security"})  # never quiet, whatever the config lists
-DEFAULT_TIMEZONE = "UTC"  # for people without a timezone; config key ``quiet_hours.timezone`` when added
-
-
-def setting(section: object, key: str, default: Any) -> Any:
-    """A config key this package reads before it exists in :mod:`bot.config` (then its default)."""
-    return getattr(section, key, default)
+DEFAULT_TIMEZONE = "UTC"  # for people without a timezone (config ``quiet_hours.timezone``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +83,7 @@ def delivery_rules(settings: Settings) -> DeliveryRules:
         quiet = QuietPolicy(
             window=QuietWindow.parse(settings.quiet_hours.start, settings.quiet_hours.end),
             kinds=quiet_kinds,
-            default_timezone=str(setting(settings.quiet_hours, "timezone", DEFAULT_TIMEZONE)),
+            default_timezone=settings.quiet_hours.timezone,
         )
     return DeliveryRules(
         mandatory=mandatory,

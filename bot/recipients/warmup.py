@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
 from bot.config import Settings
-from bot.recipients.rules import setting
 from bot.store import Store
 from bot.tables import ChannelCounter
 
@@ -30,7 +29,7 @@ _first_days: dict[tuple[str, str], str] = {}  # (store url, channel) -> first da
 def schedule(settings: Settings, channel: str) -> tuple[int, ...]:
     """The channel's warm-up caps per day (config ``smtp.warmup`` / ``twilio.warmup``; default none)."""
     section = settings.smtp if channel == "email" else settings.twilio
-    return tuple(int(n) for n in setting(section, "warmup", ()) or ())
+    return tuple(section.warmup)
 
 
 def _day(at: float) -> date:

@@ -39,14 +39,13 @@ from twilio.request_validator import (
 
 from bot.app import Herald
 from bot.recipients import pages, preferences, suppressions
-from bot.recipients.rules import delivery_rules, setting
+from bot.recipients.rules import delivery_rules
 from bot.recipients.sms import Command, StatusReport, read_inbound
 from bot.tokens import read_token
 
 log = logging.getLogger("herald.recipients")
 
 MAX_BODY = 64 * 1024
-DEFAULT_HELP_TEXT = "Herald: IT notifications from your company. Reply STOP to opt out, START to opt back in."
 NO_ALERT = "No open alert to acknowledge."
 SAVED = "Your preferences are saved. They apply from the next message on."
 PAGE_HEADERS = {
@@ -222,7 +221,7 @@ def recipient_routes(herald: Herald) -> list[BaseRoute]:
             log.info("sms opt-in by START from %s", phone)
             return twiml(None)
         if command is Command.HELP:
-            return twiml(str(setting(herald.settings.twilio, "help_text", DEFAULT_HELP_TEXT)))
+            return twiml(herald.settings.twilio.help_text)
         if command is Command.ACK:
             return twiml(await acknowledge(herald, phone, text.strip()))
         return twiml(None)

@@ -49,6 +49,7 @@ with warnings.catch_warnings():
     from ldap3 import ANONYMOUS, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
     from ldap3.core.exceptions import (
         LDAPBindError,
+        LDAPCertificateError,
         LDAPCommunicationError,
         LDAPException,
         LDAPInvalidCredentialsResult,
@@ -79,6 +80,7 @@ CONNECT_TIMEOUT = 10
 RECEIVE_TIMEOUT = 60  # ldap3 needs an int (it packs it into SO_RCVTIMEO)
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 _NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
+_TUPLE_TEXT = re.compile(r"""\((['"])(.*)\1,\)""", re.DOTALL)
 _LOOSE_SEPARATOR = re.compile(r"\s[,=+]|[,=+]\s|^\s|\s$")
 
 Attributes = Mapping[str, list[Any]]
@@ -182,7 +184,7 @@ def connect(settings: LdapSettings) -> Connection:
         _close(connection)
         who = f"as {settings.bind_dn!r}" if settings.bind_dn else "anonymously"
         raise SyncError(f"{url}: bind {who} refused: {_reason(exc)}", "auth") from exc
-    except (LDAPStartTLSError, ssl.SSLError) as exc:
+    except (LDAPStartTLSError, LDAPCertificateError, ssl.SSLError) as exc:
         _close(connection)
         raise SyncError(f"{url}: TLS failed: {_first_line(exc)}", "network") from exc
     except (LDAPCommunicationError, OSError) as exc:
@@ -430,6 +432,9 @@ def _reason(exc: LDAPException) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    # ldap3 wraps messages in the repr of a one-element tuple, sometimes twice: ('...',)
+    while match := _TUPLE_TEXT.fullmatch(text):
+        text = match.group(2)
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -184,6 +184,7 @@ def upgrade() -> None:
             sqlite_where=sa.text("state = 'sending'"),
         )
         batch_op.create_index("ix_delivery_notification_state", ["notification_id", "state"], unique=False)
+        batch_op.create_index(batch_op.f("ix_delivery_provider_id"), ["provider_id"], unique=False)
 
     op.create_table(
         "person_group",
@@ -208,6 +209,7 @@ def downgrade() -> None:
 
     op.drop_table("person_group")
     with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delivery_provider_id"))
         batch_op.drop_index("ix_delivery_notification_state")
         batch_op.drop_index(
             "ix_delivery_leased",

@@ -95,7 +95,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("group_id", "notification_id"),
     )
     with op.batch_alter_table("alert_notice", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_alert_notice_notification_id"), ["notification_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_alert_notice_notification_id"), ["notification_id"], unique=False
+        )
 
 
 def downgrade() -> None:
