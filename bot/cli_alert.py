@@ -10,14 +10,13 @@ final and prints its report (exit 1 when its delivery SLA was missed). Escalatio
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Annotated, Any
 
 import typer
 
-from bot import service, workers
+from bot import runtime, service, workers
 from bot.alerts.intake import parse_generic
 from bot.alerts.lifecycle import ingest
 from bot.alerts.models import IntakeResult, PayloadError
@@ -112,7 +111,7 @@ def _group_of(result: IntakeResult) -> str | None:
 
 def _wait_and_report(herald: Herald, result: IntakeResult, as_json: bool) -> None:
     finals = [
-        asyncio.run(wait_for(herald, nid, sys.stderr.isatty() and not as_json))
+        runtime.run(wait_for(herald, nid, sys.stderr.isatty() and not as_json))
         for nid in result.notifications
     ]
     final = {**finals[0], "alert_group": _group_of(result)}

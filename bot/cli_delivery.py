@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot import service, workers
+from bot import runtime, service, workers
 from bot.app import Herald
 from bot.cli_common import EXIT_FAILED, EXIT_USAGE, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import parse_duration
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         """Run the whole job locally with no accounts and print the report."""
         from bot.demo import run_demo
 
-        code = asyncio.run(run_demo(people))
+        code = runtime.run(run_demo(people))
         if code:
             raise typer.Exit(code)
 
@@ -191,7 +191,7 @@ def _announce(
     if not wait:
         _print_queued(herald, notification_id, as_json)
         return
-    final = asyncio.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
+    final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
     print(json.dumps(final, indent=2) if as_json else format_status(final))
     if final["sla"]["met"] is False:
         raise typer.Exit(EXIT_FAILED)

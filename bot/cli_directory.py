@@ -6,7 +6,6 @@ one; 2 bad usage, configuration, query or an unusable file, with a one-line reas
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bot import runtime
 from bot.audience import AudienceError, Reach, parse_audience, reach
 from bot.cli_common import EXIT_FAILED, EXIT_OK, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import Settings
@@ -58,7 +58,7 @@ def sync_command(json_output: JsonOption = False, config: ConfigOption = None) -
     source = settings.directory.source
     store = store_from(settings)
     try:
-        summary = asyncio.run(sync(store, settings, actor="herald directory sync"))
+        summary = runtime.run(sync(store, settings, actor="herald directory sync"))
     except SyncError as exc:
         fail(str(exc) if source == "file" else f"{exc} (nothing was changed)")
     finally:

@@ -25,6 +25,7 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import BaseRoute
 
+from bot import runtime
 from bot.alerts.escalation import TICK_EVERY as ALERT_TICK_EVERY
 from bot.alerts.escalation import alert_tick
 from bot.alerts.web import alert_routes
@@ -355,7 +356,7 @@ def register(app: typer.Typer) -> None:
         """Web server (Slack, webhooks, health, metrics) + scheduler + dispatcher in one process."""
         settings = settings_from(config)
         _setup_logging()
-        code = asyncio.run(run_serve(settings))
+        code = runtime.run(run_serve(settings))
         if code:
             raise typer.Exit(code)
 
@@ -372,6 +373,6 @@ def register(app: typer.Typer) -> None:
         chosen = worker_id or new_worker_id("worker")
         if len(chosen) > 64:
             fail("--id: at most 64 characters")
-        code = asyncio.run(run_worker(settings, chosen))
+        code = runtime.run(run_worker(settings, chosen))
         if code:
             raise typer.Exit(code)

@@ -30,6 +30,7 @@ log = logging.getLogger("herald.dispatcher")
 
 FLUSH_EVERY = 0.1
 RECLAIM_EVERY = 5.0
+FINISH_EVERY = 0.5
 
 
 @dataclass
@@ -72,6 +73,7 @@ class ChannelRunner:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.prepared: dict[str, _Prepared] = {}
         self.cancelled: set[str] = set()
+        self.touched: set[str] = set()  # notifications with outcomes since the last finish check
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
 
@@ -213,12 +215,15 @@ class ChannelRunner:
             self.stats.failed += 1
         self.pending.append(outcome)
         if len(self.pending) >= self.herald.settings.dispatcher.batch_size:
-            await self.flush()
+            await self.flush(finish=False)
 
     async def _load_notices(self, ids: set[str]) -> None:
         missing = ids - self.prepared.keys()
         if not missing:
             return
+        if len(self.prepared) > 1000:
+            self.prepared.clear()  # a bound for long-running processes; prepared again on demand
+            missing = ids
 
         def load() -> list[Notification]:
             with self.herald.store.session() as session:
@@ -241,31 +246,43 @@ class ChannelRunner:
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         clock = self.herald.clock
-        last_reclaim = 0.0
+        last_reclaim = last_finish = 0.0
         while True:
             await asyncio.sleep(FLUSH_EVERY)
-            await self.flush()
+            await self.flush(finish=False)
+            now = clock.now()
+            if now - last_finish >= FINISH_EVERY:
+                last_finish = now
+                await self.finish()
             if self.prepared:
                 self.cancelled = await asyncio.to_thread(
                     ledger.cancelled_among, self.herald.store, self.prepared
                 )
-            now = clock.now()
             if now - last_reclaim >= RECLAIM_EVERY:
                 last_reclaim = now
                 await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
             if stop.is_set() and not self.in_flight:
                 return
 
-    async def flush(self) -> None:
-        if not self.pending:
+    async def flush(self, finish: bool = True) -> None:
+        """Record the outcomes gathered so far in one transaction."""
+        if self.pending:
+            outcomes, self.pending = self.pending, []
+            await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+            self.touched.update(o.notification_id for o in outcomes if o.state != "deferred")
+        if finish:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Mark notifications with nothing left open as done; forget their rendered messages."""
+        if not self.touched:
             return
-        outcomes, self.pending = self.pending, []
-        await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
-        ids = {o.notification_id for o in outcomes if o.state != "deferred"}
-        if ids:
-            await asyncio.to_thread(
-                ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
-            )
+        ids, self.touched = self.touched, set()
+        finished = await asyncio.to_thread(
+            ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+        )
+        for notification_id in finished:
+            self.prepared.pop(notification_id, None)
 
 
 class Dispatcher:

@@ -59,7 +59,7 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
     peers: Peers, pg_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "herald.toml"
-    config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "4s"\npoll_interval = "0.1s"\n'), "utf-8")
+    config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "10s"\npoll_interval = "0.1s"\n'), "utf-8")
     people = tmp_path / "people.csv"
     people.write_text(
         "id,name,email\n" + "".join(f"c{i},Person {i},c{i}@example.com\n" for i in range(PEOPLE)), "utf-8"

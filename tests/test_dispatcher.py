@@ -127,9 +127,10 @@ async def test_achieved_rate_never_exceeds_the_throttle(peers: Peers, db_url: st
     arrivals = sorted(m.created_at.timestamp() for m in peers.twilio.messages)
     assert len(arrivals) == 30  # every 4th person has no phone
     # The first request also opens the connection (it arrives late, next to the second): judge the
-    # rest. Sends start 0.1 s apart; loopback jitter may let one more arrive inside a 1-second window.
+    # rest. Sends start 0.1 s apart; a slot used up to 0.1 s late and loopback jitter under load may
+    # let one or two more arrive inside some 1-second window, never a burst.
     steady = arrivals[1:]
-    assert max(sum(1 for t in steady if start <= t < start + 1.0) for start in steady) <= 11
+    assert max(sum(1 for t in steady if start <= t < start + 1.0) for start in steady) <= 12
     overall = (len(steady) - 1) / (steady[-1] - steady[0])
     assert overall <= 10.5
 

@@ -1,0 +1,24 @@
+"""Running Herald's event loop: uvloop when it is installed (about half again faster on the SMTP and
+HTTP hot paths, see PERF-FACTS), the standard loop otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the fastest loop available."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
