@@ -74,6 +74,8 @@ class ChannelRunner:
         self.prepared: dict[str, _Prepared] = {}
         self.cancelled: set[str] = set()
         self.touched: set[str] = set()  # notifications with outcomes since the last finish check
+        self.outcome_ready = asyncio.Event()
+        self.flushing = asyncio.Lock()
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
 
@@ -104,6 +106,7 @@ class ChannelRunner:
         clock = self.herald.clock
         settings = self.herald.settings.dispatcher
         flusher = asyncio.create_task(self._flush_loop(stop))
+        recorder = asyncio.create_task(self._recorder())
         try:
             ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
             while not stop.is_set():
@@ -126,9 +129,12 @@ class ChannelRunner:
         finally:
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            async with self.flushing:  # never cancel a write half-way
+                for task in (flusher, recorder):
+                    task.cancel()
+            for task in (flusher, recorder):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.flush()
 
     async def _claim(self) -> tuple[float, list[Claimed]]:
@@ -198,8 +204,11 @@ class ChannelRunner:
         except Exception as exc:  # a bug in a channel: keep the delivery, log loudly
             log.exception("channel %s raised a non-delivery error", self.name)
             result = TransientError("unknown", f"{type(exc).__name__}: {exc}")
-        finally:
+        except BaseException:
             self.slots.release()
+            raise
+        # The slot stays taken until the outcome is in the ledger (see flush): a process killed now
+        # may send again only what is in flight or sent-but-unrecorded, never more than its slots.
         now = clock.now()
         outcome = decide(item, result, now, notice.severity, self.policy, self.rng)
         if isinstance(result, TransientError) and result.reason in ("rate_limited", "busy"):
@@ -214,8 +223,7 @@ class ChannelRunner:
         else:
             self.stats.failed += 1
         self.pending.append(outcome)
-        if len(self.pending) >= self.herald.settings.dispatcher.batch_size:
-            await self.flush(finish=False)
+        self.outcome_ready.set()
 
     async def _load_notices(self, ids: set[str]) -> None:
         missing = ids - self.prepared.keys()
@@ -251,7 +259,8 @@ class ChannelRunner:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush(finish=False)
             now = clock.now()
-            if now - last_finish >= FINISH_EVERY:
+            if now - last_finish >= FINISH_EVERY or not self.in_flight:
+                # Idle (the last sends are in) or every half second while busy.
                 last_finish = now
                 await self.finish()
             if self.prepared:
@@ -264,12 +273,30 @@ class ChannelRunner:
             if stop.is_set() and not self.in_flight:
                 return
 
+    async def _recorder(self) -> None:
+        """Group commit: record outcomes as soon as they arrive, all that piled up during a write."""
+        while True:
+            await self.outcome_ready.wait()
+            self.outcome_ready.clear()
+            await self.flush(finish=False)
+
     async def flush(self, finish: bool = True) -> None:
-        """Record the outcomes gathered so far in one transaction."""
-        if self.pending:
-            outcomes, self.pending = self.pending, []
-            await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
-            self.touched.update(o.notification_id for o in outcomes if o.state != "deferred")
+        """Record the outcomes gathered so far in one transaction, then free their send slots."""
+        async with self.flushing:
+            if self.pending:
+                outcomes, self.pending = self.pending, []
+                try:
+                    await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+                except Exception:
+                    # The database is the truth: keep the slots (sending stops) and retry.
+                    log.exception("recording %d outcomes failed; retrying", len(outcomes))
+                    self.pending[:0] = outcomes
+                    await asyncio.sleep(1.0)
+                    self.outcome_ready.set()
+                    return
+                for _ in outcomes:
+                    self.slots.release()
+                self.touched.update(o.notification_id for o in outcomes if o.state != "deferred")
         if finish:
             await self.finish()
 
