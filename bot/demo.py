@@ -7,6 +7,7 @@ end through the real dispatcher and channels, and the delivery/SLA report at the
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import random
 import sys
@@ -14,10 +15,14 @@ import tempfile
 from pathlib import Path
 
 from bot import service
+from bot.alerts.escalation import alert_tick
+from bot.alerts.intake import parse_generic
+from bot.alerts.lifecycle import ingest
 from bot.app import Herald
 from bot.cli_delivery import wait_for
 from bot.config import load_settings
 from bot.directory_store import import_file
+from bot.dispatcher import Dispatcher
 from bot.render import format_preview, format_report, format_status
 from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
@@ -105,6 +110,44 @@ def write_sample_directory(path: Path, people: int, seed: int = 7) -> None:
             )
 
 
+async def demo_alert(herald: Herald) -> None:
+    """One alert to the network on-call group; nobody acknowledges, so managers are paged next."""
+    batch = parse_generic(
+        {
+            "summary": "Core switch sw-ber-01 is down",
+            "severity": "critical",
+            "status": "firing",
+            "labels": {"alertname": "SwitchDown", "team": "network", "instance": "sw-ber-01"},
+            "description": "No response to ICMP or SNMP for 2 minutes.",
+        },
+        tuple(herald.settings.sla),
+        source="demo",
+    )
+    result = ingest(herald, batch)
+    print(
+        f"alert raised: {len(result.notifications)} notification(s) to group:oncall-network; "
+        "ack_within is 3s in this demo and nobody acknowledges..."
+    )
+    stop = asyncio.Event()
+    dispatcher = asyncio.create_task(Dispatcher(herald, "demo", registered=False).run(stop))
+    tick = alert_tick(herald)
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                await tick()
+                items = service.recent(herald, limit=20)
+                escalations = [i for i in items if i["kind"] == "escalation"]
+                if escalations and all(i["state"] == "done" for i in items if i["kind"] != "announcement"):
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await dispatcher
+    for item in sorted(service.recent(herald, limit=20), key=lambda i: i["created_at"]):
+        if item["kind"] != "announcement":
+            print(format_status(item))
+
+
 async def run_demo(people: int = 300) -> int:
     with tempfile.TemporaryDirectory(prefix="herald-demo-") as tmp:
         root = Path(tmp)
@@ -129,6 +172,15 @@ async def run_demo(people: int = 300) -> int:
                     "max_concurrency": 8,
                 },
                 quiet_hours={"kinds": []},
+                routes=[
+                    {
+                        "match": {"team": "network"},
+                        "audience": "group:oncall-network",
+                        "channels": ["email", "sms"],
+                        "severity": "critical",
+                    }
+                ],
+                sla={"critical": {"ack_within": "3s", "escalate": ["title:manager"]}},
             )
             herald = Herald.build(settings)
             try:
@@ -154,6 +206,8 @@ async def run_demo(people: int = 300) -> int:
                     f"captured: {len(smtp.messages)} emails at the SMTP server, "
                     f"{len(sms.messages)} SMS at the Twilio stand-in"
                 )
+                print()
+                await demo_alert(herald)
                 print()
                 print(format_report(service.report(herald, herald.clock.now() - 3600)))
             finally:

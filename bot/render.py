@@ -89,6 +89,15 @@ def format_report(report: dict[str, Any]) -> str:
     for channel, states in report["channels"].items():
         parts = [f"{state} {states[state]}" for state in SHOWN_STATES if states.get(state)]
         lines.append(f"  {channel}: " + (", ".join(parts) or "nothing"))
+    alerts = report.get("alerts")
+    if alerts and alerts["groups"]:
+        ack = alerts["ack_sla"]
+        ack_pct = f"{ack['met_pct']}%" if ack["met_pct"] is not None else "-"
+        lines.append(
+            f"alerts: {alerts['groups']} groups, {alerts['firing']} firing, "
+            f"{alerts['acknowledged']} acknowledged; "
+            f"ack SLA {ack['met']} met, {ack['missed']} missed ({ack_pct})"
+        )
     for item in report["items"][:20]:
         met = {True: "met", False: "MISSED", None: "pending"}[item["sla"]["met"]]
         lines.append(

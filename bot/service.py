@@ -350,7 +350,9 @@ def scheduled(herald: Herald) -> list[dict[str, Any]]:
 
 
 def report(herald: Herald, since: float) -> dict[str, Any]:
-    """Delivery and SLA report over every notification created since ``since``."""
+    """Delivery and SLA report over every notification created since ``since``, with alert ack SLAs."""
+    from bot.alerts.report import alert_report
+
     items = recent(herald, limit=0, since=since)
     totals: dict[str, dict[str, int]] = {}
     for item in items:
@@ -371,4 +373,5 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
             "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
         },
         "items": items,
+        "alerts": alert_report(herald, since),
     }

@@ -112,12 +112,29 @@ def upgrade(store: Store, revision: str = "heads") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", store.url.replace("%", "%%"))
-    with _upgrade_lock, store.engine.begin() as connection:
+    with _upgrade_lock, _sqlite_file_lock(store), store.engine.begin() as connection:
         if store.engine.dialect.name == "postgresql":
             # Two processes starting at once must not both create the schema.
             connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+@contextmanager
+def _sqlite_file_lock(store: Store) -> Iterator[None]:
+    """Two processes migrating one SQLite file (serve starting while a CLI command runs) take turns."""
+    database = make_url(store.url).database if store.is_sqlite else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_store(url: str, migrate: bool = True) -> Store:
