@@ -38,6 +38,15 @@ def time_text(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def channel_lines(channels: dict[str, dict[str, int]]) -> list[str]:
+    """``  email: sent 12, failed 1`` per channel, states in a fixed order, zeros left out."""
+    lines = []
+    for channel, states in channels.items():
+        parts = [f"{state} {states[state]}" for state in SHOWN_STATES if states.get(state)]
+        lines.append(f"  {channel}: " + (", ".join(parts) or "nothing"))
+    return lines
+
+
 def format_preview(preview: Preview, request: AnnounceRequest) -> str:
     lines = [
         f"[{request.severity.upper()}] {request.title}",
@@ -69,9 +78,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"{status['id']}  [{status['severity'].upper()}] {status['title']}",
         f"state {status['state']}; {status['recipients']} recipients; {status['left']} left",
     ]
-    for channel, states in status["channels"].items():
-        parts = [f"{state} {states[state]}" for state in SHOWN_STATES if states.get(state)]
-        lines.append(f"  {channel}: " + (", ".join(parts) or "nothing"))
+    lines.extend(channel_lines(status["channels"]))
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"
@@ -86,9 +93,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['notifications']} notifications since {time_text(report['since'])}",
         f"SLA: {sla['met']} met, {sla['missed']} missed of {sla['judged']} finished ({pct})",
     ]
-    for channel, states in report["channels"].items():
-        parts = [f"{state} {states[state]}" for state in SHOWN_STATES if states.get(state)]
-        lines.append(f"  {channel}: " + (", ".join(parts) or "nothing"))
+    lines.extend(channel_lines(report["channels"]))
     alerts = report.get("alerts")
     if alerts and alerts["groups"]:
         ack = alerts["ack_sla"]

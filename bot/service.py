@@ -21,7 +21,7 @@ from bot.forecast import ChannelLoad, Forecast, forecast
 from bot.ledger import NewNotification
 from bot.recipients import warmup
 from bot.recipients.rules import delivery_rules, opt_out_conditions
-from bot.tables import AuditEntry, Delivery, Notification
+from bot.tables import DELIVERY_STATES, AuditEntry, Delivery, Notification
 
 DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
@@ -264,17 +264,7 @@ def _status_dict(
 ) -> dict[str, Any]:
     channels: dict[str, dict[str, int]] = {
         name: dict.fromkeys(
-            (
-                "queued",
-                "deferred",
-                "sending",
-                "sent",
-                "delivered",
-                "failed",
-                "suppressed",
-                "cancelled",
-                "expired",
-            ),
+            DELIVERY_STATES,
             0,
         )
         for name in (row["channels"] or "").split(",")

@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import signal
 import time
 import uuid
 from collections import defaultdict, deque
@@ -51,6 +50,8 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from bot.standins import serve_until_signalled
 
 JsonDict = dict[str, Any]
 _JSON_ARGS = ("blocks", "attachments", "view", "metadata")
@@ -439,14 +440,11 @@ async def _read_args(request: web.Request) -> JsonDict:
 
 async def _serve(args: argparse.Namespace) -> None:
     standin = SlackStandIn(token=args.token, host=args.host, port=args.port, app_token=args.app_token)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with standin:
-        print(f"slack stand-in listening on {standin.api_url}", flush=True)
-        await stop.wait()
-    print(f"slack stand-in stopped after {len(standin.calls)} calls", flush=True)
+    await serve_until_signalled(
+        standin,
+        lambda s: f"slack stand-in listening on {s.api_url}",
+        lambda s: f"slack stand-in stopped after {len(s.calls)} calls",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,6 @@ import contextlib
 import hmac
 import math
 import re
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from bot.standins import serve_until_signalled
 from channels.gsm import count_segments
 
 Fault = int | Literal["timeout", "disconnect"]
@@ -288,14 +288,11 @@ async def _serve(args: argparse.Namespace) -> None:
         max_rate=args.rate,
         latency=args.latency,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with standin:
-        print(f"twilio stand-in listening on {standin.url}", flush=True)
-        await stop.wait()
-    print(f"twilio stand-in stopped after {standin.requests} requests", flush=True)
+    await serve_until_signalled(
+        standin,
+        lambda s: f"twilio stand-in listening on {s.url}",
+        lambda s: f"twilio stand-in stopped after {s.requests} requests",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
