@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.clock import Clock
 from bot.store import Store
 from bot.tables import CLAIMABLE, DELIVERY_STATES, Delivery, Notification
+from bot.workers import STALE_AFTER, WORKER
 
 log = logging.getLogger("herald.metrics")
 
@@ -121,6 +122,16 @@ class HeraldMetrics:
         return generate_latest(self.registry)
 
 
+def live_workers_with_hosts(store: Store, now: float) -> list[tuple[str, str]]:
+    with store.begin() as connection:
+        return [
+            (str(worker_id), str(host))
+            for worker_id, host in connection.execute(
+                select(WORKER.c.id, WORKER.c.host).where(WORKER.c.heartbeat_at >= now - STALE_AFTER)
+            )
+        ]
+
+
 class LedgerCollector(Collector):
     """Delivery and notification counts from the database, at scrape time (zeros for ``channels``)."""
 
@@ -202,7 +213,14 @@ class LedgerCollector(Collector):
         for state, count in by_state:
             notifications.add_metric([state], float(count))
         missed.add_metric([], float(missed_count))
-        return [deliveries, depth, oldest, notifications, missed]
+        dispatchers = GaugeMetricFamily(
+            "herald_dispatcher_up",
+            "Dispatchers (serve or worker) with a live heartbeat.",
+            labels=["worker", "host"],
+        )
+        for worker_id, host in live_workers_with_hosts(self.store, now):
+            dispatchers.add_metric([worker_id, host], 1.0)
+        return [deliveries, depth, oldest, notifications, missed, dispatchers]
 
 
 class DispatcherCollector(Collector):

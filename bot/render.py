@@ -103,6 +103,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{alerts['acknowledged']} acknowledged; "
             f"ack SLA {ack['met']} met, {ack['missed']} missed ({ack_pct})"
         )
+    for worker, outcomes in sorted((report.get("workers") or {}).items()):
+        parts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items()))
+        lines.append(f"  by {worker}: {parts}")
     for item in report["items"][:20]:
         met = {True: "met", False: "MISSED", None: "pending"}[item["sla"]["met"]]
         lines.append(

@@ -21,11 +21,12 @@ from bot.forecast import ChannelLoad, Forecast, forecast
 from bot.ledger import NewNotification
 from bot.recipients import warmup
 from bot.recipients.rules import delivery_rules, opt_out_conditions
-from bot.tables import DELIVERY_STATES, AuditEntry, Delivery, Notification
+from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
 
 DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
 AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 
 DEFAULT_LATENCY = {"email": 0.01, "sms": 0.1}
 
@@ -364,4 +365,19 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         },
         "items": items,
         "alerts": alert_report(herald, since),
+        "workers": sent_by_worker(herald, since),
     }
+
+
+def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:
+    """Who sent what: attempts per dispatcher (serve/worker id) and outcome since ``since``."""
+    result: dict[str, dict[str, int]] = {}
+    with herald.store.begin() as connection:
+        rows = connection.execute(
+            select(ATTEMPT.c.worker, ATTEMPT.c.outcome, func.count())
+            .where(ATTEMPT.c.at >= since)
+            .group_by(ATTEMPT.c.worker, ATTEMPT.c.outcome)
+        ).all()
+    for worker, outcome, count in rows:
+        result.setdefault(str(worker), {})[str(outcome)] = int(count)
+    return result

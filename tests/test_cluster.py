@@ -48,6 +48,15 @@ def scheduler_ticks(port: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def dispatchers_listed(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0
+    return len(re.findall(r"^herald_dispatcher_up\{", text, re.M))
+
+
 def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -73,6 +82,7 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
     workers = [spawn("worker", "--config", str(config), "--id", f"w{i}", env=env) for i in range(3)]
     try:
         wait_until(lambda: all(scheduler_ticks(p) >= 0 for p in ports), timeout=30)
+        wait_until(lambda: dispatchers_listed(ports[0]) >= 5, timeout=30)  # 2 serve + 3 workers
         queued = run_herald(
             "announce",
             "--config",
@@ -113,6 +123,10 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
             proc.wait(timeout=30)
 
     final = json.loads(run_herald("status", notification, "--json", "--config", str(config)).stdout)
+    report = json.loads(run_herald("report", "--json", "--config", str(config)).stdout)
+    by_worker = {worker: counts.get("sent", 0) for worker, counts in report["workers"].items()}
+    assert sum(by_worker.values()) >= PEOPLE  # who sent what: every send is attributed to a dispatcher
+    assert {"w1", "w2"} <= set(by_worker)
     assert final["channels"]["email"]["sent"] == PEOPLE
     received = Counter(rcpt for message in peers.smtp.messages for rcpt in message.rcpt_tos)
     assert len(received) == PEOPLE
