@@ -80,17 +80,19 @@ class ChannelRunner:
         self.wake = asyncio.Event()
 
     def claim_size(self) -> int:
-        """As many deliveries as this worker can start well within one lease.
+        """As many deliveries as this worker can start in about half a second, within ``batch_size``.
 
-        The cluster's rate is shared by every live dispatcher, so a throttled worker claims its share of
-        half a second's worth of sends (well inside a lease), never more than ``batch_size``.
+        Throttled: the cluster's rate is shared by every live dispatcher, so a worker claims its share.
+        Unthrottled: what ``concurrency`` sends take at the recently measured latency, so that workers
+        share a notification evenly instead of one holding a large batch while the others are idle.
         """
         batch = self.herald.settings.dispatcher.batch_size
         if self.pacer.unlimited:
-            return batch
-        window = max(1.0, (self.herald.settings.dispatcher.lease - self.send_timeout) / 2)
+            recent = self.stats.latencies[-200:]
+            latency = sum(recent) / len(recent) if recent else 0.01
+            return max(self.concurrency, min(batch, int(self.concurrency / max(latency, 1e-4) * 0.5)))
         share = self.pacer.rate / max(1, self.peers)
-        return max(1, min(batch, int(share * min(window, 0.5)) + 1))
+        return max(1, min(batch, int(share * 0.5) + 1))
 
     def _cap_today(self, now: float) -> int | None:
         """Today's most sends on this channel, cluster-wide (None: no cap). Checked inside the claim.
