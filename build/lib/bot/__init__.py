@@ -1,0 +1,1 @@
+"""Herald: chat-ops notification bot for IT support."""

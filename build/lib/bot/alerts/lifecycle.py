@@ -1,0 +1,301 @@
+"""The alert lifecycle: store a batch, route, group and deduplicate it, and note what is owed.
+
+``ingest`` is what every source (Alertmanager, Grafana, the generic webhook, ``herald alert``) calls
+with a parsed batch. For each alert it picks the route (:mod:`bot.alerts.routing`), the open group of
+that route with the same group labels (or opens one, freezing its :class:`~bot.alerts.models.Policy`),
+and the alert's row in the group by fingerprint. What is owed is written to the group in the same
+transaction, compare-and-set on ``version``:
+
+- a new group owes a page (``pending = "opened"``) to the route's audience;
+- new alerts joining an unacknowledged group owe an update, at most one per :data:`UPDATE_INTERVAL`;
+- a re-sent firing alert owes nothing until the policy's ``repeat_interval`` has passed since the
+  group's last notification (then a ``repeat``); a re-sent identical webhook never notifies twice;
+- a group that was acknowledged owes no updates nor repeats;
+- when no alert of a group is firing any more, the group resolves and owes a resolution notice to
+  everyone who was notified about it (every tier).
+
+Then :func:`bot.alerts.outbox.flush` creates what is owed. Functions here are synchronous (database
+work); async callers use a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from bot.alerts.models import Alert, AlertBatch, IntakeResult, Policy
+from bot.alerts.notify import GROUP, INSTANCE, NOTICE
+from bot.alerts.outbox import flush
+from bot.alerts.routing import (
+    RouteChoice,
+    choose_route,
+    group_key,
+    group_labels,
+    group_title,
+    policy_for,
+    severity_for,
+)
+from bot.app import Herald
+from bot.config import Settings
+
+UPDATE_INTERVAL = 60.0
+MAX_CAS_TRIES = 8
+CHUNK = 500
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+class _Conflict(Exception):
+    """Someone else changed the group meanwhile: read again and redo."""
+
+
+def new_group_id() -> str:
+    """``a`` + 9 base-32 characters: short enough to type in an SMS (``ACK a1b2c3d4e``)."""
+    return "a" + "".join(secrets.choice(_ALPHABET) for _ in range(9))
+
+
+# -- planning (pure) --------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupPlan:
+    """The alerts of one batch that belong to one group."""
+
+    key: str
+    choice: RouteChoice
+    severity: str
+    grouped: dict[str, str]
+    alerts: dict[str, Alert] = field(default_factory=dict)  # by fingerprint; the last one wins
+
+
+def plan_batch(settings: Settings, configured: Sequence[str], batch: AlertBatch) -> list[GroupPlan]:
+    """Route each alert and gather the batch by group key (pure)."""
+    known = tuple(settings.sla)
+    plans: dict[str, GroupPlan] = {}
+    for alert in batch.alerts:
+        choice = choose_route(settings.routes, alert.labels, configured)
+        severity = severity_for(choice, alert.labels, known)
+        grouped = group_labels(choice.group_by, alert.labels)
+        key = group_key(choice, severity, grouped)
+        plan = plans.setdefault(key, GroupPlan(key, choice, severity, grouped))
+        plan.alerts[alert.fingerprint] = alert
+    return list(plans.values())
+
+
+# -- ingest -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Applied:
+    group_id: str | None
+    opened: bool = False
+    new_firing: int = 0
+    resent: int = 0
+    resolved: bool = False
+
+
+def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
+    """Store ``batch`` (the caller may answer 2xx once this returns), then create what is owed."""
+    plans = plan_batch(herald.settings, herald.configured_channels(), batch)
+    applied = [_apply(herald, batch, plan) for plan in plans]
+    flushed = flush(herald)
+    groups = tuple(a.group_id for a in applied if a.group_id)
+    touched = set(groups)
+    return IntakeResult(
+        accepted=len(batch.alerts),
+        groups=groups,
+        notifications=tuple(nid for nid, gids in flushed.sent if touched.intersection(gids)),
+        deduplicated=sum(a.resent for a in applied),
+        resolved_groups=tuple(a.group_id for a in applied if a.resolved and a.group_id),
+        held_back=tuple(g for g in flushed.held if g in touched),
+    )
+
+
+def _apply(herald: Herald, batch: AlertBatch, plan: GroupPlan) -> _Applied:
+    for _ in range(MAX_CAS_TRIES):
+        now = herald.clock.now()
+        try:
+            with herald.store.begin() as connection:
+                return _apply_once(herald.settings, connection, batch, plan, now)
+        except (_Conflict, IntegrityError):
+            continue
+    raise RuntimeError("alert group kept changing while storing an alert; try again")
+
+
+def _apply_once(
+    settings: Settings, connection: Connection, batch: AlertBatch, plan: GroupPlan, now: float
+) -> _Applied:
+    found = connection.execute(select(GROUP).where(GROUP.c.open_key == plan.key)).mappings().first()
+    row = dict(found) if found is not None else None
+    if row is None:
+        if not any(alert.status == "firing" for alert in plan.alerts.values()):
+            return _Applied(None)  # resolved alerts of a group that is not open: nothing to do
+        group_id = _open_group(settings, connection, batch, plan, now)
+        applied = _Applied(group_id, opened=True)
+        _upsert_alerts(connection, group_id, plan.alerts, {}, now, applied)
+        return applied
+    group_id = row["id"]
+    applied = _Applied(group_id)
+    existing: dict[str, tuple[int, str]] = {}
+    fingerprints = list(plan.alerts)
+    for start in range(0, len(fingerprints), CHUNK):
+        for instance_id, fingerprint, status in connection.execute(
+            select(INSTANCE.c.id, INSTANCE.c.fingerprint, INSTANCE.c.status).where(
+                INSTANCE.c.group_id == group_id,
+                INSTANCE.c.fingerprint.in_(fingerprints[start : start + CHUNK]),
+            )
+        ):
+            existing[fingerprint] = (instance_id, status)
+    _upsert_alerts(connection, group_id, plan.alerts, existing, now, applied)
+    firing_left = connection.execute(
+        select(func.count())
+        .select_from(INSTANCE)
+        .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
+    ).scalar_one()
+    changes = _group_changes(row, applied, int(firing_left), batch, now, connection)
+    visible = applied.new_firing > 0 or applied.resolved
+    result = connection.execute(
+        update(GROUP)
+        .where(GROUP.c.id == group_id, GROUP.c.version == row["version"])
+        .values(version=row["version"] + 1, revision=GROUP.c.revision + (1 if visible else 0), **changes)
+    )
+    if result.rowcount != 1:
+        raise _Conflict
+    return applied
+
+
+def _open_group(
+    settings: Settings, connection: Connection, batch: AlertBatch, plan: GroupPlan, now: float
+) -> str:
+    group_id = new_group_id()
+    policy = policy_for(settings, plan.choice, plan.severity)
+    first = next(alert for alert in plan.alerts.values() if alert.status == "firing")
+    connection.execute(
+        insert(GROUP).values(
+            id=group_id,
+            group_key=plan.key,
+            open_key=plan.key,
+            route=plan.choice.name,
+            route_key=plan.choice.key,
+            source=batch.source,
+            severity=plan.severity,
+            title=group_title(plan.grouped, first.summary),
+            group_labels=json.dumps(plan.grouped, sort_keys=True),
+            policy=policy.to_json(),
+            external_url=batch.external_url,
+            state="firing",
+            opened_at=now,
+            step=0,
+            next_escalation_at=policy.next_escalation(0, now),
+            notify_seq=0,
+            pending="opened",
+            pending_at=now,
+            held_back=0,
+            resolution_pending=False,
+            truncated=batch.truncated,
+            version=1,
+            revision=1,
+            slack_revision=0,
+        )
+    )
+    return group_id
+
+
+def _alert_values(alert: Alert, now: float) -> dict[str, Any]:
+    return {
+        "status": alert.status,
+        "labels": json.dumps(dict(alert.labels), sort_keys=True),
+        "annotations": json.dumps(dict(alert.annotations), sort_keys=True),
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "generator_url": (alert.generator_url or None) and alert.generator_url[:2000],
+        "last_seen_at": now,
+    }
+
+
+def _upsert_alerts(
+    connection: Connection,
+    group_id: str,
+    alerts: Mapping[str, Alert],
+    existing: Mapping[str, tuple[int, str]],
+    now: float,
+    applied: _Applied,
+) -> None:
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for fingerprint, alert in alerts.items():
+        values = _alert_values(alert, now)
+        found = existing.get(fingerprint)
+        if found is None:
+            if alert.status == "resolved":
+                continue  # never seen firing: nothing to resolve
+            inserts.append({**values, "group_id": group_id, "fingerprint": fingerprint, "first_seen_at": now})
+            applied.new_firing += 1
+            continue
+        instance_id, status = found
+        if status == "resolved" and alert.status == "resolved":
+            continue
+        if alert.status == "firing":
+            applied.new_firing += status == "resolved"
+            applied.resent += status == "firing"
+        updates.append(
+            {**values, "b_id": instance_id, "resolved_at": now if alert.status == "resolved" else None}
+        )
+    if inserts:
+        connection.execute(insert(INSTANCE), inserts)
+    if updates:
+        statement = (
+            update(INSTANCE)
+            .where(INSTANCE.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in updates[0] if name != "b_id"})
+        )
+        connection.execute(statement, updates)
+
+
+def _group_changes(
+    row: Mapping[str, Any],
+    applied: _Applied,
+    firing_left: int,
+    batch: AlertBatch,
+    now: float,
+    connection: Connection,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {"truncated": batch.truncated}
+    if firing_left == 0:
+        applied.resolved = True
+        notified = connection.execute(select(exists().where(NOTICE.c.group_id == row["id"]))).scalar_one()
+        changes.update(
+            state="resolved",
+            open_key=None,
+            resolved_at=now,
+            resolved_by=batch.source,
+            next_escalation_at=None,
+            pending=None,
+            pending_at=None,
+            held_since=None,
+            resolution_pending=bool(notified),
+        )
+        return changes
+    if row["acked_at"] is not None:
+        return changes
+    if applied.new_firing:
+        earliest = max(now, (row["last_notified_at"] or now) + UPDATE_INTERVAL)
+        if row["pending"] is None:
+            changes.update(pending="update", pending_at=earliest)
+        return changes
+    policy = Policy.from_json(row["policy"])
+    last = row["last_notified_at"]
+    if (
+        applied.resent
+        and row["pending"] is None
+        and last is not None
+        and now - last >= policy.repeat_interval
+    ):
+        changes.update(pending="repeat", pending_at=now)
+    return changes

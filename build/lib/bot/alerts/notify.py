@@ -1,0 +1,227 @@
+"""Store helpers shared by the lifecycle and escalation: reading a group, and writing notifications
+about it exactly once.
+
+Exactly once: every notification about a group carries an idempotency key that names the step it
+stands for (``alert:<group>:fire:<n>``, ``alert:<group>:step:<n>``, ``alert:<group>:resolved``).
+It is written first (:func:`ensure_notification`: found, else created; the unique key settles a
+race), then linked to the group (:func:`link`, insert-or-ignore), and only then does the group's
+counter move, compare-and-set. A crash anywhere in between is repaired by doing the same again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from bot import ledger
+from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
+from bot.alerts.models import Policy
+from bot.alerts.routing import DEFAULT_AUDIENCE
+from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
+from bot.audience import AudienceError, audience_condition, parse_audience
+from bot.ledger import NewNotification
+from bot.recipients.rules import DeliveryRules
+from bot.store import Store
+from bot.tables import Delivery, Notification, Person
+
+log = logging.getLogger("herald.alerts")
+
+GROUP = AlertGroup.__table__  # type: ignore[attr-defined]
+INSTANCE = AlertInstance.__table__  # type: ignore[attr-defined]
+NOTICE = AlertNotice.__table__  # type: ignore[attr-defined]
+NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+PERSON = Person.__table__  # type: ignore[attr-defined]
+
+FIRING_KINDS = ("opened", "update", "repeat", "summary")
+CHAIN_KINDS = ("escalation", "reminder")
+
+
+def people_for(audience: str) -> ColumnElement[bool]:
+    """The people an audience query selects; a query that does not parse pages the default audience
+    (an alert must reach someone; ``herald config check`` is where a bad query should be caught)."""
+    try:
+        parsed = parse_audience(audience)
+    except AudienceError as exc:
+        log.error("alert audience %r does not parse (%s); paging %s instead", audience, exc, DEFAULT_AUDIENCE)
+        parsed = parse_audience(DEFAULT_AUDIENCE)
+    return audience_condition(parsed)
+
+
+def notified_people(group_id: str) -> ColumnElement[bool]:
+    """Everyone any notification about the group was addressed to (every tier; not resolutions)."""
+    notices = select(NOTICE.c.notification_id).where(
+        NOTICE.c.group_id == group_id, NOTICE.c.kind != "resolution"
+    )
+    return and_(
+        PERSON.c.active.is_(True),
+        PERSON.c.id.in_(select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id.in_(notices))),
+    )
+
+
+def find_by_key(store: Store, key: str) -> str | None:
+    with store.begin() as connection:
+        value = connection.execute(
+            select(NOTIFICATION.c.id).where(NOTIFICATION.c.idempotency_key == key)
+        ).scalar_one_or_none()
+    return str(value) if value else None
+
+
+def ensure_notification(
+    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
+) -> tuple[str, bool]:
+    """The notification with ``new.idempotency_key``: the existing one, else ``new`` written now
+    (under ``rules``: preferences and quiet hours, as announcements). Returns ``(id, created)``.
+    """
+    assert new.idempotency_key, "alert notifications are keyed"
+    existing = find_by_key(store, new.idempotency_key)
+    if existing is not None:
+        return existing, False
+    try:
+        ledger.create_notification(store, new, people, rules)
+    except IntegrityError:
+        existing = find_by_key(store, new.idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return new.id, True
+
+
+def link(
+    store: Store,
+    group_ids: Iterable[str],
+    notification_id: str,
+    kind: str,
+    step: int,
+    audience: str,
+    at: float,
+) -> None:
+    """Record that ``notification_id`` was about these groups (insert-or-ignore)."""
+    rows = [
+        {
+            "group_id": group_id,
+            "notification_id": notification_id,
+            "kind": kind,
+            "step": step,
+            "audience": audience[:2000],
+            "at": at,
+        }
+        for group_id in group_ids
+    ]
+    if not rows:
+        return
+    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
+    statement = dialect_insert(NOTICE).on_conflict_do_nothing(index_elements=["group_id", "notification_id"])
+    with store.begin() as connection:
+        connection.execute(statement, rows)
+
+
+def first_notification(connection: Connection, group_id: str) -> str | None:
+    """The group's first notification (the parent of the ones that follow it)."""
+    value = connection.execute(
+        select(NOTICE.c.notification_id)
+        .where(NOTICE.c.group_id == group_id)
+        .order_by(NOTICE.c.at, NOTICE.c.notification_id)
+        .limit(1)
+    ).scalar_one_or_none()
+    return str(value) if value else None
+
+
+def group_row(connection: Connection, group_id: str) -> Mapping[str, Any] | None:
+    row = connection.execute(select(GROUP).where(GROUP.c.id == group_id)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def group_facts(connection: Connection, row: Mapping[str, Any]) -> GroupFacts:
+    """What messages say about the group ``row``, with up to :data:`MAX_LISTED` firing alerts."""
+    group_id = row["id"]
+    counts: dict[str, int] = dict(
+        connection.execute(
+            select(INSTANCE.c.status, func.count())
+            .where(INSTANCE.c.group_id == group_id)
+            .group_by(INSTANCE.c.status)
+        ).all()
+    )
+    status = "resolved" if row["state"] == "resolved" else "firing"
+    sample_rows = connection.execute(
+        select(INSTANCE.c.labels, INSTANCE.c.annotations)
+        .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == status)
+        .order_by(INSTANCE.c.first_seen_at, INSTANCE.c.id)
+        .limit(MAX_LISTED)
+    ).all()
+    policy = Policy.from_json(row["policy"])
+    return GroupFacts(
+        id=group_id,
+        title=row["title"],
+        severity=row["severity"],
+        route=row["route"],
+        audience=policy.audience,
+        opened_at=row["opened_at"],
+        firing=int(counts.get("firing", 0)),
+        resolved=int(counts.get("resolved", 0)),
+        group_labels=json.loads(row["group_labels"] or "{}"),
+        sample=tuple(_line(labels, annotations) for labels, annotations in sample_rows),
+        truncated=int(row["truncated"] or 0),
+        external_url=row["external_url"],
+        held_since=row["held_since"],
+    )
+
+
+def _line(labels_json: str, annotations_json: str) -> AlertLine:
+    labels: dict[str, str] = json.loads(labels_json or "{}")
+    annotations: dict[str, str] = json.loads(annotations_json or "{}")
+    summary = ""
+    for key in ("summary", "title", "message"):
+        if annotations.get(key, "").strip():
+            summary = annotations[key].strip().splitlines()[0]
+            break
+    return AlertLine(
+        summary=summary or labels.get("alertname") or "alert",
+        labels=labels,
+        description=annotations.get("description", "").strip(),
+    )
+
+
+def alert_links(connection: Connection, group_id: str, external_url: str | None) -> dict[str, str]:
+    """Links a notification carries: the first alert's source (generatorURL) and the sender."""
+    links: dict[str, str] = {}
+    url = connection.execute(
+        select(INSTANCE.c.generator_url)
+        .where(INSTANCE.c.group_id == group_id, INSTANCE.c.generator_url.is_not(None))
+        .order_by(INSTANCE.c.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    if url:
+        links["Alert source"] = str(url)
+    if external_url:
+        links["Alert manager"] = external_url
+    return links
+
+
+def display_actor(actor: str | None) -> str | None:
+    """``slack:U123`` → ``<@U123>`` (Slack renders the name); ``sms:+49… (Alice)`` → ``Alice (SMS)``."""
+    if not actor:
+        return None
+    if actor.startswith("slack:"):
+        return f"<@{actor.removeprefix('slack:')}>"
+    if actor.startswith("sms:"):
+        rest = actor.removeprefix("sms:")
+        if "(" in rest and rest.endswith(")"):
+            return f"{rest[rest.index('(') + 1 : -1]} (SMS)"
+        return f"{rest} (SMS)"
+    return actor
+
+
+def forget_notice(store: Store, group_id: str, notification_id: str) -> None:
+    """Unlink a notification that was cancelled before it counted (an ack won the race)."""
+    with store.begin() as connection:
+        connection.execute(
+            delete(NOTICE).where(NOTICE.c.group_id == group_id, NOTICE.c.notification_id == notification_id)
+        )

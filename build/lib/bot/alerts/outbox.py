@@ -1,0 +1,283 @@
+"""The outbox: create every notification alert groups are owed, exactly once, under flood control.
+
+Groups owe a firing notification while ``pending`` is set (see :mod:`bot.alerts.lifecycle`) and a
+resolution notice while ``resolution_pending`` is. :func:`flush` writes them (each keyed, see
+:mod:`bot.alerts.notify`), then clears what it paid, compare-and-set on ``notify_seq``. Firing
+notifications go through per-route flood control (:mod:`bot.alerts.flood`): urgent kinds at once,
+others while the route's budget lasts, then folded into one summary, then held until there is room.
+Both the webhooks (right after storing) and the scheduler's tick flush, so a crash between storing
+and flushing, or a held notification, goes out on the next tick. The dispatcher delivers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from bot import ledger
+from bot.alerts import messages
+from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, plan_flood
+from bot.alerts.models import Policy
+from bot.alerts.notify import (
+    FIRING_KINDS,
+    GROUP,
+    NOTICE,
+    alert_links,
+    display_actor,
+    ensure_notification,
+    first_notification,
+    group_facts,
+    link,
+    notified_people,
+    people_for,
+)
+from bot.app import Herald
+from bot.config import SEVERITIES
+from bot.ledger import NewNotification
+from bot.recipients.rules import delivery_rules
+
+log = logging.getLogger("herald.alerts")
+
+# One flush at a time in this process (webhook threads and the tick); other processes are kept
+# from sending twice by the notifications' idempotency keys (and ``herald serve`` ticks on the leader).
+_FLUSH_LOCK = threading.Lock()
+
+
+@dataclass
+class Flushed:
+    sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (notification, groups)
+    held: list[str] = field(default_factory=list)
+
+
+def flush(herald: Herald) -> Flushed:
+    """Create every owed firing notification (flood control permitting) and resolution notice."""
+    with _FLUSH_LOCK:
+        flushed = Flushed()
+        now = herald.clock.now()
+        rows = _owed(herald, now)
+        if rows:
+            _flush_firing(herald, rows, now, flushed)
+        for row in _resolutions_owed(herald):
+            nid = _send_resolution(herald, row, now)
+            if nid is not None:
+                flushed.sent.append((nid, (row["id"],)))
+        return flushed
+
+
+def _owed(herald: Herald, now: float) -> list[dict[str, Any]]:
+    with herald.store.begin() as connection:
+        rows = connection.execute(
+            select(GROUP)
+            .where(GROUP.c.state == "firing", GROUP.c.pending.is_not(None), GROUP.c.pending_at <= now)
+            .order_by(GROUP.c.pending_at)
+            .limit(2000)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def _recent(herald: Herald, route_keys: set[str], now: float) -> dict[str, int]:
+    with herald.store.begin() as connection:
+        counts = connection.execute(
+            select(GROUP.c.route_key, func.count(func.distinct(NOTICE.c.notification_id)))
+            .select_from(NOTICE.join(GROUP, GROUP.c.id == NOTICE.c.group_id))
+            .where(
+                GROUP.c.route_key.in_(route_keys),
+                NOTICE.c.kind.in_(FIRING_KINDS),
+                NOTICE.c.at > now - FLOOD_WINDOW,
+            )
+            .group_by(GROUP.c.route_key)
+        ).all()
+    return {str(key): int(count) for key, count in counts}
+
+
+def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushed: Flushed) -> None:
+    by_id = {row["id"]: row for row in rows}
+    owed = []
+    for row in rows:
+        policy = Policy.from_json(row["policy"])
+        owed.append(
+            Owed(
+                group_id=row["id"],
+                route_key=row["route_key"],
+                urgent=herald.settings.is_mandatory(row["severity"]),
+                since=row["pending_at"],
+                bucket=(policy.audience, *policy.channels),
+            )
+        )
+    plan = plan_flood(owed, _recent(herald, {row["route_key"] for row in rows}, now))
+    for group_id in plan.singles:
+        nid = _send_firing(herald, by_id[group_id], now)
+        if nid is not None:
+            flushed.sent.append((nid, (group_id,)))
+    for group_ids in plan.summaries:
+        nid = _send_summary(herald, [by_id[g] for g in group_ids], now)
+        if nid is not None:
+            flushed.sent.append((nid, tuple(group_ids)))
+    if plan.held:
+        _mark_held(herald, plan.held, now)
+        flushed.held.extend(plan.held)
+
+
+def _mark_held(herald: Herald, group_ids: list[str], now: float) -> None:
+    with herald.store.begin() as connection:
+        connection.execute(
+            update(GROUP)
+            .where(GROUP.c.id.in_(group_ids), GROUP.c.held_since.is_(None), GROUP.c.pending.is_not(None))
+            .values(held_since=now, held_back=GROUP.c.held_back + 1, version=GROUP.c.version + 1)
+        )
+    log.warning("flood control is holding back %d alert notification(s)", len(group_ids))
+
+
+def _notification(
+    row: Mapping[str, Any],
+    policy: Policy,
+    key: str,
+    kind: str,
+    title: str,
+    body: str,
+    now: float,
+    **extra: Any,
+) -> NewNotification:
+    return NewNotification(
+        id=ledger.new_notification_id(),
+        kind=kind,
+        severity=row["severity"],
+        title=title[:500],
+        body=body,
+        audience=extra.pop("audience", policy.audience)[:2000],
+        channels=policy.channels,
+        created_by=f"alert:{row['source']}",
+        created_at=now,
+        start_at=now,
+        deadline=now + policy.deliver_within,
+        parent_id=extra.pop("parent_id", None),
+        idempotency_key=key,
+        meta={"alert_group": row["id"], **extra},
+    )
+
+
+def _send_firing(herald: Herald, row: Mapping[str, Any], now: float) -> str | None:
+    """The group's owed page, update or repeat, to the route's audience."""
+    policy = Policy.from_json(row["policy"])
+    seq = int(row["notify_seq"]) + 1
+    reason = str(row["pending"])
+    with herald.store.begin() as connection:
+        facts = group_facts(connection, row)
+        parent = first_notification(connection, row["id"])
+        links = alert_links(connection, row["id"], row["external_url"])
+    new = _notification(
+        row,
+        policy,
+        f"alert:{row['id']}:fire:{seq}",
+        "alert",
+        messages.firing_title(facts),
+        messages.firing_body(facts, reason, now, FLOOD_LIMIT),
+        now,
+        parent_id=parent,
+        alert_reason=reason,
+        links=links,
+    )
+    nid, _ = ensure_notification(
+        herald.store, new, people_for(policy.audience), delivery_rules(herald.settings)
+    )
+    link(herald.store, [row["id"]], nid, reason, 0, policy.audience, now)
+    _notified(herald, [row], now)
+    return nid
+
+
+def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> str | None:
+    """One notification standing for several groups of one route (flood control)."""
+    first = rows[0]
+    policy = Policy.from_json(first["policy"])
+    with herald.store.begin() as connection:
+        facts = [group_facts(connection, row) for row in rows]
+    identity = json.dumps(sorted((row["id"], row["notify_seq"]) for row in rows))
+    key = "alert:summary:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+    order = {name: index for index, name in enumerate(SEVERITIES)}
+    worst = min(rows, key=lambda row: order.get(row["severity"], len(order)))
+    deliver_within = min(Policy.from_json(row["policy"]).deliver_within for row in rows)
+    new = _notification(
+        worst,
+        policy,
+        key,
+        "alert",
+        messages.summary_title(facts),
+        messages.summary_body(facts, first["route"], FLOOD_LIMIT),
+        now,
+        alert_reason="summary",
+        alert_groups=[row["id"] for row in rows],
+    )
+    new = replace(new, deadline=now + deliver_within)
+    nid, _ = ensure_notification(
+        herald.store, new, people_for(policy.audience), delivery_rules(herald.settings)
+    )
+    link(herald.store, [row["id"] for row in rows], nid, "summary", 0, policy.audience, now)
+    _notified(herald, rows, now, folded=True)
+    log.warning("flood control folded %d alert groups into notification %s", len(rows), nid)
+    return nid
+
+
+def _notified(herald: Herald, rows: Sequence[Mapping[str, Any]], now: float, folded: bool = False) -> None:
+    """Move each group's counter past the notification just written (compare-and-set)."""
+    with herald.store.begin() as connection:
+        for row in rows:
+            connection.execute(
+                update(GROUP)
+                .where(GROUP.c.id == row["id"], GROUP.c.notify_seq == row["notify_seq"])
+                .values(
+                    notify_seq=row["notify_seq"] + 1,
+                    pending=None,
+                    pending_at=None,
+                    held_since=None,
+                    held_back=GROUP.c.held_back + (1 if folded else 0),
+                    last_notified_at=now,
+                    version=GROUP.c.version + 1,
+                    revision=GROUP.c.revision + 1,
+                )
+            )
+
+
+def _resolutions_owed(herald: Herald) -> list[dict[str, Any]]:
+    with herald.store.begin() as connection:
+        rows = connection.execute(
+            select(GROUP).where(GROUP.c.resolution_pending.is_(True)).order_by(GROUP.c.resolved_at).limit(500)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def _send_resolution(herald: Herald, row: Mapping[str, Any], now: float) -> str | None:
+    """The resolution notice, to everyone who was notified about the group (every tier)."""
+    policy = Policy.from_json(row["policy"])
+    with herald.store.begin() as connection:
+        facts = group_facts(connection, row)
+        parent = first_notification(connection, row["id"])
+    resolved_at = row["resolved_at"] or now
+    new = _notification(
+        row,
+        policy,
+        f"alert:{row['id']}:resolved",
+        "resolution",
+        messages.resolution_title(facts),
+        messages.resolution_body(facts, resolved_at, display_actor(row["resolved_by"])),
+        now,
+        audience=f"everyone notified about alert {row['id']}",
+        parent_id=parent,
+    )
+    nid, _ = ensure_notification(
+        herald.store, new, notified_people(row["id"]), delivery_rules(herald.settings)
+    )
+    link(herald.store, [row["id"]], nid, "resolution", 0, new.audience, now)
+    with herald.store.begin() as connection:
+        connection.execute(
+            update(GROUP)
+            .where(GROUP.c.id == row["id"])
+            .values(resolution_pending=False, version=GROUP.c.version + 1, revision=GROUP.c.revision + 1)
+        )
+    return nid

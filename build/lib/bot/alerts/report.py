@@ -1,0 +1,112 @@
+"""The alert part of ``herald report``: per alert group, how fast it reached people and was acknowledged.
+
+Per group: ``first_delivery_s`` (from receipt to the first message handed to a provider),
+``ack_s`` (receipt to acknowledgement), ``ack_within_s`` (the frozen target), ``ack_met``:
+True when acknowledged within the target; False when acknowledged late, or not acknowledged once
+the target passed while it was firing; None when there is no target, or the group resolved on its
+own before the target passed, or the target has not passed yet. ``tiers_paged`` lists the
+escalation tiers notified. Summary: the share of judged groups acknowledged within target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.alerts.models import Policy
+from bot.alerts.notify import DELIVERY, GROUP, NOTICE
+from bot.app import Herald
+
+
+def ack_met(row: Mapping[str, Any], ack_within: float | None, now: float) -> bool | None:
+    """Was the group acknowledged within ``ack_within`` of its receipt? (None: not judged.)"""
+    if not ack_within:
+        return None
+    deadline = row["opened_at"] + ack_within
+    if row["acked_at"] is not None:
+        return bool(row["acked_at"] <= deadline)
+    ended = row["resolved_at"] if row["resolved_at"] is not None else now
+    if ended <= deadline:
+        return None
+    return False
+
+
+def alert_report(herald: Herald, since: float) -> dict[str, Any]:
+    """Every alert group opened since ``since``, with its timings, and the ack SLA summary."""
+    now = herald.clock.now()
+    with herald.store.begin() as connection:
+        rows = [
+            dict(row)
+            for row in connection.execute(
+                select(GROUP).where(GROUP.c.opened_at >= since).order_by(GROUP.c.opened_at)
+            ).mappings()
+        ]
+        ids = [row["id"] for row in rows]
+        first_sent: dict[str, float] = {}
+        notices: dict[str, list[dict[str, Any]]] = {}
+        if ids:
+            first_sent = {
+                str(gid): float(at)
+                for gid, at in connection.execute(
+                    select(NOTICE.c.group_id, func.min(DELIVERY.c.sent_at))
+                    .select_from(
+                        NOTICE.join(DELIVERY, DELIVERY.c.notification_id == NOTICE.c.notification_id)
+                    )
+                    .where(NOTICE.c.group_id.in_(ids), DELIVERY.c.sent_at.is_not(None))
+                    .group_by(NOTICE.c.group_id)
+                ).all()
+                if at is not None
+            }
+            for notice in connection.execute(
+                select(NOTICE).where(NOTICE.c.group_id.in_(ids)).order_by(NOTICE.c.at)
+            ).mappings():
+                notices.setdefault(notice["group_id"], []).append(dict(notice))
+    items = [_item(row, first_sent.get(row["id"]), notices.get(row["id"], []), now) for row in rows]
+    judged = [item for item in items if item["ack_met"] is not None]
+    met = sum(1 for item in judged if item["ack_met"])
+    return {
+        "since": since,
+        "groups": len(items),
+        "firing": sum(1 for item in items if item["state"] == "firing"),
+        "acknowledged": sum(1 for item in items if item["acked_at"] is not None),
+        "ack_sla": {
+            "judged": len(judged),
+            "met": met,
+            "missed": len(judged) - met,
+            "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
+        },
+        "items": items,
+    }
+
+
+def _item(
+    row: Mapping[str, Any], first_sent: float | None, notices: list[dict[str, Any]], now: float
+) -> dict[str, Any]:
+    policy = Policy.from_json(row["policy"])
+    opened = row["opened_at"]
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "severity": row["severity"],
+        "route": row["route"],
+        "audience": policy.audience,
+        "state": row["state"],
+        "opened_at": opened,
+        "resolved_at": row["resolved_at"],
+        "acked_at": row["acked_at"],
+        "acked_by": row["acked_by"],
+        "first_delivery_s": (first_sent - opened) if first_sent is not None else None,
+        "ack_s": (row["acked_at"] - opened) if row["acked_at"] is not None else None,
+        "ack_within_s": policy.ack_within,
+        "ack_met": ack_met(row, policy.ack_within, now),
+        "tiers_paged": [
+            {"tier": n["step"], "audience": n["audience"], "at": n["at"]}
+            for n in notices
+            if n["kind"] == "escalation"
+        ],
+        "reminders": sum(1 for n in notices if n["kind"] == "reminder"),
+        "notifications": [n["notification_id"] for n in notices],
+        "held_back": int(row["held_back"] or 0),
+    }

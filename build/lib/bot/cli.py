@@ -1,0 +1,68 @@
+"""The ``herald`` command line: one typer app, sub-commands registered from their own modules."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bot.cli_common import EXIT_USAGE, ConfigOption, config_path, fail, settings_from
+from bot.config import ConfigError, load_settings, unconfigured
+from bot.store import StoreError, open_store, safe_url
+
+app = typer.Typer(
+    name="herald",
+    help="Herald: chat-ops notifications for IT support (Slack, webhooks, email, SMS).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate configuration; print every missing or invalid key, never a secret."""
+    path = config_path(config)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {path or 'the embedded defaults'}", file=sys.stderr)
+        raise typer.Exit(EXIT_USAGE) from None
+    for note in unconfigured(settings):
+        print(f"note: {note}")
+    print(f"ok: {path or 'embedded defaults'} (database {safe_url(settings.database.url)})")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply schema migrations."""
+    settings = settings_from(config)
+    try:
+        store = open_store(settings.database.url, migrate=True)
+    except StoreError as exc:
+        fail(str(exc))
+    store.dispose()
+    print(f"database {safe_url(settings.database.url)} is at the latest schema")
+
+
+def _register() -> None:
+    from bot import cli_alert, cli_delivery, cli_directory, cli_serve, cli_suppressions
+
+    app.add_typer(cli_directory.directory_app, name="directory")
+    cli_delivery.register(app)
+    cli_alert.register(app)
+    cli_serve.register(app)
+    cli_suppressions.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,61 @@
+"""What every CLI command shares: the ``--config`` option, loading settings and the store, exit codes.
+
+Exit codes: 0 success; 1 the job ran but something failed; 2 bad usage, bad configuration or an
+unreadable input, with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.store import Store, StoreError, open_store
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (else $HERALD_CONFIG, else demo defaults)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print a one-line reason on stderr and exit."""
+    print(f"herald: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def config_path(option: Path | None) -> Path | None:
+    if option is not None:
+        return option
+    env = os.environ.get("HERALD_CONFIG")
+    return Path(env) if env else None
+
+
+def settings_from(option: Path | None) -> Settings:
+    try:
+        return load_settings(config_path(option))
+    except ConfigError as exc:
+        fail(
+            f"bad configuration: {exc.problems[0]}"
+            + (
+                f" (and {len(exc.problems) - 1} more; run 'herald config check')"
+                if len(exc.problems) > 1
+                else ""
+            )
+        )
+
+
+def store_from(settings: Settings) -> Store:
+    try:
+        return open_store(settings.database.url)
+    except StoreError as exc:
+        fail(str(exc))

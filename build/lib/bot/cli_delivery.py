@@ -1,0 +1,224 @@
+"""``herald announce``, ``status``, ``report`` and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from bot import runtime, service, workers
+from bot.app import Herald
+from bot.cli_common import EXIT_FAILED, EXIT_USAGE, ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.config import parse_duration
+from bot.dispatcher import Dispatcher
+from bot.render import format_preview, format_report, format_status
+
+
+def parse_when(text: str, now: float) -> float:
+    """``--at``: an ISO 8601 time (UTC unless it carries an offset) or a delay such as ``+30m``."""
+    if text.startswith("+"):
+        return now + parse_duration(text[1:])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"--at: expected an ISO time (2026-11-24T22:00) or +30m, not {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@contextmanager
+def open_herald(config: Any) -> Iterator[Herald]:
+    """Herald for one command; its database connections are closed when the command ends."""
+    settings = settings_from(config)
+    herald = Herald.build(settings, store=store_from(settings))
+    try:
+        yield herald
+    finally:
+        herald.store.dispose()
+
+
+async def wait_for(herald: Herald, notification_id: str, show_progress: bool) -> dict[str, Any]:
+    """Dispatch (alongside any running serve/worker) until every delivery is final."""
+    stop = asyncio.Event()
+    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False)
+    task = asyncio.create_task(dispatcher.run(stop))
+    progress = None
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        )
+        progress.start()
+    bar = None
+    try:
+        while True:
+            current = await asyncio.to_thread(service.status, herald, notification_id)
+            assert current is not None
+            total = sum(sum(states.values()) for states in current["channels"].values())
+            if progress is not None:
+                if bar is None:
+                    bar = progress.add_task(f"delivering {notification_id}", total=total)
+                progress.update(bar, completed=total - current["left"])
+            if current["left"] == 0 and current["state"] in ("done", "cancelled"):
+                return current
+            if task.done():
+                task.result()
+                return current
+            await asyncio.sleep(0.5)
+    finally:
+        if progress is not None:
+            progress.stop()
+        stop.set()
+        await task
+
+
+def register(app: typer.Typer) -> None:
+    """Add the delivery commands to ``app``."""
+
+    @app.command()
+    def announce(
+        audience: Annotated[
+            str, typer.Option("--audience", "-a", help="Audience query, e.g. 'site:berlin'.")
+        ],
+        title: Annotated[str, typer.Option("--title", "-t")],
+        body: Annotated[str, typer.Option("--body", "-b")] = "",
+        channels: Annotated[str, typer.Option("--channels", help="email, sms or email,sms")] = "email",
+        severity: Annotated[str, typer.Option("--severity", "-s")] = "info",
+        at: Annotated[str | None, typer.Option("--at", help="Send later: ISO time or +30m.")] = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Announce to an audience over email and/or SMS (the same path as Slack's /announce)."""
+        with open_herald(config) as herald:
+            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json)
+
+    @app.command()
+    def status(
+        notification_id: Annotated[str, typer.Argument(metavar="ID")],
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """One notification: counts per channel and state, SLA met or missed, timings."""
+        with open_herald(config) as herald:
+            current = service.status(herald, notification_id)
+        if current is None:
+            fail(f"no notification {notification_id!r}")
+        print(json.dumps(current, indent=2) if as_json else format_status(current))
+
+    @app.command()
+    def report(
+        since: Annotated[str, typer.Option("--since", help="How far back, e.g. 7d, 24h.")] = "7d",
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Delivery and SLA report over many notifications."""
+        try:
+            window = parse_duration(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}")
+        with open_herald(config) as herald:
+            result = service.report(herald, herald.clock.now() - window)
+        print(json.dumps(result, indent=2) if as_json else format_report(result))
+
+    @app.command()
+    def demo(
+        people: Annotated[int, typer.Option("--people", help="Size of the sample directory.")] = 300,
+    ) -> None:
+        """Run the whole job locally with no accounts and print the report."""
+        from bot.demo import run_demo
+
+        code = runtime.run(run_demo(people))
+        if code:
+            raise typer.Exit(code)
+
+
+def _announce(
+    herald: Herald,
+    audience: str,
+    title: str,
+    body: str,
+    channels: str,
+    severity: str,
+    at: str | None,
+    yes: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    try:
+        start_at = parse_when(at, herald.clock.now()) if at else None
+    except ValueError as exc:
+        fail(str(exc))
+    request = service.AnnounceRequest(
+        audience=audience,
+        channels=tuple(c.strip().lower() for c in channels.split(",") if c.strip()),
+        severity=severity.lower(),
+        title=title,
+        body=body,
+        created_by="cli",
+        start_at=start_at,
+    )
+    try:
+        preview = service.preview(herald, request)
+    except service.AnnounceError as exc:
+        fail(str(exc))
+    if not as_json:
+        print(format_preview(preview, request))
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("not sending without --yes (standard input is not a terminal)")
+        if not typer.confirm("Send?", default=False):
+            fail("cancelled", EXIT_FAILED)
+    try:
+        notification_id = service.announce(herald, request)
+    except service.AnnounceError as exc:
+        fail(str(exc))
+    if not wait:
+        _print_queued(herald, notification_id, as_json)
+        return
+    final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
+    print(json.dumps(final, indent=2) if as_json else format_status(final))
+    if final["sla"]["met"] is False:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
+    current = service.status(herald, notification_id) or {}
+    running = workers.live_workers(herald.store, herald.clock.now())
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "id": notification_id,
+                    "state": current.get("state", "queued"),
+                    "recipients": current.get("recipients"),
+                    "dispatchers": len(running),
+                }
+            )
+        )
+    else:
+        print(notification_id)
+    if not running:
+        print(
+            "herald: warning: no dispatcher is running; start 'herald serve' or 'herald worker' "
+            "(or use --wait) to deliver it",
+            file=sys.stderr,
+        )
+
+
+__all__ = ["EXIT_USAGE", "register"]

@@ -1,0 +1,361 @@
+"""The dispatcher: claims due deliveries in deadline order and sends them under the throttles.
+
+One :class:`ChannelRunner` per channel. Each loop: claim about a second's worth of due deliveries
+(earliest deadline first, so a critical notice created mid-way through a large maintenance notice
+goes next), take a throttle token per message (per segment for SMS), send with at most
+``max_connections`` / ``max_concurrency`` in flight, and record outcomes in batches. The database is
+the truth: the claimed batch is a cache of leased rows, and on stop the unsent ones are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from bot import ledger, workers
+from bot.app import Herald
+from bot.ledger import Claimed, Outcome
+from bot.outcomes import RetryPolicy, decide
+from bot.tables import Notification
+from bot.throttle import Pacer
+from channels.base import DeliveryError, Notice, Receipt, Recipient, TransientError
+
+log = logging.getLogger("herald.dispatcher")
+
+FLUSH_EVERY = 0.1
+RECLAIM_EVERY = 5.0
+FINISH_EVERY = 0.5
+
+
+@dataclass
+class _Prepared:
+    severity: str
+    prepared: object
+    cost: int
+
+
+@dataclass
+class ChannelStats:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    throttle_wait: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+class ChannelRunner:
+    def __init__(self, herald: Herald, worker_id: str, name: str) -> None:
+        self.herald = herald
+        self.worker_id = worker_id
+        self.name = name
+        settings = herald.settings
+        section = settings.smtp if name == "email" else settings.twilio
+        self.pacer = Pacer(herald.store, name, section.rate_per_second, section.burst, herald.clock)
+        self.daily_cap = section.daily_cap
+        self.policy = RetryPolicy(
+            retry_for=section.retry_for,
+            base=settings.dispatcher.retry_base,
+            cap=settings.dispatcher.retry_cap,
+            max_unknown=settings.dispatcher.max_attempts_unknown,
+        )
+        self.concurrency = herald.concurrency(name)
+        self.send_timeout = section.timeout
+        self.peers = 1  # live dispatchers sharing the channel's rate (refreshed by the heartbeat)
+        self.slots = asyncio.Semaphore(self.concurrency)
+        self.rng = random.Random()
+        self.pending: list[Outcome] = []
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.prepared: dict[str, _Prepared] = {}
+        self.cancelled: set[str] = set()
+        self.touched: set[str] = set()  # notifications with outcomes since the last finish check
+        self.outcome_ready = asyncio.Event()
+        self.flushing = asyncio.Lock()
+        self.stats = ChannelStats()
+        self.wake = asyncio.Event()
+
+    def claim_size(self) -> int:
+        """As many deliveries as this worker can start in about half a second, within ``batch_size``.
+
+        Throttled: the cluster's rate is shared by every live dispatcher, so a worker claims its share.
+        Unthrottled: what ``concurrency`` sends take at the recently measured latency, so that workers
+        share a notification evenly instead of one holding a large batch while the others are idle.
+        """
+        batch = self.herald.settings.dispatcher.batch_size
+        if self.pacer.unlimited:
+            recent = self.stats.latencies[-200:]
+            latency = sum(recent) / len(recent) if recent else 0.01
+            return max(self.concurrency, min(batch, int(self.concurrency / max(latency, 1e-4) * 0.5)))
+        share = self.pacer.rate / max(1, self.peers)
+        return max(1, min(batch, int(share * 0.5) + 1))
+
+    def _cap_today(self, now: float) -> int | None:
+        """Today's most sends on this channel, cluster-wide (None: no cap). Checked inside the claim.
+
+        The smaller of ``daily_cap`` and the warm-up ramp's cap for today (:mod:`bot.recipients.warmup`).
+        """
+        from bot.recipients import warmup
+
+        ramp = warmup.schedule(self.herald.settings, self.name)
+        return warmup.cap_today(self.herald.store, self.name, now, self.daily_cap, ramp)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        clock = self.herald.clock
+        settings = self.herald.settings.dispatcher
+        flusher = asyncio.create_task(self._flush_loop(stop))
+        recorder = asyncio.create_task(self._recorder())
+        try:
+            ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
+            while not stop.is_set():
+                now, batch = await (ahead or asyncio.create_task(self._claim()))
+                ahead = None
+                if not batch:
+                    await self._idle(stop, settings.poll_interval)
+                    continue
+                if self.pacer.unlimited:
+                    # Claim the next batch while this one goes out, so the pipe never runs dry. (A
+                    # throttled channel claims a second's worth at a time and waits on its pace anyway;
+                    # claiming ahead would only delay a more urgent notice queued meanwhile.)
+                    ahead = asyncio.create_task(self._claim())
+                await self._send_batch(batch, stop, now + settings.lease)
+            if ahead is not None:
+                _, unsent = await ahead
+                await asyncio.to_thread(
+                    ledger.release, self.herald.store, self.worker_id, clock.now(), [c.id for c in unsent]
+                )
+        finally:
+            if self.in_flight:
+                await asyncio.gather(*self.in_flight, return_exceptions=True)
+            async with self.flushing:  # never cancel a write half-way
+                for task in (flusher, recorder):
+                    task.cancel()
+            for task in (flusher, recorder):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.flush()
+
+    async def _claim(self) -> tuple[float, list[Claimed]]:
+        now = self.herald.clock.now()
+        batch = await asyncio.to_thread(
+            ledger.claim,
+            self.herald.store,
+            self.name,
+            self.worker_id,
+            now,
+            self.herald.settings.dispatcher.lease,
+            self.claim_size(),
+            self._cap_today(now),
+        )
+        return now, batch
+
+    async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _send_batch(self, batch: list[Claimed], stop: asyncio.Event, lease_until: float) -> None:
+        await self._load_notices({item.notification_id for item in batch})
+        give_back: list[int] = []
+        for index, item in enumerate(batch):
+            if stop.is_set():
+                give_back.extend(claimed.id for claimed in batch[index:])
+                break
+            if item.notification_id in self.cancelled:
+                give_back.append(item.id)  # released as cancelled: stop what has not been sent
+                continue
+            if self.herald.clock.now() + self.send_timeout >= lease_until:
+                # Too close to the end of the lease: another worker may take it over mid-send.
+                give_back.append(item.id)
+                continue
+            notice = self.prepared[item.notification_id]
+            await self.slots.acquire()
+            await self.pacer.take(notice.cost)
+            self.stats.throttle_wait = self.pacer.waited
+            task = asyncio.create_task(self._send_one(item, notice))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+        if give_back:
+            await asyncio.to_thread(
+                ledger.release, self.herald.store, self.worker_id, self.herald.clock.now(), give_back
+            )
+
+    async def _send_one(self, item: Claimed, notice: _Prepared) -> None:
+        clock = self.herald.clock
+        started = clock.now()
+        result: Receipt | DeliveryError
+        try:
+            recipient = Recipient(
+                address=item.address,
+                name=item.name,
+                person_id=item.person_id,
+                unsubscribe_url=self.herald.unsubscribe_url(item.person_id),
+                message_key=f"{item.notification_id}.{item.id}",
+            )
+            result = await self.herald.channel(self.name).send(notice.prepared, recipient)
+        except DeliveryError as exc:
+            result = exc
+        except Exception as exc:  # a bug in a channel: keep the delivery, log loudly
+            log.exception("channel %s raised a non-delivery error", self.name)
+            result = TransientError("unknown", f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            self.slots.release()
+            raise
+        # The slot stays taken until the outcome is in the ledger (see flush): a process killed now
+        # may send again only what is in flight or sent-but-unrecorded, never more than its slots.
+        now = clock.now()
+        outcome = decide(item, result, now, notice.severity, self.policy, self.rng)
+        if isinstance(result, TransientError) and result.reason in ("rate_limited", "busy"):
+            await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
+        if outcome.state == "sent":
+            self.stats.sent += 1
+            self.stats.latencies.append(now - started)
+            if len(self.stats.latencies) > 20_000:
+                del self.stats.latencies[:10_000]
+        elif outcome.state == "deferred":
+            self.stats.deferred += 1
+        else:
+            self.stats.failed += 1
+        self.pending.append(outcome)
+        self.outcome_ready.set()
+
+    async def _load_notices(self, ids: set[str]) -> None:
+        missing = ids - self.prepared.keys()
+        if not missing:
+            return
+        if len(self.prepared) > 1000:
+            self.prepared.clear()  # a bound for long-running processes; prepared again on demand
+            missing = ids
+
+        def load() -> list[Notification]:
+            with self.herald.store.session() as session:
+                return list(session.exec(select(Notification).where(Notification.id.in_(missing))).scalars())  # type: ignore[attr-defined,call-overload]
+
+        channel = self.herald.channel(self.name)
+        for row in await asyncio.to_thread(load):
+            meta = json.loads(row.meta or "{}")
+            notice = Notice(
+                notification_id=row.id,
+                severity=row.severity,
+                title=row.title,
+                body=row.body,
+                mandatory=self.herald.settings.is_mandatory(row.severity),
+                links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
+            )
+            prepared = channel.prepare(notice)
+            cost = int(getattr(prepared, "segments", 1) or 1)
+            self.prepared[row.id] = _Prepared(row.severity, prepared, cost)
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        clock = self.herald.clock
+        last_reclaim = last_finish = 0.0
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            await self.flush(finish=False)
+            now = clock.now()
+            if now - last_finish >= FINISH_EVERY or not self.in_flight:
+                # Idle (the last sends are in) or every half second while busy.
+                last_finish = now
+                await self.finish()
+            if self.prepared:
+                self.cancelled = await asyncio.to_thread(
+                    ledger.cancelled_among, self.herald.store, self.prepared
+                )
+            if now - last_reclaim >= RECLAIM_EVERY:
+                last_reclaim = now
+                await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
+            if stop.is_set() and not self.in_flight:
+                return
+
+    async def _recorder(self) -> None:
+        """Group commit: record outcomes as soon as they arrive, all that piled up during a write."""
+        while True:
+            await self.outcome_ready.wait()
+            self.outcome_ready.clear()
+            await self.flush(finish=False)
+
+    async def flush(self, finish: bool = True) -> None:
+        """Record the outcomes gathered so far in one transaction, then free their send slots."""
+        async with self.flushing:
+            if self.pending:
+                outcomes, self.pending = self.pending, []
+                try:
+                    await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+                except Exception:
+                    # The database is the truth: keep the slots (sending stops) and retry.
+                    log.exception("recording %d outcomes failed; retrying", len(outcomes))
+                    self.pending[:0] = outcomes
+                    await asyncio.sleep(1.0)
+                    self.outcome_ready.set()
+                    return
+                for _ in outcomes:
+                    self.slots.release()
+                self.touched.update(o.notification_id for o in outcomes if o.state != "deferred")
+        if finish:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Mark notifications with nothing left open as done; forget their rendered messages."""
+        if not self.touched:
+            return
+        ids, self.touched = self.touched, set()
+        finished = await asyncio.to_thread(
+            ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+        )
+        for notification_id in finished:
+            self.prepared.pop(notification_id, None)
+
+
+class Dispatcher:
+    """Runs one :class:`ChannelRunner` per configured channel until ``stop`` is set."""
+
+    def __init__(self, herald: Herald, worker_id: str, registered: bool = True) -> None:
+        self.herald = herald
+        self.worker_id = worker_id
+        self.registered = registered
+        self.runners = {name: ChannelRunner(herald, worker_id, name) for name in herald.configured_channels()}
+
+    def start_checks(self) -> None:
+        """Register this dispatcher; raises SecondDispatcherError on a SQLite database already served."""
+        if self.registered:
+            store = self.herald.store
+            workers.register(store, self.worker_id, self.herald.clock.now(), exclusive=store.is_sqlite)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store, clock = self.herald.store, self.herald.clock
+        await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
+        beat = asyncio.create_task(self._heartbeat(stop)) if self.registered else None
+        try:
+            await asyncio.gather(*(runner.run(stop) for runner in self.runners.values()))
+        finally:
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+                await asyncio.to_thread(workers.unregister, store, self.worker_id)
+            await asyncio.to_thread(ledger.release, store, self.worker_id, clock.now())
+            await asyncio.to_thread(ledger.finish_notifications, store, clock.now())
+            await self.herald.aclose_channels()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        store = self.herald.store
+        while not stop.is_set():
+            now = self.herald.clock.now()
+            await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+            live = len(await asyncio.to_thread(workers.live_workers, store, now))
+            for runner in self.runners.values():
+                runner.peers = max(1, live)
+            await asyncio.sleep(workers.HEARTBEAT_EVERY)
+
+    def poke(self) -> None:
+        """New work was queued: wake idle runners now instead of at the next poll."""
+        for runner in self.runners.values():
+            runner.wake.set()

@@ -1,0 +1,523 @@
+"""The delivery ledger: every write the engine makes, in batches.
+
+``channel_counter`` counts claimed sends per channel and UTC day (a release gives them back); it is
+what ``daily_cap`` is checked against, inside the claim's transaction.
+
+A notification and all of its deliveries are written in one transaction before anything is sent.
+Deliveries are claimed in deadline order under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+SQLite has one writer, so its ``UPDATE … RETURNING`` is atomic anyway). Outcomes are recorded in
+batches: one transaction per batch, never one per message (see PERF-FACTS).
+
+Functions here are synchronous; the dispatcher runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.recipients import rules as recipient_rules
+from bot.recipients import soft_failures
+from bot.recipients.rules import DeliveryRules
+from bot.store import Store
+from bot.tables import (
+    CLAIMABLE,
+    FINAL_STATES,
+    Attempt,
+    ChannelCounter,
+    Delivery,
+    Notification,
+    Person,
+    Suppression,
+)
+
+DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+PERSON = Person.__table__  # type: ignore[attr-defined]
+SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+COUNTER = ChannelCounter.__table__  # type: ignore[attr-defined]
+
+ADDRESS_COLUMN = {"email": PERSON.c.email, "sms": PERSON.c.phone}
+OPEN_STATES = ("queued", "deferred", "sending")
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_notification_id() -> str:
+    """Short, unguessable, easy to type in Slack: ``n`` + 9 base-32 characters."""
+    return "n" + "".join(secrets.choice(_ALPHABET) for _ in range(9))
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    id: str
+    kind: str
+    severity: str
+    title: str
+    body: str
+    audience: str
+    channels: tuple[str, ...]
+    created_by: str
+    created_at: float
+    start_at: float
+    deadline: float
+    state: str = "queued"
+    parent_id: str | None = None
+    idempotency_key: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+def create_notification(
+    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
+) -> int:
+    """Write the notification and one delivery per (person matching ``people``, channel) at once.
+
+    People without an address for a channel, or whose address is suppressed, get a delivery in state
+    ``suppressed`` (reason ``no_address`` / ``suppressed``) so reports show them; so do people who
+    turned the kind off on the channel (reason ``opted_out``, see :mod:`bot.recipients.rules`).
+    Deliveries of a quiet kind to people inside their quiet hours are ``deferred`` (reason
+    ``quiet_hours``) with ``due_at`` at the end of their window, unless that misses the deadline.
+    ``rules`` None: preferences with the default mandatory kinds, no quiet hours. Before writing,
+    addresses whose recent notifications all soft-failed are suppressed
+    (:mod:`bot.recipients.soft_failures`). Returns recipients.
+    """
+    rules = rules or DeliveryRules()
+    with store.begin() as connection:
+        soft_failures.sweep(connection, new.created_at, rules.soft_failures)
+        connection.execute(
+            insert(NOTIFICATION).values(
+                id=new.id,
+                kind=new.kind,
+                severity=new.severity,
+                title=new.title,
+                body=new.body,
+                audience=new.audience,
+                channels=",".join(new.channels),
+                state=new.state,
+                created_by=new.created_by,
+                created_at=new.created_at,
+                start_at=new.start_at,
+                deadline=new.deadline,
+                parent_id=new.parent_id,
+                idempotency_key=new.idempotency_key,
+                meta=json.dumps(new.meta or {}),
+                recipients=0,
+            )
+        )
+        for channel in new.channels:
+            address = ADDRESS_COLUMN[channel]
+            suppressed = exists().where(
+                and_(SUPPRESSION.c.channel == channel, SUPPRESSION.c.address == address)
+            )
+            no_address = address.is_(None) | (address == "")
+            opted_out = recipient_rules.opted_out(rules, new.severity, channel)
+            due_at = recipient_rules.quiet_due_at(
+                connection, rules, people, new.severity, new.start_at, new.deadline
+            )
+            quiet = due_at > new.start_at
+            state = case(
+                (no_address, "suppressed"),
+                (suppressed, "suppressed"),
+                (opted_out, "suppressed"),
+                (quiet, "deferred"),
+                else_="queued",
+            )
+            reason = case(
+                (no_address, "no_address"),
+                (suppressed, "suppressed"),
+                (opted_out, "opted_out"),
+                (quiet, "quiet_hours"),
+                else_=None,
+            )
+            rows = (
+                select(
+                    literal(new.id),
+                    PERSON.c.id,
+                    literal(channel),
+                    func.coalesce(address, ""),
+                    state,
+                    reason,
+                    literal(new.deadline),
+                    due_at,
+                    literal(new.created_at),
+                    literal(new.created_at),
+                    literal(0),
+                )
+                .select_from(recipient_rules.with_settings(PERSON))
+                .where(people)
+            )
+            connection.execute(
+                insert(DELIVERY).from_select(
+                    [
+                        "notification_id",
+                        "person_id",
+                        "channel",
+                        "address",
+                        "state",
+                        "reason",
+                        "deadline",
+                        "due_at",
+                        "created_at",
+                        "updated_at",
+                        "attempts",
+                    ],
+                    rows,
+                )
+            )
+        recipients = connection.execute(select(func.count()).select_from(PERSON).where(people)).scalar_one()
+        connection.execute(
+            update(NOTIFICATION).where(NOTIFICATION.c.id == new.id).values(recipients=recipients)
+        )
+        # Nothing sendable (everyone suppressed): the notification is final right away.
+        open_count = connection.execute(
+            select(func.count())
+            .select_from(DELIVERY)
+            .where(DELIVERY.c.notification_id == new.id, DELIVERY.c.state.in_(OPEN_STATES))
+        ).scalar_one()
+        if open_count == 0 and new.state == "queued":
+            connection.execute(
+                update(NOTIFICATION)
+                .where(NOTIFICATION.c.id == new.id)
+                .values(state="done", finished_at=new.created_at)
+            )
+    return int(recipients)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    notification_id: str
+    person_id: str
+    channel: str
+    address: str
+    deadline: float
+    attempts: int
+    created_at: float = 0.0
+    name: str = ""
+
+
+def claim(
+    store: Store, channel: str, worker: str, now: float, lease: float, limit: int, cap: int | None = None
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries of ``channel``, earliest deadline first.
+
+    With ``cap`` (today's most sends on the channel), the claim also reserves its sends on the
+    channel's counter in the same transaction, so the cap holds across workers and restarts.
+    """
+    with store.begin() as connection:
+        if cap is not None:
+            limit = min(limit, cap - _lock_counter(store, connection, channel, day_of(now)))
+        if limit <= 0:
+            return []
+        rows = connection.execute(_claim_statement(store, channel, worker, now, lease, limit)).all()
+        if not rows:
+            return []
+        _bump_counter(store, connection, channel, day_of(now), len(rows))
+        names: dict[str, str] = {
+            person_id: name
+            for person_id, name in connection.execute(
+                select(PERSON.c.id, PERSON.c.name).where(PERSON.c.id.in_({row.person_id for row in rows}))
+            )
+        }
+    claimed = [
+        Claimed(
+            id=row.id,
+            notification_id=row.notification_id,
+            person_id=row.person_id,
+            channel=channel,
+            address=row.address,
+            deadline=row.deadline,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            name=names.get(row.person_id) or "",
+        )
+        for row in rows
+    ]
+    claimed.sort(key=lambda item: (item.deadline, item.id))
+    return claimed
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed delivery; ``state`` is its new state."""
+
+    delivery_id: int
+    channel: str
+    address: str
+    state: str
+    at: float
+    attempt: str  # sent | transient | uncertain | permanent | released
+    reason: str | None = None
+    detail: str | None = None
+    provider_id: str | None = None
+    due_at: float | None = None
+    suppress: bool = False
+    notification_id: str = ""
+
+
+def day_of(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+
+
+_RECORD_SQL = (
+    "UPDATE delivery SET state = {p}, reason = {p}, detail = {p}, "
+    "provider_id = COALESCE({p}, provider_id), sent_at = COALESCE({p}, sent_at), due_at = {p}, "
+    "updated_at = {p}, lease_owner = NULL, lease_until = NULL WHERE id = {p} AND lease_owner = {p}"
+)
+_ATTEMPT_SQL = (
+    "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+)
+
+
+def _placeholder(store: Store) -> str:
+    return "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+
+
+def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
+    """Apply outcomes in one transaction: delivery rows, attempts, suppressions.
+
+    This runs once per batch for every message sent, so the two bulk statements go to the driver's
+    ``executemany`` as plain tuples (SQLAlchemy's per-row bind processing cost more than the writes).
+    """
+    if not outcomes:
+        return
+    rows = []
+    attempts = []
+    for o in outcomes:
+        detail = (o.detail or "")[:1000] or None
+        sent_at = o.at if o.state in ("sent", "delivered") else None
+        due_at = o.due_at if o.due_at is not None else o.at
+        rows.append((o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.delivery_id, worker))
+        if o.attempt != "released":
+            attempts.append((o.delivery_id, o.at, o.attempt, o.reason, detail, o.provider_id, worker))
+    suppressions = {
+        (o.channel, o.address): {
+            "channel": o.channel,
+            "address": o.address,
+            "reason": f"{o.reason}: {o.detail or ''}"[:200],
+            "source": "delivery",
+            "created_at": o.at,
+        }
+        for o in outcomes
+        if o.suppress and o.address
+    }
+    mark = _placeholder(store)
+    with store.begin() as connection:
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(_RECORD_SQL.format(p=mark), rows)
+            if attempts:
+                cursor.executemany(_ATTEMPT_SQL.format(p=mark), attempts)
+        finally:
+            cursor.close()
+        if suppressions:
+            connection.execute(
+                _insert_ignore(store, SUPPRESSION, ["channel", "address"]), list(suppressions.values())
+            )
+
+
+def _insert_ignore(store: Store, table: Any, keys: list[str]) -> Any:
+    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _bump_counter(store: Store, connection: Any, channel: str, day: str, count: int) -> None:
+    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
+    statement = dialect_insert(COUNTER).values(channel=channel, day=day, sent=count)
+    statement = statement.on_conflict_do_update(
+        index_elements=["channel", "day"], set_={"sent": COUNTER.c.sent + count}
+    )
+    connection.execute(statement)
+
+
+def _claim_statement(store: Store, channel: str, worker: str, now: float, lease: float, limit: int) -> Any:
+    due = (
+        select(DELIVERY.c.id)
+        .where(
+            DELIVERY.c.state.in_(CLAIMABLE),
+            DELIVERY.c.channel == channel,
+            DELIVERY.c.due_at <= now,
+        )
+        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
+        .limit(limit)
+    )
+    if not store.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(DELIVERY)
+        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            lease_owner=worker,
+            lease_until=now + lease,
+            attempts=DELIVERY.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            DELIVERY.c.id,
+            DELIVERY.c.notification_id,
+            DELIVERY.c.person_id,
+            DELIVERY.c.address,
+            DELIVERY.c.deadline,
+            DELIVERY.c.attempts,
+            DELIVERY.c.created_at,
+        )
+    )
+
+
+def _lock_counter(store: Store, connection: Any, channel: str, day: str) -> int:
+    """Today's reserved sends, with the counter row locked until the transaction ends."""
+    _bump_counter(store, connection, channel, day, 0)
+    query = select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day)
+    if not store.is_sqlite:
+        query = query.with_for_update()
+    return int(connection.execute(query).scalar_one())
+
+
+def sent_today(store: Store, channel: str, now: float) -> int:
+    with store.begin() as connection:
+        value = connection.execute(
+            select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day_of(now))
+        ).scalar_one_or_none()
+    return int(value or 0)
+
+
+def release(store: Store, worker: str, now: float, ids: Iterable[int] | None = None) -> int:
+    """Give back claimed-but-unsent deliveries (graceful shutdown) without counting an attempt."""
+    condition = and_(DELIVERY.c.lease_owner == worker, DELIVERY.c.state == "sending")
+    id_list = list(ids) if ids is not None else None
+    if id_list is not None:
+        if not id_list:
+            return 0
+        condition = and_(condition, DELIVERY.c.id.in_(id_list))
+    with store.begin() as connection:
+        released = connection.execute(
+            update(DELIVERY)
+            .where(condition)
+            .values(
+                state=_queued_unless_cancelled(),
+                lease_owner=None,
+                lease_until=None,
+                attempts=DELIVERY.c.attempts - 1,
+                updated_at=now,
+            )
+            .returning(DELIVERY.c.channel)
+        ).all()
+        per_channel: dict[str, int] = {}
+        for (channel,) in released:
+            per_channel[channel] = per_channel.get(channel, 0) + 1
+        for channel, count in per_channel.items():
+            _bump_counter(store, connection, channel, day_of(now), -count)
+    return len(released)
+
+
+def _queued_unless_cancelled() -> Any:
+    """A delivery given back goes to ``queued``, or to ``cancelled`` if its notification was cancelled."""
+    cancelled = exists().where(
+        NOTIFICATION.c.id == DELIVERY.c.notification_id, NOTIFICATION.c.state == "cancelled"
+    )
+    return case((cancelled, "cancelled"), else_="queued")
+
+
+def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
+    """Which of these notifications were cancelled."""
+    id_list = list(ids)
+    if not id_list:
+        return set()
+    with store.begin() as connection:
+        return {
+            str(row[0])
+            for row in connection.execute(
+                select(NOTIFICATION.c.id).where(
+                    NOTIFICATION.c.id.in_(id_list), NOTIFICATION.c.state == "cancelled"
+                )
+            )
+        }
+
+
+def reclaim_expired(store: Store, now: float) -> int:
+    """Deliveries whose lease ran out (their worker died) become claimable again."""
+    with store.begin() as connection:
+        result = connection.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_until < now)
+            .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
+        )
+    return int(result.rowcount)
+
+
+def finish_notifications(store: Store, now: float, ids: Iterable[str] | None = None) -> list[str]:
+    """Mark notifications with no open delivery left as done; returns the ids that finished."""
+    still_open = exists().where(
+        DELIVERY.c.notification_id == NOTIFICATION.c.id, DELIVERY.c.state.in_(OPEN_STATES)
+    )
+    condition = and_(NOTIFICATION.c.state.in_(("scheduled", "queued", "sending")), ~still_open)
+    id_list = list(ids) if ids is not None else None
+    if id_list is not None:
+        if not id_list:
+            return []
+        condition = and_(condition, NOTIFICATION.c.id.in_(id_list))
+    with store.begin() as connection:
+        finished = [
+            row[0]
+            for row in connection.execute(
+                update(NOTIFICATION)
+                .where(condition)
+                .values(state="done", finished_at=now)
+                .returning(NOTIFICATION.c.id)
+            ).all()
+        ]
+    return finished
+
+
+def cancel(store: Store, notification_id: str, now: float) -> int:
+    """Cancel every delivery not yet handed to a provider; returns how many."""
+    with store.begin() as connection:
+        result = connection.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.notification_id == notification_id, DELIVERY.c.state.in_(CLAIMABLE))
+            .values(state="cancelled", reason="cancelled", updated_at=now)
+        )
+        connection.execute(
+            update(NOTIFICATION)
+            .where(NOTIFICATION.c.id == notification_id, NOTIFICATION.c.state.not_in(("done",)))
+            .values(state="cancelled", finished_at=now)
+        )
+    return int(result.rowcount)
+
+
+def queued_ahead(store: Store, channel: str, deadline: float) -> int:
+    """Open deliveries of ``channel`` that would go before a delivery due by ``deadline``."""
+    with store.begin() as connection:
+        value = connection.execute(
+            select(func.count())
+            .select_from(DELIVERY)
+            .where(
+                DELIVERY.c.channel == channel,
+                DELIVERY.c.state.in_(OPEN_STATES),
+                DELIVERY.c.deadline <= deadline,
+            )
+        ).scalar_one()
+    return int(value)
+
+
+def is_final(state: str) -> bool:
+    return state in FINAL_STATES

@@ -1,0 +1,85 @@
+"""What a send's result means for its delivery: one pure function, tested as a table.
+
+- a receipt → ``sent``;
+- a permanent error → ``failed`` (and the address suppressed when the error says so);
+- a transient error → ``deferred`` with exponential backoff and jitter (or the peer's
+  ``retry_after``) until ``retry_for`` has passed since the delivery was created, then ``expired``;
+  errors no classifier knows (reason ``unknown``) get only ``max_unknown`` attempts;
+- an uncertain send (SMS timeout after the request went out; Twilio has no idempotency key):
+  urgent kinds (critical, outage, security) are retried, since a duplicate page beats a missed one;
+  other kinds are recorded as ``sent`` with reason ``uncertain`` and never sent twice.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from bot.ledger import Claimed, Outcome
+from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
+
+URGENT = frozenset({"critical", "outage", "security"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retry_for: float
+    base: float = 10.0
+    cap: float = 900.0
+    max_unknown: int = 3
+    jitter: float = 0.2
+
+
+def backoff(attempts: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Seconds to wait after the ``attempts``-th failed try: base·2ⁿ⁻¹, capped, ±jitter."""
+    delay: float = min(policy.cap, policy.base * 2.0 ** max(0, attempts - 1))
+    return delay * (1 + rng.uniform(-policy.jitter, policy.jitter))
+
+
+def decide(
+    item: Claimed,
+    result: Receipt | DeliveryError,
+    now: float,
+    severity: str,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Outcome:
+    def out(state: str, attempt: str, **fields: Any) -> Outcome:
+        return Outcome(
+            item.id,
+            item.channel,
+            item.address,
+            state,
+            now,
+            attempt,
+            notification_id=item.notification_id,
+            **fields,
+        )
+
+    if isinstance(result, Receipt):
+        return out("sent", "sent", provider_id=result.provider_id, detail=result.detail)
+    if isinstance(result, PermanentError):
+        return out(
+            "failed",
+            "permanent",
+            reason=result.reason,
+            detail=result.detail,
+            suppress=result.suppress,
+        )
+    assert isinstance(result, TransientError)
+    if isinstance(result, UncertainError) and severity not in URGENT:
+        return out("sent", "uncertain", reason="uncertain", detail=result.detail)
+    attempt = "uncertain" if isinstance(result, UncertainError) else "transient"
+    if result.reason == "unknown" and item.attempts >= policy.max_unknown:
+        return out("failed", attempt, reason=result.reason, detail=result.detail)
+    wait = result.retry_after if result.retry_after is not None else backoff(item.attempts, policy, rng)
+    if now + wait > item.created_at + policy.retry_for:
+        return out("expired", attempt, reason=result.reason, detail=result.detail)
+    return out(
+        "deferred",
+        attempt,
+        reason=result.reason,
+        detail=result.detail,
+        due_at=now + wait,
+    )

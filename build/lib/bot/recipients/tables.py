@@ -1,0 +1,36 @@
+"""Tables of recipient choices. Domain logic lives in :mod:`bot.recipients.preferences`.
+
+``preference`` holds only what a person changed: no row means the kind reaches them on that
+channel. ``kind = "*"`` stands for every non-mandatory kind (one-click unsubscribe writes it, so a
+kind added to the config later does not reach someone who unsubscribed from everything).
+``person_settings`` holds a person's quiet-hours override.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Field, SQLModel
+
+ALL_KINDS = "*"
+QUIET_MODES = ("default", "custom", "off")
+
+
+class Preference(SQLModel, table=True):
+    __tablename__ = "preference"
+
+    person_id: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(primary_key=True, max_length=32)
+    channel: str = Field(primary_key=True, max_length=16)
+    enabled: bool = Field(default=True)
+    updated_at: float = Field(default=0.0)
+
+
+class PersonSettings(SQLModel, table=True):
+    """Per-person quiet hours: ``default`` (the company window), ``custom`` (start/end) or ``off``."""
+
+    __tablename__ = "person_settings"
+
+    person_id: str = Field(primary_key=True, max_length=200)
+    quiet_mode: str = Field(default="default", max_length=16)
+    quiet_start: str | None = Field(default=None, max_length=5)
+    quiet_end: str | None = Field(default=None, max_length=5)
+    updated_at: float = Field(default=0.0)

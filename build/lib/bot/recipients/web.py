@@ -1,0 +1,247 @@
+"""HTTP routes for recipients: the preferences page and Twilio's webhooks. They verify, parse, call one
+function of :mod:`.preferences` or :mod:`.suppressions`, and render; nothing else.
+
+- ``GET /u/{token}`` — the page (never changes anything: mail scanners prefetch links);
+  ``POST /u/{token}`` — ``List-Unsubscribe=One-Click`` (RFC 8058, urlencoded or multipart) turns
+  every non-mandatory kind off on email and answers 200 at once; any other POST saves the form.
+  The signed token in the URL is the credential; an invalid or expired one gets a plain 404 page.
+- ``POST /hooks/twilio/inbound`` — STOP/START/HELP/ACK, answered with TwiML.
+- ``POST /hooks/twilio/status`` — delivery receipts, answered 204.
+
+Both Twilio routes check ``X-Twilio-Signature`` with twilio's ``RequestValidator`` over
+``{server.public_url}{path}`` (plus the query string) and every posted parameter: 403 when it does
+not match, 404 while ``twilio.auth_token`` is not set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from bot.app import Herald
+from bot.recipients import pages, preferences, suppressions
+from bot.recipients.rules import delivery_rules
+from bot.recipients.sms import Command, StatusReport, read_inbound
+from bot.tokens import read_token
+
+log = logging.getLogger("herald.recipients")
+
+MAX_BODY = 64 * 1024
+NO_ALERT = "No open alert to acknowledge."
+SAVED = "Your preferences are saved. They apply from the next message on."
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+}
+TWIML = "text/xml; charset=utf-8"
+
+
+class BodyTooLarge(Exception):
+    """The request body is over :data:`MAX_BODY`."""
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refusing more than :data:`MAX_BODY` bytes (whatever Content-Length claims)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_form(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """A form body, ``application/x-www-form-urlencoded`` or ``multipart/form-data`` (both allowed by
+    RFC 8058 for the one-click POST), as (name, value) pairs. Files are not expected and are skipped."""
+    if content_type.lower().startswith("multipart/form-data"):
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+        message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+        pairs: list[tuple[str, str]] = []
+        if not isinstance(message, EmailMessage) or not message.is_multipart():
+            return pairs
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or part.get_filename():
+                continue
+            payload = part.get_payload(decode=True)
+            raw = payload if isinstance(payload, bytes) else b""
+            value = raw.decode(part.get_content_charset() or "utf-8", "replace")
+            pairs.append((name, value.removesuffix("\r\n")))
+        return pairs
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def signature_ok(
+    auth_token: str, url: str, params: list[tuple[str, str]], signature: str, settings: str
+) -> bool:
+    """Twilio's request signature over ``url`` and every posted parameter (HMAC-SHA1, or the algorithm
+    the ``X-Twilio-Webhooks-Signature-Settings`` header names)."""
+    if not signature:
+        return False
+    validator = RequestValidator(auth_token)
+    return bool(
+        validator.validate(url, ImmutableMultiDict(params), signature, get_signature_algorithm(settings))
+    )
+
+
+def twiml(message: str | None) -> Response:
+    body = f"<Response><Message>{escape(message)}</Message></Response>" if message else "<Response/>"
+    return Response('<?xml version="1.0" encoding="UTF-8"?>' + body, media_type=TWIML)
+
+
+async def acknowledge(herald: Herald, phone: str, text: str) -> str:
+    """``ACK …`` by SMS: hand it to :func:`bot.alerts.ack_by_phone` when the alerts module is there.
+
+    That function may be sync or async; a string it returns is the reply, a truthy value means done.
+    Without the module (or with nothing to acknowledge) the answer is :data:`NO_ALERT`.
+    """
+    try:
+        alerts = importlib.import_module("bot.alerts")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bot.alerts", "bot"):
+            raise
+        return NO_ALERT
+    handler = getattr(alerts, "ack_by_phone", None)
+    if handler is None:
+        return NO_ALERT
+    if inspect.iscoroutinefunction(handler):
+        result: Any = await handler(herald, phone, text)
+    else:
+        result = await asyncio.to_thread(handler, herald, phone, text)
+        if inspect.isawaitable(result):
+            result = await result
+    if isinstance(result, str):
+        return result or NO_ALERT
+    return "Acknowledged." if result else NO_ALERT
+
+
+def recipient_routes(herald: Herald) -> list[BaseRoute]:
+    """The routes to mount in ``herald serve`` (``build_web_app(..., routes=...)``)."""
+    rules = delivery_rules(herald.settings)
+    channels = herald.configured_channels()
+    env = pages.environment()
+    public_url = herald.settings.server.public_url
+    store = herald.store
+
+    def html(body: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(body, status, headers=PAGE_HEADERS)
+
+    def person_for(token: str) -> str | None:
+        return read_token(herald.token_key(), token, herald.clock.now())
+
+    async def page(request: Request) -> Response:
+        token = request.path_params["token"]
+        person_id = await asyncio.to_thread(person_for, token)
+        view = None
+        if person_id is not None:
+            view = await asyncio.to_thread(preferences.load, store, rules, channels, person_id)
+        if person_id is None or view is None:
+            return html(pages.render_not_found(env), 404)
+        if request.method != "POST":
+            return html(pages.render_preferences(env, view))
+        try:
+            form = parse_form(request.headers.get("content-type", ""), await read_body(request))
+        except BodyTooLarge:
+            return html(pages.render_problem(env, "Too much data", "The form sent was too large."), 413)
+        now = herald.clock.now()
+        if ("List-Unsubscribe", "One-Click") in form:
+            await asyncio.to_thread(preferences.unsubscribe_email, store, rules, person_id, now)
+            log.info("one-click unsubscribe from email: person %s", person_id)
+            return html(pages.render_unsubscribed(env, view, str(request.url)))
+        try:
+            choices = preferences.parse_choices(form, view.kinds, view.channels)
+        except ValueError as exc:
+            return html(pages.render_preferences(env, view, errors=[str(exc)]), 400)
+        await asyncio.to_thread(preferences.save, store, rules, channels, person_id, choices, now)
+        saved = await asyncio.to_thread(preferences.load, store, rules, channels, person_id)
+        return html(pages.render_preferences(env, saved or view, status=SAVED))
+
+    async def twilio_params(request: Request) -> list[tuple[str, str]] | Response:
+        auth_token = herald.settings.twilio.auth_token
+        if auth_token is None:
+            return PlainTextResponse("sms is not configured (twilio.auth_token)\n", 404)
+        try:
+            params = parse_form("application/x-www-form-urlencoded", await read_body(request))
+        except BodyTooLarge:
+            return PlainTextResponse("request body too large\n", 413)
+        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signed = signature_ok(
+            auth_token.get_secret_value(),
+            url,
+            params,
+            request.headers.get(SIGNATURE_HEADER, ""),
+            request.headers.get(SIGNATURE_SETTINGS_HEADER, ""),
+        )
+        if not signed:
+            return PlainTextResponse("bad or missing X-Twilio-Signature\n", 403)
+        return params
+
+    async def inbound(request: Request) -> Response:
+        params = await twilio_params(request)
+        if isinstance(params, Response):
+            return params
+        fields = dict(params)
+        phone, text = fields.get("From", "").strip(), fields.get("Body", "")
+        if not phone:
+            return twiml(None)
+        command = read_inbound(text)
+        now = herald.clock.now()
+        if command is Command.OPT_OUT:
+            # Twilio answers STOP itself, and refuses any reply to a number that opted out.
+            await asyncio.to_thread(suppressions.opt_out_sms, store, phone, now)
+            log.info("sms opt-out by STOP from %s", phone)
+            return twiml(None)
+        if command is Command.OPT_IN:
+            await asyncio.to_thread(suppressions.opt_in_sms, store, phone)
+            log.info("sms opt-in by START from %s", phone)
+            return twiml(None)
+        if command is Command.HELP:
+            return twiml(herald.settings.twilio.help_text)
+        if command is Command.ACK:
+            return twiml(await acknowledge(herald, phone, text.strip()))
+        return twiml(None)
+
+    async def status(request: Request) -> Response:
+        params = await twilio_params(request)
+        if isinstance(params, Response):
+            return params
+        fields = dict(params)
+        report = StatusReport(
+            message_sid=fields.get("MessageSid") or fields.get("SmsSid") or "",
+            status=(fields.get("MessageStatus") or fields.get("SmsStatus") or "").strip().lower(),
+            to=fields.get("To", "").strip(),
+            error_code=fields.get("ErrorCode", "").strip(),
+        )
+        await asyncio.to_thread(suppressions.record_status, store, report, herald.clock.now())
+        return Response(status_code=204)
+
+    return [
+        Route("/u/{token}", page, methods=["GET", "POST"]),
+        Route("/hooks/twilio/inbound", inbound, methods=["POST"]),
+        Route("/hooks/twilio/status", status, methods=["POST"]),
+    ]

@@ -1,0 +1,115 @@
+"""Plain-text renderings of previews, statuses and reports for the terminal. Pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.service import AnnounceRequest, Preview
+
+SHOWN_STATES = (
+    "sent",
+    "delivered",
+    "failed",
+    "suppressed",
+    "expired",
+    "cancelled",
+    "queued",
+    "deferred",
+    "sending",
+)
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def time_text(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def channel_lines(channels: dict[str, dict[str, int]]) -> list[str]:
+    """``  email: sent 12, failed 1`` per channel, states in a fixed order, zeros left out."""
+    lines = []
+    for channel, states in channels.items():
+        parts = [f"{state} {states[state]}" for state in SHOWN_STATES if states.get(state)]
+        lines.append(f"  {channel}: " + (", ".join(parts) or "nothing"))
+    return lines
+
+
+def format_preview(preview: Preview, request: AnnounceRequest) -> str:
+    lines = [
+        f"[{request.severity.upper()}] {request.title}",
+        f"audience {request.audience!r}: {preview.recipients} people",
+    ]
+    for name, channel in preview.channels.items():
+        why = ", ".join(f"{reason} {count}" for reason, count in sorted(channel.unreachable.items()) if count)
+        extra = (
+            f" ({preview.sms_segments} segment{'s' if preview.sms_segments != 1 else ''} each)"
+            if (name == "sms")
+            else ""
+        )
+        lines.append(
+            f"  {name}: {channel.reachable} reachable{extra}" + (f"; unreachable: {why}" if why else "")
+        )
+    fc = preview.forecast
+    verdict = "meets" if fc.meets else "WILL MISS"
+    lines.append(
+        f"forecast: last message out in {seconds_text(fc.seconds)}; "
+        f"deadline {seconds_text(preview.deliver_within)} ({verdict} the SLA)"
+    )
+    return "\n".join(lines)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    sla = status["sla"]
+    met = {True: "met", False: "MISSED", None: "pending"}[sla["met"]]
+    lines = [
+        f"{status['id']}  [{status['severity'].upper()}] {status['title']}",
+        f"state {status['state']}; {status['recipients']} recipients; {status['left']} left",
+    ]
+    lines.extend(channel_lines(status["channels"]))
+    lines.append(
+        f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
+        f"(deadline {seconds_text(sla['deliver_within_s'])})"
+    )
+    return "\n".join(lines)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    sla = report["sla"]
+    pct = f"{sla['met_pct']}%" if sla["met_pct"] is not None else "-"
+    lines = [
+        f"{report['notifications']} notifications since {time_text(report['since'])}",
+        f"SLA: {sla['met']} met, {sla['missed']} missed of {sla['judged']} finished ({pct})",
+    ]
+    lines.extend(channel_lines(report["channels"]))
+    alerts = report.get("alerts")
+    if alerts and alerts["groups"]:
+        ack = alerts["ack_sla"]
+        ack_pct = f"{ack['met_pct']}%" if ack["met_pct"] is not None else "-"
+        lines.append(
+            f"alerts: {alerts['groups']} groups, {alerts['firing']} firing, "
+            f"{alerts['acknowledged']} acknowledged; "
+            f"ack SLA {ack['met']} met, {ack['missed']} missed ({ack_pct})"
+        )
+    for worker, outcomes in sorted((report.get("workers") or {}).items()):
+        parts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items()))
+        lines.append(f"  by {worker}: {parts}")
+    for item in report["items"][:20]:
+        met = {True: "met", False: "MISSED", None: "pending"}[item["sla"]["met"]]
+        lines.append(
+            f"  {item['id']} {time_text(item['created_at'])} [{item['severity']}] {item['title'][:40]}"
+            f" - {item['recipients']} people, SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
+        )
+    return "\n".join(lines)

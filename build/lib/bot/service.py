@@ -1,0 +1,383 @@
+"""Announcement use cases shared by the CLI and Slack: preview, announce, cancel, status, report.
+
+Front ends parse their input into an :class:`AnnounceRequest`, call one function here, and render
+the result. Errors meant for the user are :class:`AnnounceError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot import ledger
+from bot.app import Herald
+from bot.audience import AudienceError, audience_condition, parse_audience, reach
+from bot.config import SEVERITIES
+from bot.forecast import ChannelLoad, Forecast, forecast
+from bot.ledger import NewNotification
+from bot.recipients import warmup
+from bot.recipients.rules import delivery_rules, opt_out_conditions
+from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
+
+DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+
+DEFAULT_LATENCY = {"email": 0.01, "sms": 0.1}
+
+
+class AnnounceError(ValueError):
+    """The request cannot be sent as asked; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    audience: str
+    channels: tuple[str, ...]
+    severity: str
+    title: str
+    body: str
+    created_by: str = "cli"
+    start_at: float | None = None
+    idempotency_key: str | None = None
+    slack_groups: Mapping[str, Collection[str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "announcement"
+
+
+@dataclass
+class ChannelPreview:
+    reachable: int
+    unreachable: dict[str, int]
+
+
+@dataclass
+class Preview:
+    recipients: int
+    channels: dict[str, ChannelPreview]
+    sms_segments: int
+    forecast: Forecast
+    deliver_within: float
+
+
+def _validate(herald: Herald, request: AnnounceRequest) -> None:
+    if request.severity not in herald.settings.sla and request.severity not in SEVERITIES:
+        known = ", ".join(herald.settings.sla)
+        raise AnnounceError(f"unknown severity {request.severity!r} (expected one of {known})")
+    if not request.channels:
+        raise AnnounceError("no channels given (expected email, sms or both)")
+    configured = herald.configured_channels()
+    for channel in request.channels:
+        if channel not in ("email", "sms"):
+            raise AnnounceError(f"unknown channel {channel!r} (expected email or sms)")
+        if channel not in configured:
+            raise AnnounceError(f"the {channel} channel is not configured")
+    if not request.title.strip():
+        raise AnnounceError("the title is empty")
+
+
+def _audience(request: AnnounceRequest) -> Any:
+    try:
+        return parse_audience(request.audience)
+    except AudienceError as exc:
+        raise AnnounceError(f"audience: {exc}") from exc
+
+
+def sms_segments(herald: Herald, request: AnnounceRequest) -> int:
+    if "sms" not in request.channels:
+        return 0
+    from channels.base import Notice
+
+    prepared = herald.channel("sms").prepare(
+        Notice(
+            notification_id="preview",
+            severity=request.severity,
+            title=request.title,
+            body=request.body,
+            mandatory=herald.settings.is_mandatory(request.severity),
+        )
+    )
+    return int(getattr(prepared, "segments", 1))
+
+
+def preview(herald: Herald, request: AnnounceRequest) -> Preview:
+    """Who would be reached on which channel, and when the last message would go out."""
+    _validate(herald, request)
+    audience = _audience(request)
+    rules = delivery_rules(herald.settings)
+    found = reach(
+        herald.store,
+        audience,
+        request.channels,
+        slack_groups=request.slack_groups,
+        sample=0,
+        opted_out=opt_out_conditions(rules, request.severity, request.channels),
+    )
+    if found.count == 0:
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    now = herald.clock.now()
+    start = max(now, request.start_at or now)
+    within = herald.settings.sla_for(request.severity).deliver_within
+    deadline = start + within
+    segments = sms_segments(herald, request)
+    channels = {
+        name: ChannelPreview(found.reachable.get(name, 0), dict(found.unreachable.get(name, {})))
+        for name in request.channels
+    }
+    loads = [
+        channel_load(herald, name, channels[name].reachable, segments if name == "sms" else 1, deadline, now)
+        for name in request.channels
+    ]
+    return Preview(
+        recipients=found.count,
+        channels=channels,
+        sms_segments=segments,
+        forecast=forecast(loads, start, deadline),
+        deliver_within=within,
+    )
+
+
+def channel_load(
+    herald: Herald, name: str, messages: int, cost: float, deadline: float, now: float
+) -> ChannelLoad:
+    section = herald.settings.smtp if name == "email" else herald.settings.twilio
+    cap = warmup.cap_today(herald.store, name, now, section.daily_cap, warmup.schedule(herald.settings, name))
+    cap_room = None if cap is None else max(0, cap - ledger.sent_today(herald.store, name, now))
+    return ChannelLoad(
+        channel=name,
+        messages=messages,
+        cost=cost,
+        ahead=ledger.queued_ahead(herald.store, name, deadline),
+        rate=section.rate_per_second,
+        burst=section.burst,
+        concurrency=herald.concurrency(name),
+        latency=DEFAULT_LATENCY[name],
+        cap_room=cap_room,
+        daily_cap=cap or 0,
+    )
+
+
+def announce(herald: Herald, request: AnnounceRequest) -> str:
+    """Store the notification and all its deliveries; return its id (the same one on a retry)."""
+    if request.idempotency_key:
+        existing = _by_key(herald, request.idempotency_key)
+        if existing:
+            return existing
+    _validate(herald, request)
+    audience = _audience(request)
+    now = herald.clock.now()
+    start = max(now, request.start_at or now)
+    within = herald.settings.sla_for(request.severity).deliver_within
+    condition = audience_condition(audience, request.slack_groups)
+    new = NewNotification(
+        id=ledger.new_notification_id(),
+        kind=request.kind,
+        severity=request.severity,
+        title=request.title.strip(),
+        body=request.body,
+        audience=request.audience,
+        channels=tuple(dict.fromkeys(request.channels)),
+        created_by=request.created_by,
+        created_at=now,
+        start_at=start,
+        deadline=start + within,
+        state="scheduled" if start > now + 1 else "queued",
+        idempotency_key=request.idempotency_key,
+        meta=request.meta,
+    )
+    recipients = ledger.create_notification(herald.store, new, condition, delivery_rules(herald.settings))
+    if recipients == 0:
+        ledger.cancel(herald.store, new.id, now)
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    audit(
+        herald,
+        request.created_by,
+        "announce",
+        new.id,
+        True,
+        {
+            "audience": request.audience,
+            "channels": list(new.channels),
+            "severity": request.severity,
+            "title": new.title,
+            "recipients": recipients,
+        },
+    )
+    return new.id
+
+
+def _by_key(herald: Herald, key: str) -> str | None:
+    with herald.store.begin() as connection:
+        value = connection.execute(
+            select(NOTIFICATION.c.id).where(NOTIFICATION.c.idempotency_key == key)
+        ).scalar_one_or_none()
+    return str(value) if value else None
+
+
+def cancel(herald: Herald, notification_id: str, actor: str) -> int:
+    count = ledger.cancel(herald.store, notification_id, herald.clock.now())
+    audit(herald, actor, "cancel", notification_id, True, {"cancelled": count})
+    return count
+
+
+def audit(
+    herald: Herald, actor: str, action: str, subject: str, allowed: bool, detail: dict[str, Any]
+) -> None:
+    with herald.store.begin() as connection:
+        connection.execute(
+            AUDIT.insert().values(
+                at=herald.clock.now(),
+                actor=actor,
+                action=action,
+                subject=subject,
+                allowed=allowed,
+                detail=json.dumps(detail, default=str),
+            )
+        )
+
+
+def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
+    """SPEC's status JSON for one notification, or None when there is no such id."""
+    with herald.store.begin() as connection:
+        row = connection.execute(select(NOTIFICATION).where(NOTIFICATION.c.id == notification_id)).first()
+        if row is None:
+            return None
+        counts = connection.execute(
+            select(DELIVERY.c.channel, DELIVERY.c.state, func.count())
+            .where(DELIVERY.c.notification_id == notification_id)
+            .group_by(DELIVERY.c.channel, DELIVERY.c.state)
+        ).all()
+        first_sent, last_sent = connection.execute(
+            select(func.min(DELIVERY.c.sent_at), func.max(DELIVERY.c.sent_at)).where(
+                DELIVERY.c.notification_id == notification_id
+            )
+        ).one()
+    return _status_dict(herald, dict(row._mapping), counts, first_sent, last_sent)
+
+
+def _status_dict(
+    herald: Herald, row: Mapping[str, Any], counts: Any, first_sent: float | None, last_sent: float | None
+) -> dict[str, Any]:
+    channels: dict[str, dict[str, int]] = {
+        name: dict.fromkeys(
+            DELIVERY_STATES,
+            0,
+        )
+        for name in (row["channels"] or "").split(",")
+        if name
+    }
+    left = 0
+    for channel, state, count in counts:
+        channels.setdefault(channel, {})[state] = int(count)
+        if state in ledger.OPEN_STATES:
+            left += int(count)
+    now = herald.clock.now()
+    within = row["deadline"] - row["start_at"]
+    expired = any(c.get("expired", 0) for c in channels.values())
+    last_s = (last_sent - row["start_at"]) if last_sent is not None else None
+    if left and now <= row["deadline"]:
+        met: bool | None = None  # still running, deadline not reached
+    else:
+        late = last_sent is not None and last_sent > row["deadline"]
+        met = not (late or expired or (left > 0))
+    state = row["state"]
+    if state == "scheduled" and row["start_at"] <= now:
+        state = "queued"
+    if state == "queued" and last_sent is not None:
+        state = "sending"
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "state": state,
+        "severity": row["severity"],
+        "title": row["title"],
+        "audience": row["audience"],
+        "created_by": row["created_by"],
+        "recipients": row["recipients"],
+        "created_at": row["created_at"],
+        "start_at": row["start_at"],
+        "deadline": row["deadline"],
+        "finished_at": row["finished_at"],
+        "left": left,
+        "channels": channels,
+        "sla": {
+            "deliver_within_s": within,
+            "first_delivery_s": (first_sent - row["start_at"]) if first_sent is not None else None,
+            "last_delivery_s": last_s,
+            "met": met,
+        },
+        "meta": json.loads(row["meta"] or "{}"),
+    }
+
+
+def recent(herald: Herald, limit: int = 10, since: float | None = None) -> list[dict[str, Any]]:
+    query = select(NOTIFICATION.c.id).order_by(NOTIFICATION.c.created_at.desc())
+    if since is not None:
+        query = query.where(NOTIFICATION.c.created_at >= since)
+    if limit:
+        query = query.limit(limit)
+    with herald.store.begin() as connection:
+        ids = [row[0] for row in connection.execute(query).all()]
+    return [s for s in (status(herald, i) for i in ids) if s is not None]
+
+
+def scheduled(herald: Herald) -> list[dict[str, Any]]:
+    now = herald.clock.now()
+    with herald.store.begin() as connection:
+        ids = [
+            row[0]
+            for row in connection.execute(
+                select(NOTIFICATION.c.id)
+                .where(NOTIFICATION.c.state == "scheduled", NOTIFICATION.c.start_at > now)
+                .order_by(NOTIFICATION.c.start_at)
+            ).all()
+        ]
+    return [s for s in (status(herald, i) for i in ids) if s is not None]
+
+
+def report(herald: Herald, since: float) -> dict[str, Any]:
+    """Delivery and SLA report over every notification created since ``since``, with alert ack SLAs."""
+    from bot.alerts.report import alert_report
+
+    items = recent(herald, limit=0, since=since)
+    totals: dict[str, dict[str, int]] = {}
+    for item in items:
+        for channel, states in item["channels"].items():
+            bucket = totals.setdefault(channel, {})
+            for state, count in states.items():
+                bucket[state] = bucket.get(state, 0) + count
+    judged = [i for i in items if i["sla"]["met"] is not None]
+    met = sum(1 for i in judged if i["sla"]["met"])
+    return {
+        "since": since,
+        "notifications": len(items),
+        "channels": totals,
+        "sla": {
+            "judged": len(judged),
+            "met": met,
+            "missed": len(judged) - met,
+            "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
+        },
+        "items": items,
+        "alerts": alert_report(herald, since),
+        "workers": sent_by_worker(herald, since),
+    }
+
+
+def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:
+    """Who sent what: attempts per dispatcher (serve/worker id) and outcome since ``since``."""
+    result: dict[str, dict[str, int]] = {}
+    with herald.store.begin() as connection:
+        rows = connection.execute(
+            select(ATTEMPT.c.worker, ATTEMPT.c.outcome, func.count())
+            .where(ATTEMPT.c.at >= since)
+            .group_by(ATTEMPT.c.worker, ATTEMPT.c.outcome)
+        ).all()
+    for worker, outcome, count in rows:
+        result.setdefault(str(worker), {})[str(outcome)] = int(count)
+    return result

@@ -1,0 +1,93 @@
+"""Builds Herald's Slack side from settings: the Web API client, the Bolt AsyncApp and its parts.
+
+Nothing here runs at import time; ``herald serve`` (and each test) calls :func:`build_slack`.
+The Web API client is ``AsyncWebClient(token, base_url=slack.api_url, retry_handlers=[])``: the
+SDK's own retries are off, so Herald's progress updater is the one layer that waits out a 429.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import Herald
+from bot.metrics import HeraldMetrics
+from bot.slack.auth import Announcers, UserGroups
+from bot.slack.flows import AnnounceFlows
+from bot.slack.listeners import Listeners, register
+from bot.slack.progress import ProgressTracker
+from bot.slack.tasks import TaskSet
+
+log = logging.getLogger("herald.slack")
+
+
+@dataclass
+class SlackFrontDoor:
+    """The running Slack side: the Bolt app, its client, and the work it started."""
+
+    bolt: AsyncApp
+    client: AsyncWebClient
+    flows: AnnounceFlows
+    tracker: ProgressTracker
+    tasks: TaskSet
+    http_enabled: bool  # a signing secret is set, so POST /slack/events is served
+    app_token: str | None  # Socket Mode when set
+
+    async def tick(self) -> None:
+        """The scheduler's tick: post and follow progress of what started meanwhile."""
+        await self.tracker.sweep()
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop following progress, let other Slack work finish for up to ``timeout`` seconds."""
+        self.tracker.close()
+        await self.tasks.aclose(timeout)
+
+
+def build_slack(
+    herald: Herald,
+    metrics: HeraldMetrics,
+    owner: str,
+    on_queued: Callable[[], None] | None = None,
+    progress_interval: float = 3.0,
+    poll_interval: float = 1.0,
+) -> SlackFrontDoor | None:
+    """The Slack front door, or None when ``slack.bot_token`` is not set (Slack is off)."""
+    slack = herald.settings.slack
+    if slack.bot_token is None:
+        return None
+    client = AsyncWebClient(
+        token=slack.bot_token.get_secret_value(),
+        base_url=slack.api_url,
+        retry_handlers=[],
+        logger=logging.getLogger("herald.slack.web"),
+    )
+    signing_secret = slack.signing_secret.get_secret_value() if slack.signing_secret else ""
+    bolt = AsyncApp(
+        name="herald",
+        client=client,
+        signing_secret=signing_secret,
+        process_before_response=True,
+        request_verification_enabled=True,
+        logger=logging.getLogger("herald.slack.bolt"),
+    )
+    tasks = TaskSet()
+    groups = UserGroups(client, herald.clock)
+    announcers = Announcers(slack.announcers, groups)
+    tracker = ProgressTracker(
+        herald, client, tasks, metrics, owner, min_interval=progress_interval, poll_interval=poll_interval
+    )
+    flows = AnnounceFlows(herald, client, announcers, groups, tracker, metrics, on_queued)
+    register(bolt, Listeners(flows, tasks, metrics))
+    return SlackFrontDoor(
+        bolt=bolt,
+        client=client,
+        flows=flows,
+        tracker=tracker,
+        tasks=tasks,
+        http_enabled=bool(signing_secret),
+        app_token=slack.app_token.get_secret_value() if slack.app_token else None,
+    )

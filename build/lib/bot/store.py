@@ -1,0 +1,155 @@
+"""The one module that opens database connections and sessions.
+
+SQLite (WAL, synchronous=NORMAL) is the embedded default; PostgreSQL (psycopg 3) is the scale-out
+engine. ``open_store`` applies pending migrations (alembic) before handing the store out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(Exception):
+    """The database cannot be reached or migrated."""
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` → the psycopg 3 driver; other URLs unchanged."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable database url)"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    full = normalise_url(url)
+    parsed = make_url(full)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            full,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            poolclass=NullPool if database in ("", ":memory:") else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+@dataclass
+class Store:
+    """Owns the engine; hands out sessions and connections."""
+
+    engine: Engine
+    url: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection inside one transaction (core statements, batched writes)."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_upgrade_lock = threading.Lock()
+
+
+def upgrade(store: Store, revision: str = "heads") -> None:
+    """Apply schema migrations up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", store.url.replace("%", "%%"))
+    with _upgrade_lock, _sqlite_file_lock(store), store.engine.begin() as connection:
+        if store.engine.dialect.name == "postgresql":
+            # Two processes starting at once must not both create the schema.
+            connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+@contextmanager
+def _sqlite_file_lock(store: Store) -> Iterator[None]:
+    """Two processes migrating one SQLite file (serve starting while a CLI command runs) take turns."""
+    database = make_url(store.url).database if store.is_sqlite else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_store(url: str, migrate: bool = True) -> Store:
+    """Connect (and by default migrate); raise :class:`StoreError` with the masked URL on failure."""
+    store = Store(engine=make_engine(url), url=normalise_url(url))
+    try:
+        if migrate:
+            upgrade(store)
+        else:
+            with store.engine.connect():
+                pass
+    except SQLAlchemyError as exc:
+        store.dispose()
+        orig = getattr(exc, "orig", None)
+        reason = str(orig) if orig is not None else str(exc)
+        first_line = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
+        raise StoreError(f"database {safe_url(url)}: {first_line}") from exc
+    return store

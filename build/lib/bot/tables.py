@@ -1,0 +1,193 @@
+"""SQLModel tables: the stored shape of Herald's state. Domain logic lives elsewhere.
+
+Times in the ledger are UNIX epoch seconds (float): comparable on SQLite and PostgreSQL alike,
+and cheap to compute deadlines with.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+DELIVERY_STATES = (
+    "queued",
+    "deferred",
+    "sending",
+    "sent",
+    "delivered",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "expired",
+)
+CLAIMABLE = ("queued", "deferred")
+FINAL_STATES = ("sent", "delivered", "failed", "suppressed", "cancelled", "expired")
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "person"
+
+    id: str = Field(primary_key=True, max_length=200)
+    name: str = Field(default="", max_length=300)
+    email: str | None = Field(default=None, index=True, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    department: str | None = Field(default=None, max_length=200)
+    site: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=300)
+    manager: str | None = Field(default=None, max_length=320)
+    timezone: str | None = Field(default=None, max_length=64)
+    slack_user_id: str | None = Field(default=None, index=True, max_length=32)
+    active: bool = Field(default=True)
+    source: str = Field(default="file", max_length=16)
+    updated_at: float = Field(default=0.0)
+
+
+class PersonGroup(SQLModel, table=True):
+    __tablename__ = "person_group"
+
+    person_id: str = Field(primary_key=True, foreign_key="person.id", max_length=200)
+    group_name: str = Field(primary_key=True, max_length=200, index=True)
+
+
+class Group(SQLModel, table=True):
+    __tablename__ = "group_"
+
+    name: str = Field(primary_key=True, max_length=200)
+    slack_usergroup_id: str | None = Field(default=None, index=True, max_length=32)
+    description: str = Field(default="", max_length=500)
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notification"
+
+    id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(default="announcement", max_length=32)  # announcement | alert | escalation | resolution
+    severity: str = Field(max_length=32)
+    title: str = Field(max_length=500)
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    audience: str = Field(default="", max_length=2000)
+    channels: str = Field(default="email", max_length=64)  # comma-separated
+    state: str = Field(default="queued", max_length=16, index=True)  # scheduled|queued|done|cancelled
+    created_by: str = Field(default="", max_length=200)
+    created_at: float = Field(default=0.0, index=True)
+    start_at: float = Field(default=0.0)
+    deadline: float = Field(default=0.0)
+    finished_at: float | None = Field(default=None)
+    recipients: int = Field(default=0)
+    parent_id: str | None = Field(default=None, max_length=32, index=True)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    meta: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("notification_id", "person_id", "channel", name="uq_delivery_target"),
+        Index(
+            "ix_delivery_claimable",
+            "deadline",
+            "id",
+            postgresql_where=text("state IN ('queued', 'deferred')"),
+            sqlite_where=text("state IN ('queued', 'deferred')"),
+        ),
+        Index(
+            "ix_delivery_leased",
+            "lease_until",
+            postgresql_where=text("state = 'sending'"),
+            sqlite_where=text("state = 'sending'"),
+        ),
+        Index("ix_delivery_notification_state", "notification_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: str = Field(foreign_key="notification.id", max_length=32)
+    person_id: str = Field(max_length=200)
+    channel: str = Field(max_length=16)
+    address: str = Field(default="", max_length=320)
+    state: str = Field(default="queued", max_length=16)
+    deadline: float = Field(default=0.0)
+    due_at: float = Field(default=0.0)
+    attempts: int = Field(default=0)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = Field(default=None)
+    provider_id: str | None = Field(default=None, max_length=200, index=True)  # status callbacks look it up
+    reason: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=1000)
+    created_at: float = Field(default=0.0)
+    sent_at: float | None = Field(default=None)
+    updated_at: float = Field(default=0.0)
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    at: float
+    outcome: str = Field(max_length=16)  # sent | transient | uncertain | permanent
+    reason: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=1000)
+    provider_id: str | None = Field(default=None, max_length=200)
+    worker: str = Field(default="", max_length=64)
+
+
+class Suppression(SQLModel, table=True):
+    __tablename__ = "suppression"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    address: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(max_length=200)
+    source: str = Field(default="", max_length=64)
+    created_at: float = Field(default=0.0)
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64)
+    subject: str = Field(default="", max_length=200)
+    allowed: bool = Field(default=True)
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+
+
+class ChannelCounter(SQLModel, table=True):
+    """Per channel and day, how many sends were made: keeps ``daily_cap`` across restarts and workers."""
+
+    __tablename__ = "channel_counter"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    day: str = Field(primary_key=True, max_length=10)
+    sent: int = Field(default=0)
+
+
+class ThrottleSlot(SQLModel, table=True):
+    """Per channel, the earliest start of the next send (cluster-wide pacing; see bot.throttle)."""
+
+    __tablename__ = "throttle_slot"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    next_at: float = Field(default=0.0)
+
+
+class WorkerLock(SQLModel, table=True):
+    """One row per running dispatcher; SQLite uses it to refuse a second one."""
+
+    __tablename__ = "worker"
+
+    id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(default="", max_length=200)
+    pid: int = Field(default=0)
+    started_at: float = Field(default=0.0)
+    heartbeat_at: float = Field(default=0.0)
+
+
+class KeyValue(SQLModel, table=True):
+    """Small facts the installation keeps, such as the generated token-signing key."""
+
+    __tablename__ = "key_value"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=2000)

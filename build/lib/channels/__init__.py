@@ -1,0 +1,1 @@
+"""Delivery adapters: email (aiosmtplib), sms (twilio). Never imports bot."""

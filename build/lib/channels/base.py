@@ -1,0 +1,108 @@
+"""The one contract every delivery channel follows.
+
+A channel sends one message to one address and answers with a :class:`Receipt`,
+or raises one of the delivery errors below. Anything else escaping a channel is a bug.
+
+Exception tree::
+
+    DeliveryError                 base; carries ``reason`` and ``detail``
+    ├── TransientError            try again later; ``retry_after`` (seconds) when the peer said so
+    │                             reasons: network, timeout, rate_limited, server_error, busy, unknown
+    └── PermanentError            never retry this message to this address
+                                  ``suppress=True`` when the address itself is bad or opted out
+                                  reasons: rejected_recipient, invalid_address, opted_out,
+                                  rejected_message, auth, config
+
+A send that may or may not have reached the provider (a timeout after the request
+was written) raises :class:`UncertainError`, a ``TransientError`` whose caller decides
+whether a duplicate is worse than a miss.
+
+``channels`` never imports ``bot``: a channel can be tested with nothing but its fake server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof that the provider accepted the message: its id or reply, as recorded in the ledger."""
+
+    provider_id: str
+    detail: str = ""
+
+
+class DeliveryError(Exception):
+    """A message could not be handed to the provider."""
+
+    transient: bool = False
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class TransientError(DeliveryError):
+    """Try again later; ``retry_after`` is the peer's own wait in seconds, when it gave one."""
+
+    transient = True
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(reason, detail)
+        self.retry_after = retry_after
+
+
+class UncertainError(TransientError):
+    """The request may have reached the provider; re-sending may duplicate the message."""
+
+
+class PermanentError(DeliveryError):
+    """Never retry this message to this address; ``suppress`` marks the address itself bad."""
+
+    def __init__(self, reason: str, detail: str = "", suppress: bool = False) -> None:
+        super().__init__(reason, detail)
+        self.suppress = suppress
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who one message goes to: the address for the channel and the bits templates personalise."""
+
+    address: str
+    name: str = ""
+    person_id: str = ""
+    unsubscribe_url: str = ""
+    message_key: str = ""  # stable per delivery; the email channel derives Message-ID from it
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one notification says, channel-neutral. Rendered once per notification."""
+
+    notification_id: str
+    severity: str
+    title: str
+    body: str
+    mandatory: bool = True
+    links: dict[str, str] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    """A delivery adapter. ``prepare`` runs once per notification, ``send`` once per recipient."""
+
+    name: str
+
+    def prepare(self, notice: Notice) -> object:
+        """Render what is shared by every recipient of ``notice``; the result is passed to send."""
+        ...
+
+    async def send(self, prepared: object, to: Recipient) -> Receipt:
+        """Send one message; raise only :class:`DeliveryError` subclasses."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

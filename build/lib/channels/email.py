@@ -1,0 +1,256 @@
+"""The email channel: SMTP through a small pool of long-lived aiosmtplib connections.
+
+``EmailChannel.prepare(notice)`` renders a notification once (:mod:`channels.email_render`);
+``EmailChannel.send(prepared, to)`` fills in one recipient with byte splices and sends it
+with ``sendmail`` over a pooled connection. ``send`` returns a :class:`Receipt` whose
+``provider_id`` is the Message-ID and whose ``detail`` is the server's reply to DATA, or
+raises a :class:`DeliveryError` classified by :mod:`channels.smtp_classify`; nothing else
+escapes it (a ``prepared`` that did not come from ``prepare`` is a bug: ``TypeError``).
+
+Connections: at most ``max_connections``, opened lazily and reused most-recent-first.
+A connection that answered 421, was dropped, timed out or was cancelled mid-transaction
+is discarded, and a new one is opened by the next send. One left idle longer than
+``probe_idle_after`` seconds is probed with NOOP before reuse, so a connection the server
+closed while idle does not fail a message. No retries happen here: the dispatcher retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import aiosmtplib
+import jinja2
+
+from channels.base import Channel, Notice, PermanentError, Receipt, Recipient, TransientError
+from channels.email_render import (
+    PreparedEmail,
+    build_message,
+    format_date,
+    make_environment,
+    parse_mailbox,
+    personalise,
+    prepare_email,
+)
+from channels.smtp_classify import classify_smtp_exception, classify_smtp_reply, drops_connection
+
+__all__ = ["EmailChannel", "EmailSettings", "PreparedEmail", "Security", "SmtpPool", "build_message"]
+
+Security = Literal["none", "starttls", "tls"]
+_DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
+_QUIT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailSettings:
+    """How to reach the SMTP server and who the mail is from. ValueError names a bad field.
+
+    ``port`` 0 means the default for ``security`` (25, 587 for STARTTLS, 465 for implicit
+    TLS). ``timeout`` bounds each SMTP command, in seconds. ``cert_bundle`` adds trusted
+    CA certificates (a private CA, a test's self-signed certificate). ``local_hostname`` is
+    the EHLO name (default: this host's FQDN). ``password`` never shows in ``repr``.
+    """
+
+    host: str
+    from_address: str
+    port: int = 0
+    security: Security = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    reply_to: str | None = None
+    max_connections: int = 4
+    timeout: float = 30.0
+    validate_certs: bool = True
+    cert_bundle: str | None = None
+    local_hostname: str | None = None
+    probe_idle_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.security not in _DEFAULT_PORTS:
+            raise ValueError(f"smtp.security: must be none, starttls or tls, not {self.security!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"smtp.port: out of range: {self.port}")
+        if self.max_connections < 1:
+            raise ValueError("smtp.max_connections: must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("smtp.timeout: must be positive")
+        for key in ("from_address", "reply_to"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    parse_mailbox(value)
+                except ValueError as exc:
+                    raise ValueError(f"smtp.{key}: {exc}") from exc
+
+    @property
+    def effective_port(self) -> int:
+        """``port``, or the default port for ``security`` when it is 0."""
+        return self.port or _DEFAULT_PORTS[self.security]
+
+
+class EmailChannel:
+    """Herald's email channel; satisfies :class:`channels.base.Channel`."""
+
+    name = "email"
+
+    def __init__(self, settings: EmailSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.pool = SmtpPool(settings, clock=clock)
+        self._clock = clock
+        self._environment: jinja2.Environment = make_environment()
+        self._date_second = -1
+        self._date = ""
+
+    def prepare(self, notice: Notice) -> PreparedEmail:
+        """Render ``notice`` once for all its recipients. Pure apart from the clock."""
+        return prepare_email(
+            notice,
+            from_address=self.settings.from_address,
+            reply_to=self.settings.reply_to,
+            date=self._now_date(),
+            environment=self._environment,
+        )
+
+    async def send(self, prepared: object, to: Recipient) -> Receipt:
+        """Send ``prepared`` to ``to``; raise only :class:`DeliveryError` subclasses."""
+        if not isinstance(prepared, PreparedEmail):
+            raise TypeError(f"EmailChannel.send needs a PreparedEmail, not {type(prepared).__name__}")
+        outgoing = personalise(prepared, to, date=self._now_date())
+        reply = await self.pool.sendmail(prepared.envelope_from, outgoing.address, outgoing.data)
+        return Receipt(provider_id=outgoing.message_id, detail=reply)
+
+    async def aclose(self) -> None:
+        """Say QUIT on every idle connection and refuse further sends."""
+        await self.pool.aclose()
+
+    def _now_date(self) -> str:
+        now = self._clock()
+        if int(now) != self._date_second:  # formatting a date per message costs more than this
+            self._date_second, self._date = int(now), format_date(now)
+        return self._date
+
+
+class SmtpPool:
+    """Up to ``settings.max_connections`` reusable SMTP connections; see the module docstring.
+
+    ``opened`` counts connections opened so far (for tests and metrics).
+    """
+
+    def __init__(self, settings: EmailSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.opened = 0
+        self._clock = clock
+        self._slots = asyncio.Semaphore(settings.max_connections)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._tls_context: ssl.SSLContext | None = None
+        self._closed = False
+
+    async def sendmail(self, sender: str, recipient: str, data: bytes) -> str:
+        """Send ``data`` from ``sender`` to ``recipient``; the DATA reply, or a DeliveryError."""
+        if self._closed:
+            raise TransientError("unknown", "email channel is closed")
+        async with self._slots:
+            smtp = await self._checkout()
+            try:
+                refusals, message = await smtp.sendmail(sender, [recipient], data)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                self._checkin(smtp, reuse=not drops_connection(exc))
+                raise classify_smtp_exception(exc) from exc
+            except ValueError as exc:  # aiosmtplib refused an address before sending anything
+                self._checkin(smtp, reuse=True)
+                raise PermanentError("invalid_address", str(exc), suppress=True) from exc
+            except BaseException:  # cancelled mid-transaction: the session state is unknown
+                smtp.close()
+                raise
+            self._checkin(smtp, reuse=True)
+        refusal = refusals.get(recipient)
+        if refusal is not None:
+            error = classify_smtp_reply(refusal.code, refusal.message, "rcpt")
+            if error is not None:
+                raise error
+        return f"250 {message}".strip()
+
+    async def aclose(self) -> None:
+        """Close every idle connection politely; busy ones close when their send ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._quit(smtp) for smtp, _ in idle))
+
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            smtp, idle_since = self._idle.pop()
+            if not smtp.is_connected:
+                continue
+            if self._clock() - idle_since > self.settings.probe_idle_after and not await self._alive(smtp):
+                continue
+            return smtp
+        return await self._open()
+
+    def _checkin(self, smtp: aiosmtplib.SMTP, *, reuse: bool) -> None:
+        if reuse and smtp.is_connected and not self._closed:
+            self._idle.append((smtp, self._clock()))
+        else:
+            smtp.close()
+
+    async def _alive(self, smtp: aiosmtplib.SMTP) -> bool:
+        try:
+            response = await smtp.noop()
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+            return False
+        return response.code == 250
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        settings = self.settings
+        try:
+            smtp = aiosmtplib.SMTP(
+                hostname=settings.host,
+                port=settings.effective_port,
+                username=settings.username,
+                password=settings.password,
+                local_hostname=settings.local_hostname,
+                timeout=settings.timeout,
+                use_tls=settings.security == "tls",
+                start_tls=settings.security == "starttls",
+                tls_context=await self._tls() if settings.security != "none" else None,
+            )
+        except (OSError, ValueError) as exc:  # an unreadable cert_bundle, a bad EHLO name
+            raise PermanentError("config", f"smtp settings: {exc}") from exc
+        try:
+            await smtp.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            raise classify_smtp_exception(exc, connecting=True) from exc
+        self.opened += 1
+        return smtp
+
+    async def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:  # loading CA files blocks: build it once, off the loop
+            self._tls_context = await asyncio.to_thread(_client_tls_context, self.settings)
+        return self._tls_context
+
+    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            await smtp.quit(timeout=_QUIT_TIMEOUT)
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            smtp.close()
+
+
+def _client_tls_context(settings: EmailSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.cert_bundle)
+    if not settings.validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+if TYPE_CHECKING:
+
+    def _is_a_channel(settings: EmailSettings) -> Channel:
+        return EmailChannel(settings)  # mypy checks EmailChannel against the Channel protocol

@@ -1,0 +1,368 @@
+"""SMS over Twilio's Messages API, sent with the official client asynchronously.
+
+::
+
+    channel = SmsChannel(SmsSettings(account_sid, auth_token, from_number="+15005550006"))
+    prepared = channel.prepare(notice)       # once per notification: text and segment count
+    receipt = await channel.send(prepared, Recipient("+4915112345678"))  # once per recipient
+    await channel.aclose()
+
+A send is one ``POST {api_url}/2010-04-01/Accounts/{account_sid}/Messages.json``; the receipt
+carries the message SID and Twilio's status (``queued``, or ``accepted`` for a Messaging Service).
+At most ``max_concurrency`` requests are in flight; one aiohttp session, created on the first
+send, keeps connections alive for the channel's lifetime.
+
+Errors are those of :mod:`channels.base`, decided by two pure functions:
+:func:`classify_twilio_error` for Twilio's answers, :func:`classify_transport_error` for what
+went wrong on the way. Exactly one attempt is made per send: twilio's ``max_retries`` stays
+unset (no aiohttp-retry wrapper) and aiohttp never re-sends a POST. The caller's retry layer
+owns retries. Twilio has no idempotency key, so a send that may have reached Twilio raises
+:class:`UncertainError` and the caller decides, by severity, whether a duplicate beats a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from channels.base import (
+    DeliveryError,
+    Notice,
+    PermanentError,
+    Receipt,
+    Recipient,
+    TransientError,
+    UncertainError,
+)
+from channels.gsm import Encoding, count_segments, fit_to_segments, replace_lookalikes
+
+OPT_OUT_HINT = "\nReply STOP to opt out."
+CONNECT_TIMEOUT = 5.0  # seconds; a connect that fails sent nothing, so it stays a plain transient error
+
+# Twilio error code -> (reason, suppress the address). https://www.twilio.com/docs/api/errors
+_PERMANENT: dict[int, tuple[str, bool]] = {
+    20003: ("auth", False),  # authentication failed
+    20005: ("auth", False),  # account not active
+    20404: ("config", False),  # no such resource: wrong account SID or api_url
+    21211: ("invalid_address", True),  # invalid 'To' number
+    21217: ("invalid_address", True),  # number does not appear to be valid
+    21265: ("invalid_address", True),  # 'To' is a short code
+    21614: ("invalid_address", True),  # 'To' is not a mobile number
+    21635: ("invalid_address", True),  # 'To' is a landline
+    30005: ("invalid_address", True),  # unknown destination handset
+    30006: ("invalid_address", True),  # landline or unreachable carrier
+    21610: ("opted_out", True),  # recipient replied STOP
+    21604: ("invalid_address", False),  # 'To' missing
+    21612: ("rejected_recipient", False),  # this To/From pair cannot be routed
+    30003: ("rejected_recipient", False),  # handset unreachable (switched off, no coverage)
+    30004: ("rejected_recipient", False),  # blocked by the recipient or carrier
+    21408: ("config", False),  # the region of 'To' is not enabled for this account
+    21608: ("config", False),  # trial account: 'To' is not a verified number
+    21212: ("config", False),  # invalid 'From' number
+    21601: ("config", False),  # 'From' cannot send SMS
+    21603: ("config", False),  # neither 'From' nor 'MessagingServiceSid'
+    21606: ("config", False),  # 'From' cannot send to this destination
+    21659: ("config", False),  # 'From' is not a Twilio number
+    21660: ("config", False),  # 'From' belongs to another account
+    30032: ("config", False),  # toll-free sender not verified
+    30034: ("config", False),  # US A2P 10DLC sender not registered
+    21602: ("rejected_message", False),  # body missing
+    21617: ("rejected_message", False),  # body longer than 1,600 characters
+    30007: ("rejected_message", False),  # filtered by the carrier as spam
+}
+_TRANSIENT: dict[int, str] = {
+    20429: "rate_limited",
+    20500: "server_error",
+    20503: "server_error",
+    30001: "busy",  # Twilio's queue for the sender overflowed
+}
+_DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    """The ``[twilio]`` settings the channel needs; exactly one of from_number and messaging_service_sid.
+
+    ``api_url`` replaces ``https://api.twilio.com`` (with or without a trailing slash);
+    ``status_callback_url``, when set, is sent as each message's StatusCallback; ``timeout`` (seconds)
+    bounds one request, from connect to the last byte of the answer.
+    """
+
+    account_sid: str
+    auth_token: str
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    api_url: str = "https://api.twilio.com"
+    max_segments: int = 3
+    max_concurrency: int = 8
+    status_callback_url: str | None = None
+    timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.account_sid or not self.auth_token:
+            raise ValueError("twilio.account_sid and twilio.auth_token are required")
+        if (self.from_number is None) == (self.messaging_service_sid is None):
+            raise ValueError("twilio: set exactly one of from_number and messaging_service_sid")
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ValueError(f"twilio.api_url must be an http(s) URL, got {self.api_url!r}")
+        if not 1 <= self.max_segments <= 10:
+            raise ValueError(f"twilio.max_segments must be 1..10, got {self.max_segments}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"twilio.max_concurrency must be at least 1, got {self.max_concurrency}")
+        if self.timeout <= 0:
+            raise ValueError(f"twilio.timeout must be positive, got {self.timeout}")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSms:
+    """One notification's SMS text, the same for every recipient, and what each copy costs."""
+
+    text: str
+    encoding: Encoding
+    segments: int
+    truncated: bool
+
+
+def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
+    """``[SEVERITY] title: body`` in at most ``max_segments``, cut cleanly when longer.
+
+    Typographic characters with a GSM-7 twin are swapped for it (so a text is not pushed into
+    UCS-2 by a curly quote); runs of spaces collapse. Non-mandatory notices end with the opt-out
+    hint, which survives any cut.
+    """
+    title = " ".join(notice.title.split())
+    lines = (" ".join(line.split()) for line in notice.body.splitlines())
+    body = "\n".join(line for line in lines if line)
+    text = replace_lookalikes(f"[{notice.severity.upper()}] {title}" + (f": {body}" if body else ""))
+    hint = "" if notice.mandatory else OPT_OUT_HINT
+    fitted = fit_to_segments(text, max_segments, suffix=hint)
+    cost = count_segments(fitted)
+    return PreparedSms(fitted, cost.encoding, cost.segments, truncated=fitted != text + hint)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header in delta-seconds form; None when absent or an HTTP-date.
+
+    An HTTP-date would need the clock; the caller's own backoff applies instead.
+    """
+    match = _DELTA_SECONDS.fullmatch(value) if value else None
+    return float(match.group(1)) if match else None
+
+
+def classify_twilio_error(
+    status: int, code: int | None, retry_after: str | None, detail: str = ""
+) -> DeliveryError:
+    """Turn a Twilio error answer (HTTP status, Twilio error code, Retry-After header) into an error.
+
+    Known codes decide first (see ``_PERMANENT``/``_TRANSIENT``): bad or opted-out numbers are
+    permanent with ``suppress=True``; sender, account and region problems are permanent ``config``
+    or ``auth`` errors. Then the status: 429 ``rate_limited`` (with the peer's ``retry_after``),
+    5xx ``server_error``, 401/403 ``auth``, 404 ``config``. Any other 4xx is
+    ``TransientError("unknown")``: a new Twilio code should not suppress anyone, and the
+    dispatcher caps retries of reason ``unknown`` at a small number.
+    """
+    wait = parse_retry_after(retry_after)
+    text = f"twilio {code}: {detail}" if code is not None and code != status else detail
+    if code in _PERMANENT:
+        reason, suppress = _PERMANENT[code]
+        return PermanentError(reason, text, suppress=suppress)
+    if code in _TRANSIENT:
+        return TransientError(_TRANSIENT[code], text, retry_after=wait)
+    if status == 429:
+        return TransientError("rate_limited", text, retry_after=wait)
+    if status >= 500:
+        return TransientError("server_error", text, retry_after=wait)
+    if status in (401, 403):
+        return PermanentError("auth", text)
+    if status == 404:
+        return PermanentError("config", text)
+    return TransientError("unknown", text, retry_after=wait)
+
+
+def classify_transport_error(exc: BaseException) -> DeliveryError:
+    """Turn an aiohttp/asyncio failure into an error, by whether the request may have reached Twilio.
+
+    A failed connect (refused, reset during the handshake, DNS, TLS, connect timeout) sent nothing:
+    ``TransientError("network")``. A timeout once connected is ``UncertainError("timeout")``; a
+    connection lost once connected is ``UncertainError("network")``. A malformed api_url is
+    ``PermanentError("config")``.
+    """
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentError("config", detail)
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return TransientError("network", detail)
+    if isinstance(exc, TimeoutError):
+        return UncertainError("timeout", detail)
+    return UncertainError("network", detail)
+
+
+@dataclass
+class _Answer:
+    """What the HTTP layer saw of one answer that twilio's exceptions do not carry."""
+
+    retry_after: str | None = None
+
+
+_answer: ContextVar[_Answer | None] = ContextVar("twilio_answer", default=None)
+
+
+class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """twilio's aiohttp client with a pooled, bounded session and four fixes.
+
+    - The session timeout applies: ``AsyncTwilioHttpClient.request`` (9.13) passes only the
+      per-call timeout to aiohttp, so its constructor's ``timeout`` is silently ignored.
+    - The response is released even when reading its body fails.
+    - Credentials go in an ``Authorization`` header: ``aiohttp.BasicAuth`` is deprecated in
+      aiohttp 3.14 and warns on every request.
+    - ``Retry-After`` reaches the classifier: ``TwilioRestException`` keeps no headers, so the
+      header goes into the :class:`_Answer` of the current send (a context variable).
+
+    ``max_retries`` stays None, so the session is not wrapped in aiohttp-retry: one attempt.
+    """
+
+    def __init__(self, timeout: float, max_connections: int) -> None:
+        super().__init__(pool_connections=False, timeout=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections), timeout=self._timeout
+        )
+        self.session = self._session
+        self._auth_headers: dict[tuple[str, str], str] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        headers = dict(headers or {})
+        if auth is not None:
+            if auth not in self._auth_headers:
+                self._auth_headers[auth] = aiohttp.encode_basic_auth(*auth)
+            headers["Authorization"] = self._auth_headers[auth]
+        async with self._session.request(
+            method.upper(),
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=allow_redirects,
+        ) as response:
+            text = await response.text()
+        answer = _answer.get()
+        if answer is not None:
+            answer.retry_after = response.headers.get("Retry-After")
+        return Response(response.status, text, response.headers)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class SmsChannel:
+    """The ``sms`` channel: one Twilio client and connection pool for the channel's lifetime."""
+
+    name = "sms"
+
+    def __init__(self, settings: SmsSettings) -> None:
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._sender: dict[str, str] = (
+            {"from_": settings.from_number}
+            if settings.from_number is not None
+            else {"messaging_service_sid": settings.messaging_service_sid or ""}
+        )
+        if settings.status_callback_url:
+            self._sender["status_callback"] = settings.status_callback_url
+        self._http: _TwilioHttp | None = None
+        self._messages: Any = None  # twilio's MessageList for the account
+
+    def prepare(self, notice: Notice) -> PreparedSms:
+        """The text every recipient of ``notice`` gets, within ``max_segments`` (see render_sms)."""
+        return render_sms(notice, self.settings.max_segments)
+
+    async def send(self, prepared: object, to: Recipient) -> Receipt:
+        """Send ``prepared`` to ``to.address`` (E.164); one request, at most max_concurrency at once.
+
+        Returns the message SID and Twilio's status. Raises only :class:`DeliveryError`
+        subclasses (see the classifiers), and TypeError when ``prepared`` did not come from
+        :meth:`prepare` (a bug in the caller).
+        """
+        if not isinstance(prepared, PreparedSms):
+            raise TypeError(f"sms: expected PreparedSms, got {type(prepared).__name__}")
+        async with self._slots:
+            answer = _Answer()
+            token = _answer.set(answer)
+            try:
+                message = await self._message_list().create_async(
+                    to=to.address, body=prepared.text, **self._sender
+                )
+            except (TwilioRestException, TwilioServiceException) as exc:
+                raise classify_twilio_error(
+                    exc.status, _as_int(exc.code), answer.retry_after, _message_of(exc)
+                ) from exc
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise classify_transport_error(exc) from exc
+            except json.JSONDecodeError as exc:
+                raise UncertainError("server_error", "unreadable answer to an accepted request") from exc
+            finally:
+                _answer.reset(token)
+        if not message.sid:
+            raise UncertainError("server_error", "accepted without a message sid")
+        return Receipt(provider_id=str(message.sid), detail=str(message.status or ""))
+
+    async def aclose(self) -> None:
+        """Close the connection pool; a later send opens a new one."""
+        if self._http is not None:
+            http, self._http, self._messages = self._http, None, None
+            await http.close()
+
+    async def __aenter__(self) -> SmsChannel:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _message_list(self) -> Any:
+        """twilio's MessageList, built on first use: aiohttp sessions need a running event loop."""
+        if self._messages is None:
+            settings = self.settings
+            self._http = _TwilioHttp(settings.timeout, settings.max_concurrency)
+            client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
+            client.api.base_url = settings.api_url.rstrip("/")
+            # api_url is the whole endpoint: ignore TWILIO_EDGE / TWILIO_REGION from the environment.
+            client.edge = client.region = None
+            self._messages = client.messages
+        return self._messages
+
+
+def _as_int(code: object) -> int | None:
+    try:
+        return int(str(code))
+    except ValueError:
+        return None
+
+
+def _message_of(exc: TwilioRestException | TwilioServiceException) -> str:
+    if isinstance(exc, TwilioServiceException):
+        return " - ".join(part for part in (exc.title, exc.detail) if part)
+    return str(exc.msg).removeprefix("Unable to create record: ")
