@@ -14,7 +14,7 @@ import typer
 
 from bot import runtime, service, workers
 from bot.app import Herald
-from bot.cli_common import EXIT_FAILED, EXIT_USAGE, ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.cli_common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import parse_duration
 from bot.dispatcher import Dispatcher
 from bot.render import format_preview, format_report, format_status
@@ -219,6 +219,3 @@ def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
             "(or use --wait) to deliver it",
             file=sys.stderr,
         )
-
-
-__all__ = ["EXIT_USAGE", "register"]
