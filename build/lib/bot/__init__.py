@@ -1,1 +1,0 @@
-"""Herald: chat-ops notification bot for IT support."""

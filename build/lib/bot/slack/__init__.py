@@ -1,9 +1,0 @@
-"""Herald's Slack front door: ``/announce`` with preview and live progress, the Home tab.
-
-Modules, from the edge inwards: :mod:`~bot.slack.app` builds the Bolt AsyncApp from settings;
-:mod:`~bot.slack.listeners` holds the thin listeners (ack, parse, hand off); :mod:`~bot.slack.flows`
-the use cases they hand off to; :mod:`~bot.slack.commands` parses the typed form and the modal
-(pure); :mod:`~bot.slack.blocks` renders Block Kit (pure); :mod:`~bot.slack.auth` decides who may
-announce; :mod:`~bot.slack.pending` keeps previews until Send; :mod:`~bot.slack.progress` keeps the
-progress message up to date; :mod:`~bot.slack.tasks` tracks the work started after an ack.
-"""

@@ -1,1 +1,0 @@
-"""Delivery adapters: email (aiosmtplib), sms (twilio). Never imports bot."""
