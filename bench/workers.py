@@ -100,7 +100,52 @@ def wait_for_workers(url: str, count: int) -> None:
         engine.dispose()
 
 
-def one_run(workers: int, messages: int, api_url: str, tmp: Path) -> float:
+def wait_until_done(url: str, notification_id: str) -> None:
+    """Poll the ledger over one connection: a `herald status` process per poll would cost a CPU second
+    each time and steal it from the workers being measured."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            while True:
+                state = connection.execute(
+                    text("SELECT state FROM notification WHERE id = :id"), {"id": notification_id}
+                ).scalar_one()
+                connection.commit()
+                if state == "done":
+                    return
+                time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def print_per_worker(url: str) -> None:
+    """Who sent how many, and when each worker's first and last send landed (seconds from the first)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT worker, count(*), min(at) - (SELECT min(at) FROM attempt),"
+                    " max(at) - (SELECT min(at) FROM attempt) FROM attempt GROUP BY worker ORDER BY worker"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    for worker, count, first, last in rows:
+        rate = count / max(last - first, 1e-6)
+        print(f"    {worker}: {count} sent, {first:.2f}s .. {last:.2f}s ({rate:.0f} msg/s)", flush=True)
+
+
+def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool = False) -> float:
     schema, url = make_schema()
     try:
         config = tmp / f"bench-{workers}.toml"
@@ -133,6 +178,7 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path) -> float:
         ]
         try:
             wait_for_workers(url, workers)
+            cpu_before = [cpu_seconds(proc.pid) for proc in procs]
             queued = herald(
                 "announce",
                 "--yes",
@@ -149,16 +195,25 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path) -> float:
                 "x",
                 config=config,
             )
-            while True:
-                status = herald("status", queued["id"], "--json", config=config)
-                if status.get("state") == "done":
-                    break
-                time.sleep(0.2)
+            wait_until_done(url, queued["id"])
+            status = herald("status", queued["id"], "--json", config=config)
         finally:
+            cpu_after = [cpu_seconds(proc.pid) for proc in procs]
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.wait(timeout=30)
+        if detail:
+            print_per_worker(url)
+            spent = [
+                b - a for a, b in zip(cpu_before, cpu_after, strict=True) if a is not None and b is not None
+            ]
+            if spent:
+                total = sum(spent)
+                print(
+                    f"    workers' CPU after start-up: {total:.2f} s, "
+                    f"{total / messages * 1000:.2f} ms per message"
+                )
         # From the first delivery to the last, on the ledger's clock (process start-up excluded).
         elapsed = status["sla"]["last_delivery_s"] - status["sla"]["first_delivery_s"]
         return (messages - 1) / max(elapsed, 1e-6)
@@ -172,13 +227,16 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--detail", action="store_true", help="print each worker's share and timing")
     args = parser.parse_args()
     standin, api_url = start_standin(args.latency)
     results: dict[int, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for count in (int(w) for w in args.workers.split(",")):
-                rates = [one_run(count, args.messages, api_url, Path(tmp)) for _ in range(args.runs)]
+                rates = [
+                    one_run(count, args.messages, api_url, Path(tmp), args.detail) for _ in range(args.runs)
+                ]
                 results[count] = statistics.median(rates)
                 print(
                     f"{count} worker(s): {results[count]:8.0f} msg/s  "

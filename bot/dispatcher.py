@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -31,6 +32,9 @@ log = logging.getLogger("herald.dispatcher")
 FLUSH_EVERY = 0.1
 RECLAIM_EVERY = 5.0
 FINISH_EVERY = 0.5
+# An unthrottled claim holds this many seconds of sends: the longer, the fewer claims; the shorter,
+# the less a worker holds unstarted while the others run dry at the end of a fan-out.
+CLAIM_SECONDS = 0.25
 
 
 @dataclass
@@ -80,17 +84,20 @@ class ChannelRunner:
         self.wake = asyncio.Event()
 
     def claim_size(self) -> int:
-        """As many deliveries as this worker can start in about half a second, within ``batch_size``.
+        """A claim's worth of deliveries, within ``batch_size``.
 
         Throttled: the cluster's rate is shared by every live dispatcher, so a worker claims its share.
-        Unthrottled: what ``concurrency`` sends take at the recently measured latency, so that workers
+        Unthrottled: what ``concurrency`` sends finish in ``CLAIM_SECONDS`` at the recently measured
+        latency, so that workers
         share a notification evenly instead of one holding a large batch while the others are idle.
         """
         batch = self.herald.settings.dispatcher.batch_size
         if self.pacer.unlimited:
             recent = self.stats.latencies[-200:]
             latency = sum(recent) / len(recent) if recent else 0.01
-            return max(self.concurrency, min(batch, int(self.concurrency / max(latency, 1e-4) * 0.5)))
+            return max(
+                self.concurrency, min(batch, int(self.concurrency / max(latency, 1e-4) * CLAIM_SECONDS))
+            )
         share = self.pacer.rate / max(1, self.peers)
         return max(1, min(batch, int(share * 0.5) + 1))
 
@@ -117,12 +124,17 @@ class ChannelRunner:
                 if not batch:
                     await self._idle(stop, settings.poll_interval)
                     continue
+                claim_ahead = None
                 if self.pacer.unlimited:
-                    # Claim the next batch while this one goes out, so the pipe never runs dry. (A
-                    # throttled channel claims a second's worth at a time and waits on its pace anyway;
-                    # claiming ahead would only delay a more urgent notice queued meanwhile.)
-                    ahead = asyncio.create_task(self._claim())
-                await self._send_batch(batch, stop, now + settings.lease)
+                    # Claim the next batch while the last sends of this one go out, so the pipe never
+                    # runs dry. Not earlier: a worker holding unstarted claims makes the others idle at
+                    # the end of a fan-out. (A throttled channel waits on its pace anyway; claiming
+                    # ahead would only delay a more urgent notice queued meanwhile.)
+                    def claim_ahead() -> None:
+                        nonlocal ahead
+                        ahead = asyncio.create_task(self._claim())
+
+                await self._send_batch(batch, stop, now + settings.lease, claim_ahead)
             if ahead is not None:
                 _, unsent = await ahead
                 await asyncio.to_thread(
@@ -162,10 +174,21 @@ class ChannelRunner:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _send_batch(self, batch: list[Claimed], stop: asyncio.Event, lease_until: float) -> None:
+    async def _send_batch(
+        self,
+        batch: list[Claimed],
+        stop: asyncio.Event,
+        lease_until: float,
+        claim_ahead: Callable[[], None] | None = None,
+    ) -> None:
+        """Start a send per claimed delivery as slots and pace allow; ``claim_ahead`` is called once
+        when what is left to start fits in the slots (about one send latency before the batch ends)."""
         await self._load_notices({item.notification_id for item in batch})
         give_back: list[int] = []
+        ahead_at = max(0, len(batch) - self.concurrency)
         for index, item in enumerate(batch):
+            if index == ahead_at and claim_ahead is not None:
+                claim_ahead()
             if stop.is_set():
                 give_back.extend(claimed.id for claimed in batch[index:])
                 break

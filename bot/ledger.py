@@ -276,38 +276,50 @@ def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
+# SQLite (qmark): one executemany each for the delivery rows and the attempts.
 _RECORD_SQL = (
-    "UPDATE delivery SET state = {p}, reason = {p}, detail = {p}, "
-    "provider_id = COALESCE({p}, provider_id), sent_at = COALESCE({p}, sent_at), due_at = {p}, "
-    "updated_at = {p}, lease_owner = NULL, lease_until = NULL WHERE id = {p} AND lease_owner = {p}"
+    "UPDATE delivery SET state = ?, reason = ?, detail = ?, "
+    "provider_id = COALESCE(?, provider_id), sent_at = COALESCE(?, sent_at), due_at = ?, "
+    "updated_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?"
 )
 _ATTEMPT_SQL = (
     "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
-    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _placeholder(store: Store) -> str:
-    return "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+# PostgreSQL: the same two writes as one statement and one round trip, the rows passed as one array
+# per column, so the text never changes and the server keeps it prepared. The UPDATE in the WITH runs
+# to completion although nothing reads it (PostgreSQL's rule for data-modifying CTEs); attempts are
+# kept even when the lease was lost meanwhile, as on SQLite.
+_PG_RECORD_SQL = (
+    "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], "
+    "%s::varchar[], %s::float8[], %s::float8[], %s::float8[], %s::varchar[]) "
+    "AS v (id, state, reason, detail, provider_id, sent_at, due_at, at, attempt)), "
+    "u AS (UPDATE delivery AS d SET state = v.state, reason = v.reason, detail = v.detail, "
+    "provider_id = COALESCE(v.provider_id, d.provider_id), sent_at = COALESCE(v.sent_at, d.sent_at), "
+    "due_at = v.due_at, updated_at = v.at, lease_owner = NULL, lease_until = NULL "
+    "FROM v WHERE d.id = v.id AND d.lease_owner = %s) "
+    "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
+    "SELECT id, at, attempt, reason, detail, provider_id, %s FROM v WHERE attempt <> 'released'"
+)
 
 
 def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
     """Apply outcomes in one transaction: delivery rows, attempts, suppressions.
 
-    This runs once per batch for every message sent, so the two bulk statements go to the driver's
-    ``executemany`` as plain tuples (SQLAlchemy's per-row bind processing cost more than the writes).
+    This runs once per group of finished sends, often for a single outcome, so its fixed cost is what
+    counts: SQLAlchemy's per-row bind processing is bypassed (plain tuples to the driver), and on
+    PostgreSQL the update and the attempt rows go as one statement in one round trip.
     """
     if not outcomes:
         return
-    rows = []
-    attempts = []
+    rows = []  # (id, state, reason, detail, provider_id, sent_at, due_at, at, attempt)
     for o in outcomes:
         detail = (o.detail or "")[:1000] or None
         sent_at = o.at if o.state in ("sent", "delivered") else None
         due_at = o.due_at if o.due_at is not None else o.at
-        rows.append((o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.delivery_id, worker))
-        if o.attempt != "released":
-            attempts.append((o.delivery_id, o.at, o.attempt, o.reason, detail, o.provider_id, worker))
+        rows.append(
+            (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
+        )
     suppressions = {
         (o.channel, o.address): {
             "channel": o.channel,
@@ -319,13 +331,29 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
         for o in outcomes
         if o.suppress and o.address
     }
-    mark = _placeholder(store)
     with store.begin() as connection:
         cursor = connection.connection.cursor()
         try:
-            cursor.executemany(_RECORD_SQL.format(p=mark), rows)
-            if attempts:
-                cursor.executemany(_ATTEMPT_SQL.format(p=mark), attempts)
+            if store.is_sqlite:
+                cursor.executemany(
+                    _RECORD_SQL,
+                    [
+                        (state, why, note, pid, sent, due, at, id_, worker)
+                        for id_, state, why, note, pid, sent, due, at, _ in rows
+                    ],
+                )
+                cursor.executemany(
+                    _ATTEMPT_SQL,
+                    [
+                        (id_, at, tried, why, note, pid, worker)
+                        for id_, _, why, note, pid, _, _, at, tried in rows
+                        if tried != "released"
+                    ],
+                )
+            else:
+                cursor.execute(
+                    _PG_RECORD_SQL, [*(list(column) for column in zip(*rows, strict=True)), worker, worker]
+                )
         finally:
             cursor.close()
         if suppressions:
