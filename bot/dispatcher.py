@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot import ledger, workers
 from bot.app import Herald
 from bot.ledger import Claimed, Outcome
 from bot.outcomes import RetryPolicy, decide
+from bot.store import database_reason
 from bot.tables import Notification
 from bot.throttle import Pacer
 from channels.base import DeliveryError, Notice, Receipt, Recipient, TransientError
@@ -82,6 +84,7 @@ class ChannelRunner:
         self.flushing = asyncio.Lock()
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
+        self.db_backoff = 0.0
 
     def claim_size(self) -> int:
         """A claim's worth of deliveries, within ``batch_size``.
@@ -119,7 +122,12 @@ class ChannelRunner:
         try:
             ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
             while not stop.is_set():
-                now, batch = await (ahead or asyncio.create_task(self._claim()))
+                try:
+                    now, batch = await (ahead or asyncio.create_task(self._claim()))
+                except SQLAlchemyError as exc:
+                    ahead = None
+                    await self._database_down(stop, "claiming", exc)
+                    continue
                 ahead = None
                 if not batch:
                     await self._idle(stop, settings.poll_interval)
@@ -134,12 +142,19 @@ class ChannelRunner:
                         nonlocal ahead
                         ahead = asyncio.create_task(self._claim())
 
-                await self._send_batch(batch, stop, now + settings.lease, claim_ahead)
+                try:
+                    await self._send_batch(batch, stop, now + settings.lease, claim_ahead)
+                except SQLAlchemyError as exc:
+                    # What was not started stays leased; the cluster takes it over after the lease.
+                    await self._database_down(stop, "sending a batch", exc)
+                    continue
+                self.db_backoff = 0.0
             if ahead is not None:
-                _, unsent = await ahead
-                await asyncio.to_thread(
-                    ledger.release, self.herald.store, self.worker_id, clock.now(), [c.id for c in unsent]
-                )
+                with contextlib.suppress(SQLAlchemyError):  # unreleased claims wait out their lease
+                    _, unsent = await ahead
+                    await asyncio.to_thread(
+                        ledger.release, self.herald.store, self.worker_id, clock.now(), [c.id for c in unsent]
+                    )
         finally:
             if self.in_flight:
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
@@ -164,6 +179,14 @@ class ChannelRunner:
             self._cap_today(now),
         )
         return now, batch
+
+    async def _database_down(self, stop: asyncio.Event, doing: str, exc: SQLAlchemyError) -> None:
+        """Log a failed database call and wait, longer each time in a row (0.5 s doubling to 8 s)."""
+        self.db_backoff = min(max(self.db_backoff * 2, 0.5), 8.0)
+        log.warning(
+            "%s: %s failed (%s); retrying in %.1fs", self.name, doing, database_reason(exc), self.db_backoff
+        )
+        await self._idle(stop, self.db_backoff)
 
     async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
         self.wake.clear()
@@ -284,17 +307,21 @@ class ChannelRunner:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush(finish=False)
             now = clock.now()
-            if now - last_finish >= FINISH_EVERY or not self.in_flight:
-                # Idle (the last sends are in) or every half second while busy.
-                last_finish = now
-                await self.finish()
-            if self.prepared:
-                self.cancelled = await asyncio.to_thread(
-                    ledger.cancelled_among, self.herald.store, self.prepared
-                )
-            if now - last_reclaim >= RECLAIM_EVERY:
-                last_reclaim = now
-                await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
+            try:
+                if now - last_finish >= FINISH_EVERY or not self.in_flight:
+                    # Idle (the last sends are in) or every half second while busy.
+                    last_finish = now
+                    await self.finish()
+                if self.prepared:
+                    self.cancelled = await asyncio.to_thread(
+                        ledger.cancelled_among, self.herald.store, self.prepared
+                    )
+                if now - last_reclaim >= RECLAIM_EVERY:
+                    last_reclaim = now
+                    await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
+            except SQLAlchemyError as exc:
+                log.warning("%s: bookkeeping failed (%s); retrying", self.name, database_reason(exc))
+                await asyncio.sleep(1.0)
             if stop.is_set() and not self.in_flight:
                 return
 
@@ -312,9 +339,14 @@ class ChannelRunner:
                 outcomes, self.pending = self.pending, []
                 try:
                     await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
-                except Exception:
+                except SQLAlchemyError as exc:
                     # The database is the truth: keep the slots (sending stops) and retry.
-                    log.exception("recording %d outcomes failed; retrying", len(outcomes))
+                    log.warning(
+                        "%s: recording %d outcomes failed (%s); retrying",
+                        self.name,
+                        len(outcomes),
+                        database_reason(exc),
+                    )
                     self.pending[:0] = outcomes
                     await asyncio.sleep(1.0)
                     self.outcome_ready.set()
@@ -330,9 +362,13 @@ class ChannelRunner:
         if not self.touched:
             return
         ids, self.touched = self.touched, set()
-        finished = await asyncio.to_thread(
-            ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
-        )
+        try:
+            finished = await asyncio.to_thread(
+                ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+            )
+        except SQLAlchemyError:
+            self.touched |= ids  # checked again next time
+            raise
         for notification_id in finished:
             self.prepared.pop(notification_id, None)
 
@@ -354,7 +390,10 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         store, clock = self.herald.store, self.herald.clock
-        await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
+        try:
+            await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
+        except SQLAlchemyError as exc:
+            log.warning("reclaiming expired leases failed (%s); the runners retry", database_reason(exc))
         beat = asyncio.create_task(self._heartbeat(stop)) if self.registered else None
         try:
             await asyncio.gather(*(runner.run(stop) for runner in self.runners.values()))
@@ -363,19 +402,28 @@ class Dispatcher:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
-                await asyncio.to_thread(workers.unregister, store, self.worker_id)
-            await asyncio.to_thread(ledger.release, store, self.worker_id, clock.now())
-            await asyncio.to_thread(ledger.finish_notifications, store, clock.now())
+            try:
+                if self.registered:
+                    await asyncio.to_thread(workers.unregister, store, self.worker_id)
+                await asyncio.to_thread(ledger.release, store, self.worker_id, clock.now())
+                await asyncio.to_thread(ledger.finish_notifications, store, clock.now())
+            except SQLAlchemyError as exc:
+                # Claims left behind are taken over by the cluster when their lease ends.
+                log.warning("releasing claims at stop failed (%s)", database_reason(exc))
             await self.herald.aclose_channels()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         store = self.herald.store
         while not stop.is_set():
             now = self.herald.clock.now()
-            await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
-            live = len(await asyncio.to_thread(workers.live_workers, store, now))
-            for runner in self.runners.values():
-                runner.peers = max(1, live)
+            try:
+                await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+                live = len(await asyncio.to_thread(workers.live_workers, store, now))
+            except SQLAlchemyError as exc:
+                log.warning("heartbeat failed (%s)", database_reason(exc))
+            else:
+                for runner in self.runners.values():
+                    runner.peers = max(1, live)
             await asyncio.sleep(workers.HEARTBEAT_EVERY)
 
     def poke(self) -> None:

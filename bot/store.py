@@ -7,6 +7,7 @@ engine. ``open_store`` applies pending migrations (alembic) before handing the s
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,11 +16,16 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A pooled PostgreSQL connection idle longer than this is pinged before use (the server may have
+# restarted, a firewall may have dropped it); one in steady use is not, as a ping is a round trip on
+# the dispatcher's hot path. A connection broken while in use fails that one operation: SQLAlchemy
+# then invalidates the pool and the caller retries on a fresh connection.
+PING_AFTER_IDLE = 10.0
 
 
 class StoreError(Exception):
@@ -64,7 +70,28 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(full, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(full, pool_size=10, max_overflow=10)
+    event.listen(engine, "checkin", _stamp_checkin)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    return engine
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (SQLAlchemy's contract).
+            raise DisconnectionError("stale database connection") from exc
+
+    return checkout
 
 
 @dataclass
@@ -148,8 +175,12 @@ def open_store(url: str, migrate: bool = True) -> Store:
                 pass
     except SQLAlchemyError as exc:
         store.dispose()
-        orig = getattr(exc, "orig", None)
-        reason = str(orig) if orig is not None else str(exc)
-        first_line = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
-        raise StoreError(f"database {safe_url(url)}: {first_line}") from exc
+        raise StoreError(f"database {safe_url(url)}: {database_reason(exc)}") from exc
     return store
+
+
+def database_reason(exc: SQLAlchemyError) -> str:
+    """The driver's first line for a failed database call (never the SQL or its parameters)."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig if orig is not None else exc).strip()
+    return reason.splitlines()[0] if reason else type(exc).__name__

@@ -138,3 +138,70 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
     )
     # One rate for the whole cluster of five dispatchers, within loopback jitter.
     assert busiest <= RATE * 1.02
+
+
+def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, tmp_path: Path) -> None:
+    """The server drops the worker's connections twice mid-fan-out (as a PostgreSQL restart or a failover
+    would): the worker logs the reason, keeps going on fresh connections, and everyone gets one mail."""
+    from sqlalchemy import create_engine, text
+
+    people_count = 900
+    name = f"herald-test-{os.getpid()}-{time.monotonic_ns()}"
+    worker_url = f"{pg_url}&application_name={name}"
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "10s"\npoll_interval = "0.1s"\n'), "utf-8")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,name,email\n" + "".join(f"d{i},Person {i},d{i}@example.com\n" for i in range(people_count)),
+        "utf-8",
+    )
+    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    env = {"HERALD_SMTP__RATE_PER_SECOND": "150", "HERALD_DATABASE__URL": worker_url}
+    log_path = tmp_path / "worker.log"
+    admin = create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker", "--config", str(config), "--id", "survivor"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+        try:
+            queued = run_herald(
+                "announce", "--config", str(config), "--yes", "--json", "--audience", "everyone",
+                "--severity", "outage", "--title", "Core switch replacement",
+            )  # fmt: skip
+            assert queued.exit_code == 0, queued.stderr
+            notification = json.loads(queued.stdout)["id"]
+            for share in (3, 2):
+                wait_until(lambda s=share: len(peers.smtp.messages) >= people_count // s, timeout=60)
+                with admin.connect() as connection:
+                    dropped = connection.execute(
+                        text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE application_name = :n"
+                        ),
+                        {"n": name},
+                    ).scalar_one()
+                assert dropped >= 1
+
+            def done() -> bool:
+                status = run_herald("status", notification, "--json", "--config", str(config))
+                return json.loads(status.stdout)["state"] == "done"
+
+            wait_until(done, timeout=90)
+            assert worker.poll() is None, "the worker died with its database connections"
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            exit_code = worker.wait(timeout=30)
+            admin.dispose()
+    assert exit_code == 0
+    received = Counter(rcpt for message in peers.smtp.messages for rcpt in message.rcpt_tos)
+    assert len(received) == people_count
+    # The worker never died, so nothing it sent was forgotten: no mail went out twice.
+    assert max(received.values()) == 1
+    output = log_path.read_text("utf-8", errors="replace")
+    assert "failed (" in output  # the reason was logged...
+    assert "Traceback" not in output  # ...as one line, not a crash
