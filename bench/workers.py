@@ -118,6 +118,21 @@ def wait_until_done(url: str, notification_id: str) -> None:
         engine.dispose()
 
 
+def cpu_steal() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far (Linux /proc/stat; None elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def cpu_steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
     try:
@@ -153,7 +168,7 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool =
             f'[database]\nurl = "{url}"\n'
             f'[twilio]\naccount_sid = "{SID}"\nauth_token = "{TOKEN}"\nfrom_number = "+15005550006"\n'
             f'api_url = "{api_url}"\nrate_per_second = 0\nmax_concurrency = 8\n'
-            '[quiet_hours]\nkinds = []\n[dispatcher]\npoll_interval = "0.05s"\n',
+            "[quiet_hours]\nkinds = []\n",
             encoding="utf-8",
         )
         people = tmp / "people.csv"
@@ -230,22 +245,27 @@ def main() -> None:
     parser.add_argument("--detail", action="store_true", help="print each worker's share and timing")
     args = parser.parse_args()
     standin, api_url = start_standin(args.latency)
-    results: dict[int, float] = {}
+    counts = [int(w) for w in args.workers.split(",")]
+    rates: dict[int, list[float]] = {count: [] for count in counts}
+    steal_before = cpu_steal()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for count in (int(w) for w in args.workers.split(",")):
-                rates = [
-                    one_run(count, args.messages, api_url, Path(tmp), args.detail) for _ in range(args.runs)
-                ]
-                results[count] = statistics.median(rates)
-                print(
-                    f"{count} worker(s): {results[count]:8.0f} msg/s  "
-                    f"(runs: {', '.join(f'{r:.0f}' for r in rates)})",
-                    flush=True,
-                )
+            # Round-robin (1, 2, 4, 1, 2, 4, ...): load that drifts during the run hits every count alike.
+            for run in range(args.runs):
+                for count in counts:
+                    rate = one_run(count, args.messages, api_url, Path(tmp), args.detail)
+                    rates[count].append(rate)
+                    print(f"run {run + 1}: {count} worker(s) {rate:6.0f} msg/s", flush=True)
     finally:
         standin.send_signal(signal.SIGTERM)
         standin.wait(timeout=10)
+    results = {count: statistics.median(values) for count, values in rates.items()}
+    for count, values in rates.items():
+        listed = ", ".join(f"{r:.0f}" for r in values)
+        print(f"{count} worker(s): {results[count]:8.0f} msg/s median (runs: {listed})")
+    steal = cpu_steal_share(steal_before, cpu_steal())
+    if steal is not None:
+        print(f"CPU time stolen by the hypervisor during the benchmark: {steal:.0%}")
     base = results.get(1)
     if base:
         for count, rate in results.items():

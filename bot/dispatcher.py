@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import ledger, workers
 from bot.app import Herald
 from bot.ledger import Claimed, Outcome
+from bot.listen import listen_for_work
 from bot.outcomes import RetryPolicy, decide
 from bot.store import database_reason
 from bot.tables import Notification
@@ -167,6 +168,7 @@ class ChannelRunner:
             await self.flush()
 
     async def _claim(self) -> tuple[float, list[Claimed]]:
+        self.wake.clear()  # a wake-up from now on means work this claim may not see
         now = self.herald.clock.now()
         batch = await asyncio.to_thread(
             ledger.claim,
@@ -186,10 +188,11 @@ class ChannelRunner:
         log.warning(
             "%s: %s failed (%s); retrying in %.1fs", self.name, doing, database_reason(exc), self.db_backoff
         )
-        await self._idle(stop, self.db_backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.db_backoff)
 
     async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
-        self.wake.clear()
+        """Until ``stop``, a wake-up (new work announced since the last claim began) or ``seconds``."""
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -394,14 +397,17 @@ class Dispatcher:
             await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
         except SQLAlchemyError as exc:
             log.warning("reclaiming expired leases failed (%s); the runners retry", database_reason(exc))
-        beat = asyncio.create_task(self._heartbeat(stop)) if self.registered else None
+        helpers = [asyncio.create_task(listen_for_work(store, self.wake))]
+        if self.registered:
+            helpers.append(asyncio.create_task(self._heartbeat(stop)))
         try:
             await asyncio.gather(*(runner.run(stop) for runner in self.runners.values()))
         finally:
-            if beat is not None:
-                beat.cancel()
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await beat
+                    await helper
             try:
                 if self.registered:
                     await asyncio.to_thread(workers.unregister, store, self.worker_id)
@@ -426,7 +432,12 @@ class Dispatcher:
                     runner.peers = max(1, live)
             await asyncio.sleep(workers.HEARTBEAT_EVERY)
 
+    def wake(self, channels: list[str]) -> None:
+        """Work was queued on ``channels`` (empty: any channel): idle runners claim now."""
+        for name, runner in self.runners.items():
+            if not channels or name in channels:
+                runner.wake.set()
+
     def poke(self) -> None:
-        """New work was queued: wake idle runners now instead of at the next poll."""
-        for runner in self.runners.values():
-            runner.wake.set()
+        """New work was queued in this process: wake idle runners now instead of at the next poll."""
+        self.wake([])

@@ -48,6 +48,9 @@ from bot.tables import (
     Suppression,
 )
 
+# The PostgreSQL NOTIFY channel on which work is announced; the payload names the delivery channels.
+WORK_CHANNEL = "herald_work"
+
 DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
 PERSON = Person.__table__  # type: ignore[attr-defined]
@@ -197,7 +200,16 @@ def create_notification(
                 .where(NOTIFICATION.c.id == new.id)
                 .values(state="done", finished_at=new.created_at)
             )
+        elif open_count:
+            announce_work(store, connection, new.channels)
     return int(recipients)
+
+
+def announce_work(store: Store, connection: Any, channels: Iterable[str]) -> None:
+    """PostgreSQL: tell every listening dispatcher that ``channels`` have new work (``NOTIFY``, sent
+    when the transaction commits), so idle workers start at once instead of at their next poll."""
+    if not store.is_sqlite:
+        connection.execute(select(func.pg_notify(WORK_CHANNEL, ",".join(sorted(set(channels))))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,37 +233,100 @@ def claim(
     With ``cap`` (today's most sends on the channel), the claim also reserves its sends on the
     channel's counter in the same transaction, so the cap holds across workers and restarts.
     """
+    day = day_of(now)
     with store.begin() as connection:
         if cap is not None:
-            limit = min(limit, cap - _lock_counter(store, connection, channel, day_of(now)))
+            limit = min(limit, cap - _lock_counter(store, connection, channel, day))
         if limit <= 0:
             return []
-        rows = connection.execute(_claim_statement(store, channel, worker, now, lease, limit)).all()
-        if not rows:
-            return []
-        _bump_counter(store, connection, channel, day_of(now), len(rows))
-        names: dict[str, str] = {
-            person_id: name
-            for person_id, name in connection.execute(
-                select(PERSON.c.id, PERSON.c.name).where(PERSON.c.id.in_({row.person_id for row in rows}))
-            )
-        }
+        if store.is_sqlite:
+            rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
+        else:
+            cursor = connection.connection.cursor()
+            try:
+                cursor.execute(_PG_CLAIM_SQL, (worker, now + lease, now, channel, now, limit, channel, day))
+                rows = list(cursor.fetchall())
+            finally:
+                cursor.close()
     claimed = [
         Claimed(
-            id=row.id,
-            notification_id=row.notification_id,
-            person_id=row.person_id,
+            id=id_,
+            notification_id=notification_id,
+            person_id=person_id,
             channel=channel,
-            address=row.address,
-            deadline=row.deadline,
-            attempts=row.attempts,
-            created_at=row.created_at,
-            name=names.get(row.person_id) or "",
+            address=address,
+            deadline=deadline,
+            attempts=attempts,
+            created_at=created_at,
+            name=name or "",
         )
-        for row in rows
+        for id_, notification_id, person_id, address, deadline, attempts, created_at, name in rows
     ]
     claimed.sort(key=lambda item: (item.deadline, item.id))
     return claimed
+
+
+# PostgreSQL: lease, count towards the day's counter and fetch the names in one statement, one round
+# trip (claims run several times a second per worker). SKIP LOCKED: concurrent claimers take
+# disjoint rows instead of queueing on each other's locks.
+_PG_CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE delivery SET state = 'sending', lease_owner = %s, lease_until = %s,
+        attempts = attempts + 1, updated_at = %s
+    WHERE id IN (
+        SELECT id FROM delivery
+        WHERE state IN ('queued', 'deferred') AND channel = %s AND due_at <= %s
+        ORDER BY deadline, id LIMIT %s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, notification_id, person_id, address, deadline, attempts, created_at
+), counted AS (
+    INSERT INTO channel_counter (channel, day, sent)
+    SELECT %s, %s, count(*) FROM claimed HAVING count(*) > 0
+    ON CONFLICT (channel, day) DO UPDATE SET sent = channel_counter.sent + excluded.sent
+)
+SELECT claimed.*, person.name FROM claimed LEFT JOIN person ON person.id = claimed.person_id
+"""
+
+
+def _claim_sqlite(
+    store: Store, connection: Any, channel: str, worker: str, now: float, lease: float, limit: int, day: str
+) -> list[tuple[Any, ...]]:
+    """SQLite has one writer at a time, so the ``UPDATE … RETURNING`` alone is atomic."""
+    due = (
+        select(DELIVERY.c.id)
+        .where(DELIVERY.c.state.in_(CLAIMABLE), DELIVERY.c.channel == channel, DELIVERY.c.due_at <= now)
+        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
+        .limit(limit)
+    )
+    claimed = connection.execute(
+        update(DELIVERY)
+        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            lease_owner=worker,
+            lease_until=now + lease,
+            attempts=DELIVERY.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            DELIVERY.c.id,
+            DELIVERY.c.notification_id,
+            DELIVERY.c.person_id,
+            DELIVERY.c.address,
+            DELIVERY.c.deadline,
+            DELIVERY.c.attempts,
+            DELIVERY.c.created_at,
+        )
+    ).all()
+    if not claimed:
+        return []
+    _bump_counter(store, connection, channel, day, len(claimed))
+    names = dict(
+        connection.execute(
+            select(PERSON.c.id, PERSON.c.name).where(PERSON.c.id.in_({row.person_id for row in claimed}))
+        ).all()
+    )
+    return [(*row, names.get(row.person_id)) for row in claimed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,41 +451,6 @@ def _bump_counter(store: Store, connection: Any, channel: str, day: str, count: 
     connection.execute(statement)
 
 
-def _claim_statement(store: Store, channel: str, worker: str, now: float, lease: float, limit: int) -> Any:
-    due = (
-        select(DELIVERY.c.id)
-        .where(
-            DELIVERY.c.state.in_(CLAIMABLE),
-            DELIVERY.c.channel == channel,
-            DELIVERY.c.due_at <= now,
-        )
-        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
-        .limit(limit)
-    )
-    if not store.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(DELIVERY)
-        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
-        .values(
-            state="sending",
-            lease_owner=worker,
-            lease_until=now + lease,
-            attempts=DELIVERY.c.attempts + 1,
-            updated_at=now,
-        )
-        .returning(
-            DELIVERY.c.id,
-            DELIVERY.c.notification_id,
-            DELIVERY.c.person_id,
-            DELIVERY.c.address,
-            DELIVERY.c.deadline,
-            DELIVERY.c.attempts,
-            DELIVERY.c.created_at,
-        )
-    )
-
-
 def _lock_counter(store: Store, connection: Any, channel: str, day: str) -> int:
     """Today's reserved sends, with the counter row locked until the transaction ends."""
     _bump_counter(store, connection, channel, day, 0)
@@ -454,6 +494,8 @@ def release(store: Store, worker: str, now: float, ids: Iterable[int] | None = N
             per_channel[channel] = per_channel.get(channel, 0) + 1
         for channel, count in per_channel.items():
             _bump_counter(store, connection, channel, day_of(now), -count)
+        if per_channel:
+            announce_work(store, connection, per_channel)
     return len(released)
 
 
@@ -484,12 +526,19 @@ def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
 def reclaim_expired(store: Store, now: float) -> int:
     """Deliveries whose lease ran out (their worker died) become claimable again."""
     with store.begin() as connection:
-        result = connection.execute(
-            update(DELIVERY)
-            .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_until < now)
-            .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
+        channels = (
+            connection.execute(
+                update(DELIVERY)
+                .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_until < now)
+                .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
+                .returning(DELIVERY.c.channel)
+            )
+            .scalars()
+            .all()
         )
-    return int(result.rowcount)
+        if channels:
+            announce_work(store, connection, channels)
+    return len(channels)
 
 
 def finish_notifications(store: Store, now: float, ids: Iterable[str] | None = None) -> list[str]:

@@ -105,6 +105,11 @@ class Store:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    @property
+    def libpq_url(self) -> str:
+        """The PostgreSQL URL as libpq takes it (psycopg's own connections, such as LISTEN's)."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:

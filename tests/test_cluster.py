@@ -205,3 +205,36 @@ def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, t
     output = log_path.read_text("utf-8", errors="replace")
     assert "failed (" in output  # the reason was logged...
     assert "Traceback" not in output  # ...as one line, not a crash
+
+
+def test_idle_worker_wakes_on_new_work_at_once(peers: Peers, pg_url: str, tmp_path: Path) -> None:
+    """An announcement made by another process reaches an idle worker through PostgreSQL's NOTIFY, long
+    before its next poll (60 s here)."""
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(pg_url, '[dispatcher]\npoll_interval = "60s"\n'), "utf-8")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,name,email\n" + "".join(f"i{i},P {i},i{i}@example.com\n" for i in range(5)), "utf-8"
+    )
+    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    worker = spawn("worker", "--config", str(config), "--id", "sleeper")
+
+    def announce(title: str) -> None:
+        queued = run_herald(
+            "announce", "--config", str(config), "--yes", "--audience", "everyone",
+            "--severity", "info", "--title", title,
+        )  # fmt: skip
+        assert queued.exit_code == 0, queued.stderr
+
+    try:
+        announce("First")
+        wait_until(lambda: len(peers.smtp.messages) >= 5, timeout=30)
+        time.sleep(1.0)  # the worker has claimed nothing more and sleeps until its next poll
+        started = time.monotonic()
+        announce("Second")
+        wait_until(lambda: len(peers.smtp.messages) >= 10, timeout=20)
+        assert time.monotonic() - started < 15  # a poll would have come 60 s after the last claim
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
