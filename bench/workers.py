@@ -1,13 +1,17 @@
 """Scale-out benchmark: 1, 2 and 4 `herald worker` processes on one PostgreSQL database.
 
-One command: `.venv/bin/python bench/workers.py [--messages 2000] [--latency 0.05] [--runs 3]`
+One command: `.venv/bin/python bench/workers.py [--messages 5000] [--latency 0.05] [--runs 3] [--detail]`
 
 A Twilio stand-in (separate process) answers each request after `--latency` seconds, like the real API
 (latency-bound, not CPU-bound); throttles are off. For each worker count the same SMS announcement is
 queued, the workers are started, and the time from the first delivery to the last is measured on the
-ledger's clock (process start-up excluded). Prints msg/s per worker count (median of --runs) and
-the ratio to one worker (target: 4 workers >= 3.5x). Needs PostgreSQL (HERALD_BENCH_DATABASE_URL,
-default the local test database).
+ledger's clock (process start-up excluded). Worker counts run round-robin (1, 2, 4, 1, 2, 4...), so
+load that drifts during the benchmark hits each alike. Prints msg/s per run and per worker count
+(median of --runs), the ratio to one worker (target: 4 workers >= 3.5x) and the CPU time the
+hypervisor took; --detail adds each worker's share and the CPU cost per message of the workers,
+the stand-in, PostgreSQL and the whole machine. 5,000 messages by default, as in PERF-FACTS: four
+workers finish 2,000 in about four seconds, where the start and the last batch weigh more. Needs
+PostgreSQL (HERALD_BENCH_DATABASE_URL, default the local test database).
 """
 
 from __future__ import annotations
@@ -120,11 +124,27 @@ def wait_until_done(url: str, notification_id: str) -> None:
 
 def cpu_steal() -> tuple[int, int] | None:
     """(steal, total) jiffies of all CPUs so far (Linux /proc/stat; None elsewhere)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
+    fields = cpu_fields()
+    if fields is None:
         return None
     return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def cpu_fields() -> list[int] | None:
+    """The machine's CPU jiffies so far by kind (user, nice, system, idle, iowait, ...), or None."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy so far (all but idle, iowait and steal)."""
+    fields = cpu_fields()
+    if fields is None:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0) + (fields[7] if len(fields) > 7 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
@@ -140,6 +160,21 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_cpu_seconds() -> float | None:
+    """CPU seconds used so far by the PostgreSQL server processes living now, when it runs here."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text_:
+            fields = text_.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
 
 
 def print_per_worker(url: str) -> None:
@@ -160,7 +195,9 @@ def print_per_worker(url: str) -> None:
         print(f"    {worker}: {count} sent, {first:.2f}s .. {last:.2f}s ({rate:.0f} msg/s)", flush=True)
 
 
-def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool = False) -> float:
+def one_run(
+    workers: int, messages: int, api_url: str, tmp: Path, standin_pid: int, detail: bool = False
+) -> float:
     schema, url = make_schema()
     try:
         config = tmp / f"bench-{workers}.toml"
@@ -194,6 +231,8 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool =
         try:
             wait_for_workers(url, workers)
             cpu_before = [cpu_seconds(proc.pid) for proc in procs]
+            standin_before, busy_before = cpu_seconds(standin_pid), machine_busy_seconds()
+            database_before = database_cpu_seconds()
             queued = herald(
                 "announce",
                 "--yes",
@@ -211,6 +250,8 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool =
                 config=config,
             )
             wait_until_done(url, queued["id"])
+            standin_after, busy_after = cpu_seconds(standin_pid), machine_busy_seconds()
+            database_after = database_cpu_seconds()
             status = herald("status", queued["id"], "--json", config=config)
         finally:
             cpu_after = [cpu_seconds(proc.pid) for proc in procs]
@@ -229,6 +270,17 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool =
                     f"    workers' CPU after start-up: {total:.2f} s, "
                     f"{total / messages * 1000:.2f} ms per message"
                 )
+            if standin_before is not None and standin_after is not None:
+                spent_standin = (standin_after - standin_before) / messages * 1000
+                print(f"    stand-in's CPU: {spent_standin:.2f} ms per message")
+            if database_before is not None and database_after is not None:
+                spent_database = (database_after - database_before) / messages * 1000
+                print(f"    PostgreSQL's CPU: {spent_database:.2f} ms per message")
+            if busy_before is not None and busy_after is not None:
+                busy = (busy_after - busy_before) / messages * 1000
+                print(
+                    f"    whole machine's CPU (workers, stand-in, database, rest): {busy:.2f} ms per message"
+                )
         # From the first delivery to the last, on the ledger's clock (process start-up excluded).
         elapsed = status["sla"]["last_delivery_s"] - status["sla"]["first_delivery_s"]
         return (messages - 1) / max(elapsed, 1e-6)
@@ -238,7 +290,7 @@ def one_run(workers: int, messages: int, api_url: str, tmp: Path, detail: bool =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", default="1,2,4")
@@ -253,7 +305,7 @@ def main() -> None:
             # Round-robin (1, 2, 4, 1, 2, 4, ...): load that drifts during the run hits every count alike.
             for run in range(args.runs):
                 for count in counts:
-                    rate = one_run(count, args.messages, api_url, Path(tmp), args.detail)
+                    rate = one_run(count, args.messages, api_url, Path(tmp), standin.pid, args.detail)
                     rates[count].append(rate)
                     print(f"run {run + 1}: {count} worker(s) {rate:6.0f} msg/s", flush=True)
     finally:

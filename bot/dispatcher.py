@@ -45,6 +45,7 @@ class _Prepared:
     severity: str
     prepared: object
     cost: int
+    unsubscribe: bool  # the message carries each recipient's signed preferences link
 
 
 @dataclass
@@ -246,7 +247,7 @@ class ChannelRunner:
                 address=item.address,
                 name=item.name,
                 person_id=item.person_id,
-                unsubscribe_url=self.herald.unsubscribe_url(item.person_id),
+                unsubscribe_url=self.herald.unsubscribe_url(item.person_id) if notice.unsubscribe else "",
                 message_key=f"{item.notification_id}.{item.id}",
             )
             result = await self.herald.channel(self.name).send(notice.prepared, recipient)
@@ -301,7 +302,10 @@ class ChannelRunner:
             )
             prepared = channel.prepare(notice)
             cost = int(getattr(prepared, "segments", 1) or 1)
-            self.prepared[row.id] = _Prepared(row.severity, prepared, cost)
+            # Only mail links to the preferences page (SMS opt-out is a STOP reply); mandatory kinds
+            # never do. Signing a link per recipient costs an HMAC, so it is skipped when unused.
+            unsubscribe = self.name == "email" and not notice.mandatory
+            self.prepared[row.id] = _Prepared(row.severity, prepared, cost, unsubscribe)
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         clock = self.herald.clock

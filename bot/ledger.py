@@ -234,7 +234,7 @@ def claim(
     channel's counter in the same transaction, so the cap holds across workers and restarts.
     """
     day = day_of(now)
-    with store.begin() as connection:
+    with store.begin() if cap is not None else store.one_statement() as connection:
         if cap is not None:
             limit = min(limit, cap - _lock_counter(store, connection, channel, day))
         if limit <= 0:
@@ -242,12 +242,8 @@ def claim(
         if store.is_sqlite:
             rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
         else:
-            cursor = connection.connection.cursor()
-            try:
-                cursor.execute(_PG_CLAIM_SQL, (worker, now + lease, now, channel, now, limit, channel, day))
-                rows = list(cursor.fetchall())
-            finally:
-                cursor.close()
+            parameters = (worker, now + lease, now, channel, now, limit, channel, day)
+            rows = [tuple(row) for row in connection.exec_driver_sql(_PG_CLAIM_SQL, parameters)]
     claimed = [
         Claimed(
             id=id_,
@@ -406,31 +402,28 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
         for o in outcomes
         if o.suppress and o.address
     }
-    with store.begin() as connection:
-        cursor = connection.connection.cursor()
-        try:
-            if store.is_sqlite:
-                cursor.executemany(
-                    _RECORD_SQL,
-                    [
-                        (state, why, note, pid, sent, due, at, id_, worker)
-                        for id_, state, why, note, pid, sent, due, at, _ in rows
-                    ],
-                )
-                cursor.executemany(
-                    _ATTEMPT_SQL,
-                    [
-                        (id_, at, tried, why, note, pid, worker)
-                        for id_, _, why, note, pid, _, _, at, tried in rows
-                        if tried != "released"
-                    ],
-                )
-            else:
-                cursor.execute(
-                    _PG_RECORD_SQL, [*(list(column) for column in zip(*rows, strict=True)), worker, worker]
-                )
-        finally:
-            cursor.close()
+    # Driver-level SQL (no per-row bind processing) that still goes through SQLAlchemy's error
+    # handling: a lost connection raises a DBAPIError and is dropped from the pool.
+    with store.begin() if suppressions else store.one_statement() as connection:
+        if store.is_sqlite:
+            connection.exec_driver_sql(
+                _RECORD_SQL,
+                [
+                    (state, why, note, pid, sent, due, at, id_, worker)
+                    for id_, state, why, note, pid, sent, due, at, _ in rows
+                ],
+            )
+            attempts = [
+                (id_, at, tried, why, note, pid, worker)
+                for id_, _, why, note, pid, _, _, at, tried in rows
+                if tried != "released"
+            ]
+            if attempts:
+                connection.exec_driver_sql(_ATTEMPT_SQL, attempts)
+        else:
+            # A tuple: one execution whose parameters are arrays (a list would mean executemany).
+            columns = tuple(list(column) for column in zip(*rows, strict=True))
+            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker))
         if suppressions:
             connection.execute(
                 _insert_ignore(store, SUPPRESSION, ["channel", "address"]), list(suppressions.values())
@@ -512,7 +505,7 @@ def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
     id_list = list(ids)
     if not id_list:
         return set()
-    with store.begin() as connection:
+    with store.one_statement() as connection:
         return {
             str(row[0])
             for row in connection.execute(

@@ -121,6 +121,20 @@ class Store:
         with self.engine.begin() as connection:
             yield connection
 
+    @contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A connection for a single statement that is its own transaction.
+
+        On PostgreSQL it runs in autocommit: one round trip instead of BEGIN, the statement and
+        COMMIT (the hot claims and outcome writes are one statement each). On SQLite, as ``begin``.
+        """
+        if self.is_sqlite:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as connection:

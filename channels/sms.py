@@ -36,6 +36,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+# Client.api imports the REST tree on first use: import it with the module instead, so that a
+# worker's first send (often an incident's first page) does not wait for it.
+from twilio.rest import api as _api  # noqa: F401
+
 from channels.base import (
     DeliveryError,
     Notice,

@@ -51,6 +51,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot import runtime
 from bot.standins import serve_until_signalled
 
 JsonDict = dict[str, Any]
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
     parser.add_argument("--token", default="xoxb-stand-in")
     parser.add_argument("--app-token", default=None, help="xapp-... token: enables Socket Mode")
-    asyncio.run(_serve(parser.parse_args(argv)))
+    runtime.run(_serve(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

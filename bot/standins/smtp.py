@@ -50,6 +50,8 @@ from typing import Any, AnyStr, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from bot import runtime
+
 Stage = Literal["mail", "rcpt", "data"]
 
 _DROP = "\x00drop"  # a handler's answer that means: close the connection, say nothing
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="print nothing per message")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.quiet))
+        runtime.run(_serve(args.host, args.port, args.quiet))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from bot import runtime
 from bot.standins import serve_until_signalled
 from channels.gsm import count_segments
 
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--auth-token", default="stand-in-token")
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second, 0 = unlimited")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    asyncio.run(_serve(parser.parse_args(argv)))
+    runtime.run(_serve(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
