@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
 from bot.cli_common import EXIT_USAGE, ConfigOption, config_path, fail, settings_from
-from bot.config import ConfigError, load_settings, unconfigured
+from bot.config import ConfigError, load_settings, parse_duration, unconfigured
 from bot.store import StoreError, open_store, safe_url
 
 app = typer.Typer(
@@ -49,6 +50,41 @@ def db_upgrade(config: ConfigOption = None) -> None:
         fail(str(exc))
     store.dispose()
     print(f"database {safe_url(settings.database.url)} is at the latest schema")
+
+
+@db_app.command("prune")
+def db_prune(
+    config: ConfigOption = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Age such as 90d (default: [retention] keep_for)."),
+    ] = None,
+) -> None:
+    """Delete finished notifications and resolved alerts older than the retention period, now."""
+    from bot.clock import SystemClock
+    from bot.retention import purge
+
+    settings = settings_from(config)
+    keep_for = settings.retention.keep_for
+    if older_than is not None:
+        try:
+            keep_for = parse_duration(older_than)
+        except ValueError as exc:
+            fail(f"--older-than: {exc}")
+        if keep_for <= 0:
+            fail("--older-than: must be more than 0s")
+    if keep_for <= 0:
+        print("retention is off ([retention] keep_for = 0s): nothing deleted")
+        return
+    try:
+        store = open_store(settings.database.url, migrate=True)
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        purged = purge(store, SystemClock().now(), keep_for)
+    finally:
+        store.dispose()
+    print(f"deleted {purged.describe()}")
 
 
 def _register() -> None:

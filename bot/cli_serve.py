@@ -37,6 +37,7 @@ from bot.dispatcher import Dispatcher
 from bot.leader import Leadership
 from bot.metrics import HeraldMetrics
 from bot.recipients.web import recipient_routes
+from bot.retention import retention_job
 from bot.slack.app import SlackFrontDoor, build_slack
 from bot.sync.schedule import check_every, scheduled_sync
 from bot.web import build_web_app
@@ -293,6 +294,7 @@ async def run_serve(settings: Settings) -> int:
         routes=[*recipient_routes(herald), *alert_routes(herald)],
         jobs=[
             Job("alerts", ALERT_TICK_EVERY, alert_tick(herald)),
+            Job("retention", settings.retention.every, retention_job(herald)),
             Job(
                 "directory-sync",
                 check_every(settings.directory.sync_every),

@@ -223,6 +223,13 @@ class DispatcherSettings(Section):
     retry_cap: Duration = 900.0
 
 
+class RetentionSettings(Section):
+    # Finished notifications and resolved alerts older than this are deleted ("0s": keep everything).
+    keep_for: Duration = 400 * 86400.0
+    # How often the leading ``serve`` looks for them.
+    every: Duration = Field(3600.0, gt=0)
+
+
 def _default_sla() -> dict[str, SlaPolicy]:
     return {name: SlaPolicy.model_validate(policy) for name, policy in DEFAULT_SLA.items()}
 
@@ -263,6 +270,7 @@ class Settings(BaseSettings):
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     kinds: KindSettings = Field(default_factory=KindSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("sla", mode="before")
     @classmethod

@@ -1,0 +1,163 @@
+"""Retention: finished notifications and resolved alerts older than ``[retention] keep_for`` go.
+
+What goes: a notification that is final (``done`` or ``cancelled``, nothing left queued, deferred or
+sending) and finished before the cut-off, with its deliveries, their attempts and its alert links,
+unless it belongs to an alert group still open; a resolved alert group resolved before the cut-off
+(nothing owed: no pending notice, no resolution to send) with its alerts and links. What stays: the
+directory, suppressions and opt-outs (they protect people), the audit log (the record of who did
+what), daily counters.
+
+Deleted in batches of :data:`BATCH` notifications or groups (fewer when their deliveries pass
+:data:`DELIVERY_BUDGET`), one transaction each, so a large purge
+never holds locks for long and a crash mid-way leaves whole notifications. Idempotent: several
+``serve`` processes running it at once delete each row once (the leader runs it; a double run only
+finds less to do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, select
+
+from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
+from bot.app import Herald
+from bot.store import Store
+from bot.tables import Attempt, Delivery, Notification
+
+log = logging.getLogger("herald.retention")
+
+BATCH = 500
+DELIVERY_BUDGET = 50_000  # deliveries (and about as many attempts) deleted per transaction
+
+NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+GROUP = AlertGroup.__table__  # type: ignore[attr-defined]
+INSTANCE = AlertInstance.__table__  # type: ignore[attr-defined]
+NOTICE = AlertNotice.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class Purged:
+    """What one purge deleted."""
+
+    notifications: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+    alert_groups: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.notifications or self.alert_groups)
+
+    def describe(self) -> str:
+        return (
+            f"{self.notifications} notification(s) with {self.deliveries} deliveries and "
+            f"{self.attempts} attempts, {self.alert_groups} resolved alert group(s)"
+        )
+
+
+def purge(store: Store, now: float, keep_for: float) -> Purged:
+    """Delete what finished more than ``keep_for`` seconds before ``now`` (0 keeps everything)."""
+    purged = Purged()
+    if keep_for <= 0:
+        return purged
+    cutoff = now - keep_for
+    while _purge_groups(store, cutoff, purged):
+        pass
+    while _purge_notifications(store, cutoff, purged):
+        pass
+    return purged
+
+
+def retention_job(herald: Herald) -> Callable[[], Awaitable[None]]:
+    """The scheduler job for ``herald serve``: purge what is older than ``[retention] keep_for``."""
+
+    async def run() -> None:
+        keep_for = herald.settings.retention.keep_for
+        purged = await asyncio.to_thread(purge, herald.store, herald.clock.now(), keep_for)
+        if purged:
+            log.info("retention: deleted %s", purged.describe())
+
+    return run
+
+
+def _purge_groups(store: Store, cutoff: float, purged: Purged) -> bool:
+    """One batch of resolved alert groups; False when none is left."""
+    with store.begin() as connection:
+        ids = list(
+            connection.execute(
+                select(GROUP.c.id)
+                .where(
+                    GROUP.c.state == "resolved",
+                    GROUP.c.resolved_at < cutoff,
+                    GROUP.c.pending.is_(None),
+                    GROUP.c.resolution_pending.is_(False),
+                )
+                .limit(BATCH)
+            ).scalars()
+        )
+        if not ids:
+            return False
+        connection.execute(delete(NOTICE).where(NOTICE.c.group_id.in_(ids)))
+        connection.execute(delete(INSTANCE).where(INSTANCE.c.group_id.in_(ids)))
+        purged.alert_groups += _count(connection.execute(delete(GROUP).where(GROUP.c.id.in_(ids))))
+    return True
+
+
+def _purge_notifications(store: Store, cutoff: float, purged: Purged) -> bool:
+    """One batch of final notifications; False when none is left."""
+    open_delivery = exists().where(
+        DELIVERY.c.notification_id == NOTIFICATION.c.id,
+        DELIVERY.c.state.in_(("queued", "deferred", "sending")),
+    )
+    open_group = exists().where(
+        NOTICE.c.notification_id == NOTIFICATION.c.id,
+        NOTICE.c.group_id == GROUP.c.id,
+        GROUP.c.state != "resolved",
+    )
+    with store.begin() as connection:
+        candidates = connection.execute(
+            select(NOTIFICATION.c.id, NOTIFICATION.c.recipients, NOTIFICATION.c.channels)
+            .where(
+                NOTIFICATION.c.state.in_(("done", "cancelled")),
+                and_(
+                    NOTIFICATION.c.finished_at.is_not(None),
+                    NOTIFICATION.c.finished_at < cutoff,
+                )
+                | and_(NOTIFICATION.c.finished_at.is_(None), NOTIFICATION.c.created_at < cutoff),
+                ~open_delivery,
+                ~open_group,
+            )
+            .order_by(NOTIFICATION.c.created_at)
+            .limit(BATCH)
+        ).all()
+        if not candidates:
+            return False
+        ids: list[str] = []
+        rows = 0
+        for notification_id, recipients, channels in candidates:
+            if ids and rows >= DELIVERY_BUDGET:
+                break  # the rest next batch: a transaction stays a few seconds at most
+            ids.append(notification_id)
+            rows += (recipients or 0) * max(1, len((channels or "").split(",")))
+        deliveries = select(DELIVERY.c.id).where(DELIVERY.c.notification_id.in_(ids))
+        purged.attempts += _count(
+            connection.execute(delete(ATTEMPT).where(ATTEMPT.c.delivery_id.in_(deliveries.scalar_subquery())))
+        )
+        purged.deliveries += _count(
+            connection.execute(delete(DELIVERY).where(DELIVERY.c.notification_id.in_(ids)))
+        )
+        connection.execute(delete(NOTICE).where(NOTICE.c.notification_id.in_(ids)))
+        purged.notifications += _count(
+            connection.execute(delete(NOTIFICATION).where(NOTIFICATION.c.id.in_(ids)))
+        )
+    return True
+
+
+def _count(result: Any) -> int:
+    return int(result.rowcount or 0)

@@ -1,0 +1,132 @@
+"""Retention end to end on both databases: `herald db prune` and the leading `herald serve`'s scheduled
+job delete finished notifications (deliveries, attempts) and resolved alerts older than the period,
+and keep what is still open."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import Peers, run_herald
+from sqlalchemy import func, select
+
+from bot.alerts.tables import AlertGroup
+from bot.store import open_store
+from bot.tables import Attempt, Delivery, Notification
+
+ROUTES = """
+[[routes]]
+match = { team = "net" }
+audience = "group:oncall"
+channels = ["email", "sms"]
+"""
+
+
+def setup(cli, peers: Peers, db_url: str, tmp_path: Path, extra: str = "") -> str:  # type: ignore[no-untyped-def]
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(db_url, ROUTES + extra), encoding="utf-8")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,name,email,phone,groups\n"
+        "alice,Alice,alice@example.com,+4915110000001,oncall\n"
+        "bob,Bob,bob@example.com,+4915110000002,oncall\n"
+        "carol,Carol,carol@example.com,+4915110000003,\n",
+        encoding="utf-8",
+    )
+    assert cli("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    return str(config)
+
+
+def counts(db_url: str) -> dict[str, int]:
+    store = open_store(db_url, migrate=False)
+    try:
+        with store.begin() as connection:
+            tables = (Notification, Delivery, Attempt, AlertGroup)
+            return {
+                table.__tablename__: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in tables
+            }
+    finally:
+        store.dispose()
+
+
+def announce(cli, config: str, title: str, *extra: str) -> str:  # type: ignore[no-untyped-def]
+    result = cli(
+        "announce", "--config", config, "--yes", "--json", "--audience", "everyone",
+        "--channels", "email", "--severity", "info", "--title", title, *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return str(json.loads(result.stdout)["id"])
+
+
+def test_db_prune_deletes_what_finished_before_the_period_and_keeps_the_rest(  # type: ignore[no-untyped-def]
+    cli, peers: Peers, db_url: str, tmp_path: Path
+) -> None:
+    config = setup(cli, peers, db_url, tmp_path)
+    done = announce(cli, config, "Printer moved", "--wait")
+    alert = ["alert", "--config", config, "--severity", "critical", "--label", "team=net"]
+    assert cli(*alert, "--summary", "Core router down", "--label", "site=a", "--wait").exit_code == 0
+    resolved = cli(*alert, "--summary", "Core router down", "--label", "site=a", "--resolve", "--wait")
+    assert resolved.exit_code == 0, resolved.stderr
+    firing = cli(*alert, "--summary", "Uplink flapping", "--label", "site=b", "--wait", "--json")
+    assert firing.exit_code == 0, firing.stderr
+    still_firing = json.loads(firing.stdout)["id"]
+    queued = announce(cli, config, "Office closed Friday")  # no dispatcher runs: it stays queued
+    before = counts(db_url)
+    assert before["notification"] == 5 and before["alert_group"] == 2
+
+    kept = cli("db", "prune", "--config", config)  # the default period (400 days) keeps all of it
+    assert kept.exit_code == 0, kept.stderr
+    assert kept.stdout.startswith("deleted 0 notification(s)")
+    assert counts(db_url) == before
+
+    time.sleep(1.2)
+    pruned = cli("db", "prune", "--config", config, "--older-than", "1s")
+    assert pruned.exit_code == 0, pruned.stderr
+    # the announcement (3 people), the page and its resolution (2 people each, email and SMS)
+    assert pruned.stdout.strip() == (
+        "deleted 3 notification(s) with 11 deliveries and 11 attempts, 1 resolved alert group(s)"
+    )
+    after = counts(db_url)
+    assert after["notification"] == 2 and after["alert_group"] == 1
+    assert after["delivery"] == before["delivery"] - 11
+    assert after["attempt"] == before["attempt"] - 11
+    gone = cli("status", done, "--config", config)
+    assert gone.exit_code == 2 and "no notification" in gone.stderr
+    for kept_id in (queued, still_firing):  # still open: kept however old
+        assert cli("status", kept_id, "--config", config, "--json").exit_code == 0
+
+    again = cli("db", "prune", "--config", config, "--older-than", "1s")
+    assert again.stdout.startswith("deleted 0 notification(s)")
+    bad = cli("db", "prune", "--config", config, "--older-than", "soon")
+    assert bad.exit_code == 2 and "--older-than" in bad.stderr
+    assert counts(db_url) == after
+
+
+def test_leading_serve_prunes_on_schedule(peers: Peers, db_url: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    extra = f'[server]\nport = {port}\n[retention]\nkeep_for = "1s"\nevery = "1s"\n'
+    config = setup(cli, peers, db_url, tmp_path, extra)
+    done = announce(cli, config, "Printer moved", "--wait")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--config", config],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while run_herald("status", done, "--config", config).exit_code == 0:
+            assert time.monotonic() < deadline, "the scheduled purge never ran"
+            time.sleep(0.5)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+    assert serve.returncode == 0
+    assert counts(db_url)["attempt"] == 0
