@@ -319,6 +319,7 @@ class ChannelRunner:
                     # Idle (the last sends are in) or every half second while busy.
                     last_finish = now
                     await self.finish()
+                    await self.pacer.refresh()  # back-pressure another worker met
                 if self.prepared:
                     self.cancelled = await asyncio.to_thread(
                         ledger.cancelled_among, self.herald.store, self.prepared

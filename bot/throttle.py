@@ -7,7 +7,8 @@ starts each send at its slot time. Slots are ``1/rate`` apart across every worke
 together never exceed ``rate_per_second``; an SMS costs one slot per segment. ``burst`` lets that many
 go at once after an idle spell (0 or 1: evenly spaced).
 
-Back-pressure (SMTP 421/451, Twilio 429, ``Retry-After``) pushes ``next_at`` forward for everyone.
+Back-pressure (SMTP 421/451, Twilio 429, ``Retry-After``) pushes ``next_at`` forward for everyone;
+unthrottled channels keep the row only for that, and each worker reads it a few times a second.
 Slots reserved but not used in time are dropped rather than sent late in a bunch. A worker that dies
 holding slots only leaves the channel idle for their span.
 """
@@ -55,9 +56,14 @@ def reserve(store: Store, channel: str, count: int, rate: float, burst: int, now
 
 def push_back(store: Store, channel: str, until: float) -> None:
     """No slot of ``channel`` before ``until`` (the peer asked every sender to wait)."""
+    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
     with store.begin() as connection:
         connection.execute(
-            update(SLOT).where(SLOT.c.channel == channel).values(next_at=_later(SLOT.c.next_at, until))
+            dialect_insert(SLOT)
+            .values(channel=channel, next_at=until)
+            .on_conflict_do_update(
+                index_elements=["channel"], set_={"next_at": _later(SLOT.c.next_at, until)}
+            )
         )
 
 
@@ -122,5 +128,13 @@ class Pacer:
         self._slots.clear()
         until = self.clock.now() + seconds
         self._paused_until = max(self._paused_until, until)
+        await asyncio.to_thread(push_back, self.store, self.channel, until)
+
+    async def refresh(self) -> None:
+        """Unthrottled: learn of a pause another worker stored (throttled pacers meet it when they
+        reserve slots). The dispatcher calls this a few times a second, not per send."""
         if not self.unlimited:
-            await asyncio.to_thread(push_back, self.store, self.channel, until)
+            return
+        until = await asyncio.to_thread(next_free, self.store, self.channel)
+        if until is not None and until > self.clock.now():
+            self._paused_until = max(self._paused_until, until)

@@ -173,6 +173,21 @@ async def test_unlimited_pacer_never_waits_but_honours_back_pressure(store: Stor
     assert clock.now() == pytest.approx(NOW + 2)
 
 
+async def test_back_pressure_reaches_unthrottled_workers_through_the_database(store: Store) -> None:
+    clock = ManualClock(NOW)
+    seen, other = (Pacer(store, "sms", rate=0, burst=0, clock=clock) for _ in range(2))
+    await other.refresh()
+    await other.take()
+    assert clock.now() == NOW  # nothing stored: no wait, no row needed
+    await seen.pause(3)  # a 429 with Retry-After: 3 met by one worker...
+    await other.refresh()
+    await other.take()  # ...holds the other once it has looked
+    assert clock.now() == pytest.approx(NOW + 3)
+    await other.refresh()
+    await other.take()
+    assert clock.now() == pytest.approx(NOW + 3)  # a pause that has passed holds no one
+
+
 @pytest.mark.parametrize(
     ("load", "seconds"),
     [
