@@ -25,6 +25,7 @@ from bot.app import Herald
 from bot.ledger import Claimed, Outcome
 from bot.listen import listen_for_work
 from bot.outcomes import RetryPolicy, decide
+from bot.shares import ConnectionShare, Slots, fair_share
 from bot.store import database_reason
 from bot.tables import Notification
 from bot.throttle import Pacer
@@ -35,6 +36,7 @@ log = logging.getLogger("herald.dispatcher")
 FLUSH_EVERY = 0.1
 RECLAIM_EVERY = 5.0
 FINISH_EVERY = 0.5
+SHARES_EVERY = 2.0  # how often a dispatcher follows workers coming and going
 # An unthrottled claim holds this many seconds of sends: the longer, the fewer claims; the shorter,
 # the less a worker holds unstarted while the others run dry at the end of a fan-out.
 CLAIM_SECONDS = 0.25
@@ -73,9 +75,13 @@ class ChannelRunner:
             max_unknown=settings.dispatcher.max_attempts_unknown,
         )
         self.concurrency = herald.concurrency(name)
+        # SMTP connections are one budget for the cluster (smtp.max_connections); SMS requests in
+        # flight are per worker (twilio.max_concurrency). Email starts with no share on PostgreSQL
+        # until the dispatcher's first rebalance.
+        self.share = ConnectionShare(herald.store, self.concurrency) if name == "email" else None
         self.send_timeout = section.timeout
         self.peers = 1  # live dispatchers sharing the channel's rate (refreshed by the heartbeat)
-        self.slots = asyncio.Semaphore(self.concurrency)
+        self.slots = Slots(0 if self.share is not None and not herald.store.is_sqlite else self.concurrency)
         self.rng = random.Random()
         self.pending: list[Outcome] = []
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -100,9 +106,8 @@ class ChannelRunner:
         if self.pacer.unlimited:
             recent = self.stats.latencies[-200:]
             latency = sum(recent) / len(recent) if recent else 0.01
-            return max(
-                self.concurrency, min(batch, int(self.concurrency / max(latency, 1e-4) * CLAIM_SECONDS))
-            )
+            slots = max(1, self.slots.capacity)
+            return max(slots, min(batch, int(slots / max(latency, 1e-4) * CLAIM_SECONDS)))
         share = self.pacer.rate / max(1, self.peers)
         return max(1, min(batch, int(share * 0.5) + 1))
 
@@ -116,6 +121,17 @@ class ChannelRunner:
         ramp = warmup.schedule(self.herald.settings, self.name)
         return warmup.cap_today(self.herald.store, self.name, now, self.daily_cap, ramp)
 
+    async def rebalance(self, members: list[str]) -> None:
+        """Take this dispatcher's fair share of the cluster's connections (see :mod:`bot.shares`)."""
+        if self.share is None:
+            return
+        target = fair_share(self.concurrency, members, self.worker_id)
+        self.slots.resize(min(target, self.slots.capacity))
+        # Idle connections beyond the share close before their locks go to another dispatcher.
+        await self.herald.channel(self.name).limit_connections(max(target, self.slots.held))
+        held = await asyncio.to_thread(self.share.rebalance, target, self.slots.held)
+        self.slots.resize(min(target, held))
+
     async def run(self, stop: asyncio.Event) -> None:
         clock = self.herald.clock
         settings = self.herald.settings.dispatcher
@@ -124,6 +140,10 @@ class ChannelRunner:
         try:
             ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
             while not stop.is_set():
+                if ahead is None and self.slots.capacity == 0:
+                    # No share of the cluster's connections (yet): claim nothing we could not send.
+                    await self._idle(stop, settings.poll_interval)
+                    continue
                 try:
                     now, batch = await (ahead or asyncio.create_task(self._claim()))
                 except SQLAlchemyError as exc:
@@ -212,7 +232,7 @@ class ChannelRunner:
         when what is left to start fits in the slots (about one send latency before the batch ends)."""
         await self._load_notices({item.notification_id for item in batch})
         give_back: list[int] = []
-        ahead_at = max(0, len(batch) - self.concurrency)
+        ahead_at = max(0, len(batch) - self.slots.capacity)
         for index, item in enumerate(batch):
             if index == ahead_at and claim_ahead is not None:
                 claim_ahead()
@@ -402,9 +422,16 @@ class Dispatcher:
             await asyncio.to_thread(ledger.reclaim_expired, store, clock.now())
         except SQLAlchemyError as exc:
             log.warning("reclaiming expired leases failed (%s); the runners retry", database_reason(exc))
-        helpers = [asyncio.create_task(listen_for_work(store, self.wake))]
-        if self.registered:
-            helpers.append(asyncio.create_task(self._heartbeat(stop)))
+        try:
+            await self._rebalance(await asyncio.to_thread(workers.live_workers, store, clock.now()))
+        except SQLAlchemyError as exc:
+            log.warning(
+                "reading the live workers failed (%s); retrying at the heartbeat", database_reason(exc)
+            )
+        helpers = [
+            asyncio.create_task(listen_for_work(store, self.wake)),
+            asyncio.create_task(self._heartbeat(stop)),
+        ]
         try:
             await asyncio.gather(*(runner.run(stop) for runner in self.runners.values()))
         finally:
@@ -413,6 +440,9 @@ class Dispatcher:
             for helper in helpers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
+            for runner in self.runners.values():
+                if runner.share is not None:
+                    await asyncio.to_thread(runner.share.release)
             try:
                 if self.registered:
                     await asyncio.to_thread(workers.unregister, store, self.worker_id)
@@ -424,18 +454,27 @@ class Dispatcher:
             await self.herald.aclose_channels()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Say this dispatcher is alive (every HEARTBEAT_EVERY) and, more often, follow the live
+        workers: the throttle's share and the connection shares depend on how many there are."""
         store = self.herald.store
+        last_beat = float("-inf")
         while not stop.is_set():
             now = self.herald.clock.now()
             try:
-                await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
-                live = len(await asyncio.to_thread(workers.live_workers, store, now))
+                if self.registered and now - last_beat >= workers.HEARTBEAT_EVERY:
+                    await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+                    last_beat = now
+                live = await asyncio.to_thread(workers.live_workers, store, now)
             except SQLAlchemyError as exc:
                 log.warning("heartbeat failed (%s)", database_reason(exc))
             else:
-                for runner in self.runners.values():
-                    runner.peers = max(1, live)
-            await asyncio.sleep(workers.HEARTBEAT_EVERY)
+                await self._rebalance(live)
+            await asyncio.sleep(SHARES_EVERY)
+
+    async def _rebalance(self, live: list[str]) -> None:
+        for runner in self.runners.values():
+            runner.peers = max(1, len(live))
+            await runner.rebalance(live)
 
     def wake(self, channels: list[str]) -> None:
         """Work was queued on ``channels`` (empty: any channel): idle runners claim now."""

@@ -103,6 +103,11 @@ class Channel(Protocol):
         """Send one message; raise only :class:`DeliveryError` subclasses."""
         ...
 
+    async def limit_connections(self, most: int) -> None:
+        """Keep at most ``most`` connections open from now on, counting busy ones: close idle ones
+        above it (the caller starts no more sends than ``most`` at once). For a cluster's share."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...

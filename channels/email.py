@@ -123,6 +123,10 @@ class EmailChannel:
         reply = await self.pool.sendmail(prepared.envelope_from, outgoing.address, outgoing.data)
         return Receipt(provider_id=outgoing.message_id, detail=reply)
 
+    async def limit_connections(self, most: int) -> None:
+        """Close idle connections until at most ``most`` are open, busy ones included."""
+        await self.pool.trim(most)
+
     async def aclose(self) -> None:
         """Say QUIT on every idle connection and refuse further sends."""
         await self.pool.aclose()
@@ -145,7 +149,8 @@ class SmtpPool:
         self.opened = 0
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.max_connections)
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # most recently used last
+        self._busy = 0  # connections checked out for a send
         self._tls_context: ssl.SSLContext | None = None
         self._closed = False
 
@@ -155,6 +160,7 @@ class SmtpPool:
             raise TransientError("unknown", "email channel is closed")
         async with self._slots:
             smtp = await self._checkout()
+            self._busy += 1
             try:
                 refusals, message = await smtp.sendmail(sender, [recipient], data)
             except (aiosmtplib.SMTPException, OSError) as exc:
@@ -164,6 +170,7 @@ class SmtpPool:
                 self._checkin(smtp, reuse=True)
                 raise PermanentError("invalid_address", str(exc), suppress=True) from exc
             except BaseException:  # cancelled mid-transaction: the session state is unknown
+                self._busy -= 1
                 smtp.close()
                 raise
             self._checkin(smtp, reuse=True)
@@ -173,6 +180,13 @@ class SmtpPool:
             if error is not None:
                 raise error
         return f"250 {message}".strip()
+
+    async def trim(self, most: int) -> None:
+        """Say QUIT on the longest-idle connections until at most ``most`` are open (busy included)."""
+        extra = max(0, self._busy + len(self._idle) - most)
+        if extra:
+            closing, self._idle = self._idle[:extra], self._idle[extra:]
+            await asyncio.gather(*(self._quit(smtp) for smtp, _ in closing))
 
     async def aclose(self) -> None:
         """Close every idle connection politely; busy ones close when their send ends."""
@@ -191,6 +205,7 @@ class SmtpPool:
         return await self._open()
 
     def _checkin(self, smtp: aiosmtplib.SMTP, *, reuse: bool) -> None:
+        self._busy -= 1
         if reuse and smtp.is_connected and not self._closed:
             self._idle.append((smtp, self._clock()))
         else:

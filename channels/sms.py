@@ -332,6 +332,10 @@ class SmsChannel:
             raise UncertainError("server_error", "accepted without a message sid")
         return Receipt(provider_id=str(message.sid), detail=str(message.status or ""))
 
+    async def limit_connections(self, most: int) -> None:
+        """Nothing to do: requests in flight are bounded per worker by ``max_concurrency``, and
+        Twilio limits a rate, not connections."""
+
     async def aclose(self) -> None:
         """Close the connection pool; a later send opens a new one."""
         if self._http is not None:

@@ -10,6 +10,7 @@ from bot.clock import ManualClock
 from bot.forecast import ChannelLoad, drain_seconds, forecast
 from bot.ledger import Claimed
 from bot.outcomes import RetryPolicy, backoff, decide
+from bot.shares import fair_share
 from bot.store import Store
 from bot.throttle import Pacer
 from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
@@ -210,3 +211,21 @@ def test_forecast_takes_the_slowest_channel_and_judges_the_deadline() -> None:
     assert result.seconds == pytest.approx(20.0)
     assert result.meets is False
     assert forecast(loads, NOW, NOW + 25).meets is True
+
+
+@pytest.mark.parametrize(
+    ("total", "members", "me", "share"),
+    [
+        (4, ["a"], "a", 4),
+        (4, [], "a", 4),  # a dispatcher not (yet) in the worker table counts itself
+        (4, ["a", "b"], "b", 2),
+        (5, ["b", "a"], "a", 3),  # the remainder goes to the first ids in sorted order
+        (5, ["b", "a"], "b", 2),
+        (2, ["a", "b", "c"], "c", 0),  # more dispatchers than connections: the last waits
+        (2, ["a", "b"], "z", 0),
+    ],
+)
+def test_fair_share_of_the_connection_budget(total: int, members: list[str], me: str, share: int) -> None:
+    assert fair_share(total, members, me) == share
+    everyone = sorted(set(members) | {me})
+    assert sum(fair_share(total, everyone, m) for m in everyone) == total

@@ -98,6 +98,7 @@ class _State:
     messages: list[CapturedMessage] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     connections: int = 0
+    most_open: int = 0
 
 
 class SmtpStandIn:
@@ -143,6 +144,11 @@ class SmtpStandIn:
     def connections(self) -> int:
         """How many connections clients have opened so far."""
         return self._state.connections
+
+    @property
+    def most_open(self) -> int:
+        """The most connections that were open at the same time so far."""
+        return self._state.most_open
 
     def fail(
         self,
@@ -211,6 +217,7 @@ class SmtpStandIn:
         return _ServerProtocol(
             _Handler(self),
             live=self._live,
+            state=self._state,
             hostname=self._hostname,
             ident="Herald SMTP stand-in",
             tls_context=None if self._implicit_tls else self._tls_context,
@@ -306,13 +313,17 @@ class _Handler:
 class _ServerProtocol(SMTP):
     """aiosmtpd's SMTP that hangs up after a 421 or a scripted drop, and can be awaited closed."""
 
-    def __init__(self, handler: _Handler, *, live: set[_ServerProtocol], **kwargs: Any) -> None:
+    def __init__(
+        self, handler: _Handler, *, live: set[_ServerProtocol], state: _State, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._live = live
+        self._state = state
         self._closed_future: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._live.add(self)
+        self._state.most_open = max(self._state.most_open, len(self._live))
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
