@@ -242,14 +242,19 @@ class ChannelRunner:
             if item.notification_id in self.cancelled:
                 give_back.append(item.id)  # released as cancelled: stop what has not been sent
                 continue
-            if self.herald.clock.now() + self.send_timeout >= lease_until:
-                # Too close to the end of the lease: another worker may take it over mid-send.
-                give_back.append(item.id)
-                continue
             notice = self.prepared[item.notification_id]
-            await self.slots.acquire()
+            if not await self.slots.acquire():
+                # This dispatcher's connection share went to others: they send the rest.
+                give_back.extend(claimed.id for claimed in batch[index:])
+                break
             await self.pacer.take(notice.cost)
             self.stats.throttle_wait = self.pacer.waited
+            if self.herald.clock.now() + self.send_timeout >= lease_until:
+                # Too close to the end of the lease (after waiting for a slot and the pace): another
+                # worker may take it over mid-send.
+                self.slots.release()
+                give_back.append(item.id)
+                continue
             task = asyncio.create_task(self._send_one(item, notice))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)

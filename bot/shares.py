@@ -119,11 +119,15 @@ class Slots:
         self.held = 0
         self._freed = asyncio.Event()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> bool:
+        """Take a slot when one is free; False (nothing taken) once the capacity is 0."""
         while self.held >= self.capacity:
+            if self.capacity == 0:
+                return False
             self._freed.clear()
             await self._freed.wait()
         self.held += 1
+        return True
 
     def release(self) -> None:
         self.held -= 1
