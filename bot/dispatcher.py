@@ -141,7 +141,9 @@ class ChannelRunner:
             ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
             while not stop.is_set():
                 if ahead is None and self.slots.capacity == 0:
-                    # No share of the cluster's connections (yet): claim nothing we could not send.
+                    # No share of the cluster's connections (yet): claim nothing we could not send,
+                    # and look again at the next poll (a wake-up cannot help before a share comes).
+                    self.wake.clear()
                     await self._idle(stop, settings.poll_interval)
                     continue
                 try:

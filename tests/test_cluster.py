@@ -57,6 +57,15 @@ def dispatchers_listed(port: int) -> int:
     return len(re.findall(r"^herald_dispatcher_up\{", text, re.M))
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -143,7 +152,8 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
 
 def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp_path: Path) -> None:
     """smtp.max_connections holds for the cluster: three workers never have more than two connections
-    open at the SMTP server together, two of them send (one connection each) and every mail goes once."""
+    open at the SMTP server together, the budget is shared (more than one sends), every mail goes once,
+    and the worker left without a share waits instead of spinning."""
     from sqlalchemy import create_engine, text
 
     people_count = 300
@@ -158,6 +168,7 @@ def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp
     peers.smtp.stall("data", 0.02, times=None)  # each mail takes a while: the workers overlap
     env = {"HERALD_SMTP__MAX_CONNECTIONS": "2"}
     workers = [spawn("worker", "--config", str(config), "--id", f"m{i}", env=env) for i in range(3)]
+    started = time.monotonic()
     admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
 
@@ -178,6 +189,11 @@ def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp
             return json.loads(status.stdout)["state"] == "done"
 
         wait_until(done, timeout=90)
+        # A worker without a share waits for one; it does not spin (a busy loop would use a core).
+        elapsed = time.monotonic() - started
+        for proc in workers:
+            spent = cpu_seconds(proc.pid)
+            assert spent is None or spent < 0.5 * elapsed, (proc.args, spent, elapsed)
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
@@ -189,7 +205,8 @@ def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp
     assert len(received) == people_count and max(received.values()) == 1
     report = json.loads(run_herald("report", "--json", "--config", str(config)).stdout)
     senders = [worker for worker, counts in report["workers"].items() if counts.get("sent", 0) > 0]
-    assert len(senders) == 2  # shares of 1, 1 and 0: the third worker waits for a connection
+    # Shares settle at 1, 1 and 0, but who holds them may change while the workers start up.
+    assert len(senders) >= 2
 
 
 def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, tmp_path: Path) -> None:
