@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.store import Store
+from bot.store import Store, discard
 
 log = logging.getLogger("herald.leader")
 
@@ -58,11 +58,7 @@ class Leadership:
 
     def _drop(self) -> None:
         if self._connection is not None:
-            try:
-                self._connection.invalidate()
-                self._connection.close()
-            except SQLAlchemyError:
-                pass
+            discard(self._connection)
             self._connection = None
 
     def release(self) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.store import Store
+from bot.store import Store, discard
 
 log = logging.getLogger("herald.shares")
 
@@ -102,11 +102,7 @@ class ConnectionShare:
     def _drop(self) -> None:
         self.held.clear()
         if self._connection is not None:
-            try:
-                self._connection.invalidate()
-                self._connection.close()
-            except SQLAlchemyError:
-                pass
+            discard(self._connection)
             self._connection = None
 
 

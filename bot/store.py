@@ -147,6 +147,16 @@ class Store:
         self.engine.dispose()
 
 
+def discard(connection: Connection) -> None:
+    """Close a connection held for its session (advisory locks) without returning it to the pool:
+    whatever the session held ends with it. Never raises."""
+    try:
+        connection.invalidate()
+        connection.close()
+    except SQLAlchemyError:
+        pass
+
+
 _upgrade_lock = threading.Lock()
 
 

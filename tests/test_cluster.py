@@ -73,16 +73,28 @@ def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.1)
 
 
+def import_people(config: Path, prefix: str, count: int) -> None:
+    """``count`` people with an email address each, imported through the CLI."""
+    people = config.parent / "people.csv"
+    people.write_text(
+        "id,name,email\n"
+        + "".join(f"{prefix}{i},Person {i},{prefix}{i}@example.com\n" for i in range(count)),
+        "utf-8",
+    )
+    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+
+
+def is_done(notification: str, config: Path) -> bool:
+    status = run_herald("status", notification, "--json", "--config", str(config))
+    return bool(json.loads(status.stdout)["state"] == "done")
+
+
 def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
     peers: Peers, pg_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "herald.toml"
     config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "10s"\npoll_interval = "0.1s"\n'), "utf-8")
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "id,name,email\n" + "".join(f"c{i},Person {i},c{i}@example.com\n" for i in range(PEOPLE)), "utf-8"
-    )
-    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    import_people(config, "c", PEOPLE)
     # Ten SMTP connections for the cluster: two for each of the five dispatchers.
     env = {"HERALD_SMTP__RATE_PER_SECOND": str(RATE), "HERALD_SMTP__MAX_CONNECTIONS": "10"}
     ports = [free_port(), free_port()]
@@ -120,11 +132,7 @@ def test_cluster_delivers_once_under_one_rate_and_one_scheduler(
         serves[leader].send_signal(signal.SIGKILL)
         wait_until(lambda: scheduler_ticks(ports[other]) > before, timeout=30)
 
-        def done() -> bool:
-            status = run_herald("status", notification, "--json", "--config", str(config))
-            return json.loads(status.stdout)["state"] == "done"
-
-        wait_until(done, timeout=120)
+        wait_until(lambda: is_done(notification, config), timeout=120)
     finally:
         for proc in [*serves, *workers]:
             if proc.poll() is None:
@@ -159,12 +167,7 @@ def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp
     people_count = 300
     config = tmp_path / "herald.toml"
     config.write_text(peers.config(pg_url, '[dispatcher]\npoll_interval = "0.1s"\n'), "utf-8")
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "id,name,email\n" + "".join(f"s{i},Person {i},s{i}@example.com\n" for i in range(people_count)),
-        "utf-8",
-    )
-    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    import_people(config, "s", people_count)
     peers.smtp.stall("data", 0.02, times=None)  # each mail takes a while: the workers overlap
     env = {"HERALD_SMTP__MAX_CONNECTIONS": "2"}
     workers = [spawn("worker", "--config", str(config), "--id", f"m{i}", env=env) for i in range(3)]
@@ -184,11 +187,7 @@ def test_workers_share_one_smtp_connection_budget(peers: Peers, pg_url: str, tmp
         assert queued.exit_code == 0, queued.stderr
         notification = json.loads(queued.stdout)["id"]
 
-        def done() -> bool:
-            status = run_herald("status", notification, "--json", "--config", str(config))
-            return json.loads(status.stdout)["state"] == "done"
-
-        wait_until(done, timeout=90)
+        wait_until(lambda: is_done(notification, config), timeout=90)
         # A worker without a share waits for one; it does not spin (a busy loop would use a core).
         elapsed = time.monotonic() - started
         for proc in workers:
@@ -219,12 +218,7 @@ def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, t
     worker_url = f"{pg_url}&application_name={name}"
     config = tmp_path / "herald.toml"
     config.write_text(peers.config(pg_url, '[dispatcher]\nlease = "10s"\npoll_interval = "0.1s"\n'), "utf-8")
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "id,name,email\n" + "".join(f"d{i},Person {i},d{i}@example.com\n" for i in range(people_count)),
-        "utf-8",
-    )
-    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    import_people(config, "d", people_count)
     env = {"HERALD_SMTP__RATE_PER_SECOND": "150", "HERALD_DATABASE__URL": worker_url}
     log_path = tmp_path / "worker.log"
     admin = create_engine(
@@ -256,11 +250,7 @@ def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, t
                     ).scalar_one()
                 assert dropped >= 1
 
-            def done() -> bool:
-                status = run_herald("status", notification, "--json", "--config", str(config))
-                return json.loads(status.stdout)["state"] == "done"
-
-            wait_until(done, timeout=90)
+            wait_until(lambda: is_done(notification, config), timeout=90)
             assert worker.poll() is None, "the worker died with its database connections"
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -281,11 +271,7 @@ def test_idle_worker_wakes_on_new_work_at_once(peers: Peers, pg_url: str, tmp_pa
     before its next poll (60 s here)."""
     config = tmp_path / "herald.toml"
     config.write_text(peers.config(pg_url, '[dispatcher]\npoll_interval = "60s"\n'), "utf-8")
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "id,name,email\n" + "".join(f"i{i},P {i},i{i}@example.com\n" for i in range(5)), "utf-8"
-    )
-    assert run_herald("directory", "import", str(people), "--config", str(config)).exit_code == 0
+    import_people(config, "i", 5)
     worker = spawn("worker", "--config", str(config), "--id", "sleeper")
 
     def announce(title: str) -> None:

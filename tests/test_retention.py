@@ -14,32 +14,11 @@ from pathlib import Path
 
 from conftest import Peers, run_herald
 from sqlalchemy import func, select
+from test_alert_cli import setup
 
 from bot.alerts.tables import AlertGroup
 from bot.store import open_store
 from bot.tables import Attempt, Delivery, Notification
-
-ROUTES = """
-[[routes]]
-match = { team = "net" }
-audience = "group:oncall"
-channels = ["email", "sms"]
-"""
-
-
-def setup(cli, peers: Peers, db_url: str, tmp_path: Path, extra: str = "") -> str:  # type: ignore[no-untyped-def]
-    config = tmp_path / "herald.toml"
-    config.write_text(peers.config(db_url, ROUTES + extra), encoding="utf-8")
-    people = tmp_path / "people.csv"
-    people.write_text(
-        "id,name,email,phone,groups\n"
-        "alice,Alice,alice@example.com,+4915110000001,oncall\n"
-        "bob,Bob,bob@example.com,+4915110000002,oncall\n"
-        "carol,Carol,carol@example.com,+4915110000003,\n",
-        encoding="utf-8",
-    )
-    assert cli("directory", "import", str(people), "--config", str(config)).exit_code == 0
-    return str(config)
 
 
 def counts(db_url: str) -> dict[str, int]:
