@@ -44,9 +44,9 @@ from typing import Any
 from sqlalchemy import create_engine, select, text
 from sqlmodel import Session
 
-from bot.audience import audience_condition, parse_audience, reach
-from bot.directory import read_people
-from bot.directory_store import import_file, import_people
+from bot.directory.audience import audience_condition, parse_audience, reach
+from bot.directory.records import read_people
+from bot.directory.store import import_file, import_people
 from bot.store import Store, normalise_url, open_store
 from bot.tables import Person, PersonGroup
 

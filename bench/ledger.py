@@ -22,11 +22,11 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from bot import ledger
-from bot.audience import audience_condition, parse_audience
-from bot.directory import PersonRecord
-from bot.directory_store import import_people
-from bot.ledger import NewNotification, Outcome
+from bot.directory.audience import audience_condition, parse_audience
+from bot.directory.records import PersonRecord
+from bot.directory.store import import_people
+from bot.engine import ledger
+from bot.engine.ledger import NewNotification, Outcome
 from bot.store import Store, open_store
 from bot.tables import Delivery
 

@@ -31,9 +31,9 @@ from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock
+from bot.engine.workers import STALE_AFTER, WORKER
 from bot.store import Store
 from bot.tables import CLAIMABLE, DELIVERY_STATES, Delivery, Notification
-from bot.workers import STALE_AFTER, WORKER
 
 log = logging.getLogger("herald.metrics")
 

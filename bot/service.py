@@ -13,13 +13,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot import ledger
 from bot.app import Herald
-from bot.audience import AudienceError, audience_condition, parse_audience, reach
 from bot.config import SEVERITIES
-from bot.forecast import ChannelLoad, Forecast, forecast
-from bot.ledger import NewNotification
-from bot.recipients import warmup
+from bot.directory.audience import AudienceError, audience_condition, parse_audience, reach
+from bot.engine import caps as warmup
+from bot.engine import ledger
+from bot.engine.forecast import ChannelLoad, Forecast, forecast
+from bot.engine.ledger import NewNotification
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
 

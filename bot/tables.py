@@ -164,7 +164,7 @@ class ChannelCounter(SQLModel, table=True):
 
 
 class ThrottleSlot(SQLModel, table=True):
-    """Per channel, the earliest start of the next send (cluster-wide pacing; see bot.throttle)."""
+    """Per channel, the earliest start of the next send (cluster-wide pacing; see bot.engine.throttle)."""
 
     __tablename__ = "throttle_slot"
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from bot.cli import app
+from bot.cli.app import app
 from bot.store import Store, normalise_url, open_store
 
 PG_URL = os.environ.get("HERALD_TEST_DATABASE_URL")

@@ -26,7 +26,7 @@ from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
 
 if TYPE_CHECKING:
-    from bot.cli_serve import HeraldServer
+    from bot.server import HeraldServer
 
 TEAM_ID = "T0HERALD"
 
@@ -331,8 +331,8 @@ async def running_herald(
 
     ``socket_mode``: Slack reaches Herald over Socket Mode (an app token, no signing secret).
     """
-    from bot.cli_serve import HeraldServer
     from bot.config import load_settings
+    from bot.server import HeraldServer
 
     seed_directory(db_url, people)
     async with (

@@ -21,7 +21,7 @@ from bot.alerts.tables import AlertGroup
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import QuietHours, load_settings
-from bot.ledger import NewNotification
+from bot.engine.ledger import NewNotification
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person, PersonGroup
 

@@ -30,9 +30,9 @@ from bot.alerts.auth import sign_body
 from bot.alerts.escalation import alert_tick
 from bot.alerts.web import MAX_BODY, alert_routes
 from bot.app import Herald
-from bot.cli_serve import HeraldServer, Job
 from bot.config import load_settings
 from bot.recipients.web import recipient_routes
+from bot.server import HeraldServer, Job
 from bot.standins.slack import PostedMessage, SlackStandIn
 from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn

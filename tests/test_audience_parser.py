@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.audience import EXPECTED, Audience, AudienceError, Term, parse_audience
+from bot.directory.audience import EXPECTED, Audience, AudienceError, Term, parse_audience
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from collections.abc import Collection, Mapping
 import pytest
 from sqlalchemy import func, insert, literal, select
 
-from bot.audience import audience_condition, parse_audience, reach
-from bot.directory import PersonRecord
-from bot.directory_store import import_people
+from bot.directory.audience import audience_condition, parse_audience, reach
+from bot.directory.records import PersonRecord
+from bot.directory.store import import_people
 from bot.store import Store
 from bot.tables import Delivery, Group, Notification, Person, Suppression
 

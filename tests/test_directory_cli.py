@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.directory import PersonRecord
-from bot.directory_store import import_people
+from bot.directory.records import PersonRecord
+from bot.directory.store import import_people
 from bot.store import Store
 from bot.tables import Group, Person, PersonGroup, Suppression
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from bot.directory import (
+from bot.directory.records import (
     DirectoryFileError,
     InvalidField,
     InvalidRow,

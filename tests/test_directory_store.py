@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from bot.directory import PersonRecord
-from bot.directory_store import ImportResult, import_people
+from bot.directory.records import PersonRecord
+from bot.directory.store import ImportResult, import_people
 from bot.store import Store
 from bot.tables import Group, Person, PersonGroup
 

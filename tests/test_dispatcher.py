@@ -15,8 +15,8 @@ from test_announce_cli import write_directory
 from bot import service
 from bot.app import Herald
 from bot.config import load_settings
-from bot.directory_store import import_file
-from bot.dispatcher import Dispatcher
+from bot.directory.store import import_file
+from bot.engine.dispatcher import Dispatcher
 from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
 

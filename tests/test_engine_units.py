@@ -7,12 +7,12 @@ import random
 import pytest
 
 from bot.clock import ManualClock
-from bot.forecast import ChannelLoad, drain_seconds, forecast
-from bot.ledger import Claimed
-from bot.outcomes import RetryPolicy, backoff, decide
-from bot.shares import fair_share
+from bot.engine.forecast import ChannelLoad, drain_seconds, forecast
+from bot.engine.ledger import Claimed
+from bot.engine.outcomes import RetryPolicy, backoff, decide
+from bot.engine.shares import fair_share
+from bot.engine.throttle import Pacer
 from bot.store import Store
-from bot.throttle import Pacer
 from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
 
 NOW = 1_800_000_000.0

@@ -13,13 +13,13 @@ import pytest
 from conftest import Peers
 from test_recipients_web import rows
 
-from bot import ledger, workers
 from bot.app import Herald
-from bot.audience import audience_condition, parse_audience
 from bot.clock import ManualClock
 from bot.config import load_settings
-from bot.dispatcher import Dispatcher
-from bot.ledger import NewNotification
+from bot.directory.audience import audience_condition, parse_audience
+from bot.engine import ledger, workers
+from bot.engine.dispatcher import Dispatcher
+from bot.engine.ledger import NewNotification
 from bot.recipients.quiet_hours import QuietWindow, due_at, parse_clock, quiet_until
 from bot.recipients.rules import delivery_rules
 from bot.recipients.tables import PersonSettings

@@ -12,12 +12,13 @@ import pytest
 from conftest import Peers
 from test_recipients_web import rows
 
-from bot import service, workers
+from bot import service
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
-from bot.dispatcher import Dispatcher
-from bot.recipients import warmup
+from bot.engine import caps as warmup
+from bot.engine import workers
+from bot.engine.dispatcher import Dispatcher
 from bot.store import Store
 from bot.tables import ChannelCounter
 

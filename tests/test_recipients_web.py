@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, text
 from test_announce_cli import announce, setup
 
 from bot.app import Herald
-from bot.cli_serve import HeraldServer
 from bot.config import load_settings
 from bot.recipients.web import recipient_routes
+from bot.server import HeraldServer
 from bot.store import normalise_url
 from bot.tokens import TOKEN_LIFETIME, make_token
 

@@ -23,10 +23,10 @@ from slack_signing import (
 from test_slack_flows import button, eventually, notifications, preview_typed, progress_final
 
 from bot.app import Herald
-from bot.cli_serve import HeraldServer, ServeError
 from bot.clock import SystemClock
 from bot.config import load_settings
 from bot.metrics import HeraldMetrics
+from bot.server import HeraldServer, ServeError
 from bot.store import Store, make_engine
 from bot.web import build_web_app
 

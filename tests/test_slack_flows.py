@@ -437,7 +437,7 @@ async def test_progress_edits_are_spaced_by_the_minimum_interval(db_url: str, tm
 async def test_a_restarted_serve_resumes_the_same_progress_message(db_url: str, tmp_path: Path) -> None:
     from slack_signing import PEOPLE
 
-    from bot.cli_serve import HeraldServer
+    from bot.server import HeraldServer
 
     crowd = [
         {"id": f"r{i}", "name": f"R {i}", "email": f"r{i}@example.com", "site": "Rome"} for i in range(10)

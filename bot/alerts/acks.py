@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import and_, exists, select, update
 
-from bot import ledger, service
+from bot import service
 from bot.alerts.models import AckOutcome
 from bot.alerts.notify import CHAIN_KINDS, DELIVERY, GROUP, INSTANCE, NOTICE, PERSON, display_actor, group_row
 from bot.alerts.outbox import flush
 from bot.app import Herald
+from bot.engine import ledger
 
 
 def _explain(row: Mapping[str, Any] | None, group_id: str) -> AckOutcome:

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 from sqlalchemy import select, update
 
-from bot import ledger
 from bot.alerts import messages
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
@@ -43,7 +42,8 @@ from bot.alerts.notify import (
 )
 from bot.alerts.outbox import flush
 from bot.app import Herald
-from bot.ledger import NewNotification
+from bot.engine import ledger
+from bot.engine.ledger import NewNotification
 from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")

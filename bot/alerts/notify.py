@@ -20,13 +20,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from bot import ledger
 from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
 from bot.alerts.models import Policy
 from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
-from bot.audience import AudienceError, audience_condition, parse_audience
-from bot.ledger import NewNotification
+from bot.directory.audience import AudienceError, audience_condition, parse_audience
+from bot.engine import ledger
+from bot.engine.ledger import NewNotification
 from bot.recipients.rules import DeliveryRules
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person

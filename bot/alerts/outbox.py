@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from bot import ledger
 from bot.alerts import messages
 from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, plan_flood
 from bot.alerts.models import Policy
@@ -40,7 +39,8 @@ from bot.alerts.notify import (
 )
 from bot.app import Herald
 from bot.config import SEVERITIES
-from bot.ledger import NewNotification
+from bot.engine import ledger
+from bot.engine.ledger import NewNotification
 from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")

@@ -21,7 +21,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot import ledger
+from bot.engine import ledger
 from bot.recipients.quiet_hours import QuietWindow, parse_clock
 from bot.recipients.rules import DeliveryRules
 from bot.recipients.tables import ALL_KINDS, QUIET_MODES, PersonSettings, Preference

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot import ledger
+from bot.engine import ledger
 from bot.recipients.sms import StatusReport, ledger_state, predecessors
 from bot.store import Store
 from bot.tables import Delivery, Suppression

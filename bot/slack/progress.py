@@ -28,8 +28,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import and_, select, update
 
-from bot import service, workers
+from bot import service
 from bot.app import Herald
+from bot.engine import workers
 from bot.metrics import HeraldMetrics
 from bot.slack.blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet

@@ -14,8 +14,8 @@ Every search must end in success. A search the server stops early (a size or tim
 as does a connection that drops between pages: a truncated directory would deactivate the people
 it left out.
 
-Each person entry becomes one :class:`~bot.directory.RawRow` (``where`` is ``entry <DN>``) whose
-values are Herald's fields, ready for :func:`bot.directory.validate_rows`:
+Each person entry becomes one :class:`~bot.directory.records.RawRow` (``where`` is ``entry <DN>``) whose
+values are Herald's fields, ready for :func:`bot.directory.records.validate_rows`:
 
 - the attribute map (:data:`AD_ATTRIBUTES`, overridden per field by ``[directory.ldap.attributes]``)
   names, per field, LDAP attributes tried in order (``"mobile,telephoneNumber"``: the first one
@@ -59,7 +59,7 @@ with warnings.catch_warnings():
     )
 
 from bot.config import LdapSettings
-from bot.directory import FIELDS, RawRow, row_key
+from bot.directory.records import FIELDS, RawRow, row_key
 from bot.sync.errors import SyncError
 
 # Herald field -> LDAP attributes tried in order; Active Directory's names.

@@ -5,9 +5,9 @@
 1. fetch everything first (``directory.source``: a file, LDAP/Active Directory, or Slack's
    ``users.list``), and, when ``slack.bot_token`` is set and Slack is not itself the source, Slack's
    users, to fill ``slack_user_id`` and ``timezone`` by e-mail address;
-2. validate every entry as a file import does (:func:`bot.directory.validate_rows`): bad entries
+2. validate every entry as a file import does (:func:`bot.directory.records.validate_rows`): bad entries
    are reported in the summary and skipped, the others load;
-3. store them with :func:`bot.directory_store.import_people` in one transaction: new people added,
+3. store them with :func:`bot.directory.store.import_people` in one transaction: new people added,
    changes applied, people of this source gone from it deactivated (never deleted); people whose
    entry was merely invalid keep their state, and a source that yields nobody deactivates nobody;
 4. log the summary and store it in ``audit_log`` (action :data:`ACTION`, subject the source).
@@ -30,8 +30,8 @@ from sqlalchemy import func, select
 from bot.app import Herald
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.directory import DirectoryFileError, ParsedPeople, RowError, read_people, validate_rows
-from bot.directory_store import import_people
+from bot.directory.records import DirectoryFileError, ParsedPeople, RowError, read_people, validate_rows
+from bot.directory.store import import_people
 from bot.store import Store
 from bot.sync.errors import SyncError
 from bot.sync.ldap_source import fetch_entries, fewer_collections

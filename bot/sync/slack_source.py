@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock
 from bot.config import SlackSettings
-from bot.directory import InvalidField, PersonRecord, RawRow, parse_phone, parse_timezone
+from bot.directory.records import InvalidField, PersonRecord, RawRow, parse_phone, parse_timezone
 from bot.sync.errors import Reason, SyncError
 
 PAGE_LIMIT = 200
@@ -153,7 +153,7 @@ def enrich(people: Sequence[PersonRecord], users: Iterable[SlackUser]) -> tuple[
 
 
 def slack_rows(users: Iterable[SlackUser], default_region: str | None) -> tuple[list[RawRow], list[str]]:
-    """One row per user for :func:`bot.directory.validate_rows`, and notes on what was left out.
+    """One row per user for :func:`bot.directory.records.validate_rows`, and notes on what was left out.
 
     A profile phone that is not a valid number is left out (with a note) rather than rejecting the
     person: Slack's phone field is free text.

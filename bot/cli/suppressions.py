@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.recipients import suppressions
 from bot.render import time_text
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_common import EXIT_USAGE, ConfigOption, config_path, fail, settings_from
+from bot.cli.common import EXIT_USAGE, ConfigOption, config_path, fail, settings_from
 from bot.config import ConfigError, load_settings, parse_duration, unconfigured
 from bot.store import StoreError, open_store, safe_url
 
@@ -62,7 +62,7 @@ def db_prune(
 ) -> None:
     """Delete finished notifications and resolved alerts older than the retention period, now."""
     from bot.clock import SystemClock
-    from bot.retention import purge
+    from bot.engine.retention import purge
 
     settings = settings_from(config)
     keep_for = settings.retention.keep_for
@@ -88,7 +88,11 @@ def db_prune(
 
 
 def _register() -> None:
-    from bot import cli_alert, cli_delivery, cli_directory, cli_serve, cli_suppressions
+    from bot.cli import alert as cli_alert
+    from bot.cli import delivery as cli_delivery
+    from bot.cli import directory as cli_directory
+    from bot.cli import serve as cli_serve
+    from bot.cli import suppressions as cli_suppressions
 
     app.add_typer(cli_directory.directory_app, name="directory")
     cli_delivery.register(app)

@@ -1,8 +1,7 @@
-"""``herald announce``, ``status``, ``report`` and ``demo``."""
+"""``herald announce``, ``status`` and ``report``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Iterator
@@ -12,12 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
-from bot import runtime, service, workers
+from bot import runtime, service
 from bot.app import Herald
-from bot.cli_common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import parse_duration
-from bot.dispatcher import Dispatcher
+from bot.engine import workers
 from bot.render import format_preview, format_report, format_status
+from bot.server import wait_for
 
 
 def parse_when(text: str, now: float) -> float:
@@ -42,48 +42,6 @@ def open_herald(config: Any) -> Iterator[Herald]:
         yield herald
     finally:
         herald.store.dispose()
-
-
-async def wait_for(herald: Herald, notification_id: str, show_progress: bool) -> dict[str, Any]:
-    """Dispatch (alongside any running serve/worker) until every delivery is final."""
-    stop = asyncio.Event()
-    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False)
-    task = asyncio.create_task(dispatcher.run(stop))
-    progress = None
-    if show_progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeRemainingColumn(),
-            transient=True,
-            console=Console(stderr=True),
-        )
-        progress.start()
-    bar = None
-    try:
-        while True:
-            current = await asyncio.to_thread(service.status, herald, notification_id)
-            assert current is not None
-            total = sum(sum(states.values()) for states in current["channels"].values())
-            if progress is not None:
-                if bar is None:
-                    bar = progress.add_task(f"delivering {notification_id}", total=total)
-                progress.update(bar, completed=total - current["left"])
-            if current["left"] == 0 and current["state"] in ("done", "cancelled"):
-                return current
-            if task.done():
-                task.result()
-                return current
-            await asyncio.sleep(0.5)
-    finally:
-        if progress is not None:
-            progress.stop()
-        stop.set()
-        await task
 
 
 def register(app: typer.Typer) -> None:
@@ -141,7 +99,7 @@ def register(app: typer.Typer) -> None:
         people: Annotated[int, typer.Option("--people", help="Size of the sample directory.")] = 300,
     ) -> None:
         """Run the whole job locally with no accounts and print the report."""
-        from bot.demo import run_demo
+        from bot.cli.demo import run_demo
 
         code = runtime.run(run_demo(people))
         if code:

@@ -1,4 +1,4 @@
-"""Storing people: batched upserts of validated :class:`~bot.directory.PersonRecord` objects.
+"""Storing people: batched upserts of validated :class:`~bot.directory.records.PersonRecord` objects.
 
 :func:`import_people` is the one engine every directory source feeds (a file today; LDAP and Slack
 later): it takes an iterable of validated people and, in one transaction, upserts them in batches
@@ -8,7 +8,7 @@ people of the same source who were not in the batch. People are never deleted. A
 unchanged are told apart against the stored rows, loaded once, so re-importing the same data writes
 nothing and reports everyone unchanged.
 
-Errors: :class:`bot.directory.DirectoryFileError` from :func:`import_file` for an unusable file;
+Errors: :class:`bot.directory.records.DirectoryFileError` from :func:`import_file` for an unusable file;
 SQLAlchemy errors propagate, and the transaction is rolled back so a failed import changes nothing.
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot.directory import ParsedPeople, PersonRecord, read_people
+from bot.directory.records import ParsedPeople, PersonRecord, read_people
 from bot.store import Store
 from bot.tables import Group, Person, PersonGroup
 
@@ -93,7 +93,7 @@ def import_file(
 ) -> FileImport:
     """Read, validate and store a directory file (the path of ``herald directory import``).
 
-    Raise :class:`~bot.directory.DirectoryFileError` before touching the database when the file
+    Raise :class:`~bot.directory.records.DirectoryFileError` before touching the database when the file
     cannot be used. Rejected rows are skipped; with ``deactivate_missing`` the people whose rows were
     rejected keep their state (they are in the file, only their row is wrong).
     """
@@ -118,7 +118,7 @@ def import_people(
     now: float | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportResult:
-    """Upsert ``people`` (ids unique; :func:`bot.directory.validate_rows` ensures it) in one transaction.
+    """Upsert ``people`` (ids unique; :func:`~bot.directory.records.validate_rows` checks) in one transaction.
 
     With ``deactivate_missing``, active people whose ``source`` is ``source`` and whose id is neither
     among ``people`` nor in ``keep`` are set inactive.

@@ -1,7 +1,7 @@
 """Wake-ups across processes: PostgreSQL ``LISTEN``/``NOTIFY`` on the work channel.
 
 Whoever queues deliveries (``herald announce`` on a laptop, a webhook on another ``serve``) sends a
-``NOTIFY`` in the same transaction (:func:`bot.ledger.announce_work`); every dispatcher listening
+``NOTIFY`` in the same transaction (:func:`bot.engine.ledger.announce_work`); every dispatcher listening
 wakes the runners of the named channels at once. Polling (``dispatcher.poll_interval``) stays as the
 safety net, and for what becomes due by the clock alone (retries, quiet hours, scheduled starts).
 SQLite has one dispatcher, woken in-process; nothing to listen to.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from bot.ledger import WORK_CHANNEL
+from bot.engine.ledger import WORK_CHANNEL
 from bot.store import Store
 
 log = logging.getLogger("herald.listen")

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot import ledger, workers
 from bot.app import Herald
-from bot.ledger import Claimed, Outcome
-from bot.listen import listen_for_work
-from bot.outcomes import RetryPolicy, decide
-from bot.shares import ConnectionShare, Slots, fair_share
+from bot.engine import ledger, workers
+from bot.engine.ledger import Claimed, Outcome
+from bot.engine.listen import listen_for_work
+from bot.engine.outcomes import RetryPolicy, decide
+from bot.engine.shares import ConnectionShare, Slots, fair_share
+from bot.engine.throttle import Pacer
 from bot.store import database_reason
 from bot.tables import Notification
-from bot.throttle import Pacer
 from channels.base import DeliveryError, Notice, Receipt, Recipient, TransientError
 
 log = logging.getLogger("herald.dispatcher")
@@ -114,15 +114,15 @@ class ChannelRunner:
     def _cap_today(self, now: float) -> int | None:
         """Today's most sends on this channel, cluster-wide (None: no cap). Checked inside the claim.
 
-        The smaller of ``daily_cap`` and the warm-up ramp's cap for today (:mod:`bot.recipients.warmup`).
+        The smaller of ``daily_cap`` and the warm-up ramp's cap for today (:mod:`bot.engine.caps`).
         """
-        from bot.recipients import warmup
+        from bot.engine import caps as warmup
 
         ramp = warmup.schedule(self.herald.settings, self.name)
         return warmup.cap_today(self.herald.store, self.name, now, self.daily_cap, ramp)
 
     async def rebalance(self, members: list[str]) -> None:
-        """Take this dispatcher's fair share of the cluster's connections (see :mod:`bot.shares`)."""
+        """Take this dispatcher's fair share of the cluster's connections (see :mod:`bot.engine.shares`)."""
         if self.share is None:
             return
         target = fair_share(self.concurrency, members, self.worker_id)

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from bot.ledger import Claimed, Outcome
+from bot.engine.ledger import Claimed, Outcome
 from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
 
 URGENT = frozenset({"critical", "outage", "security"})

@@ -16,14 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
-from bot import runtime, service, workers
+from bot import runtime, service
 from bot.alerts.intake import parse_generic
 from bot.alerts.lifecycle import ingest
 from bot.alerts.models import IntakeResult, PayloadError
 from bot.app import Herald
-from bot.cli_common import EXIT_FAILED, ConfigOption, JsonOption, fail
-from bot.cli_delivery import open_herald, wait_for
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail
+from bot.cli.delivery import open_herald
+from bot.engine import workers
 from bot.render import format_status
+from bot.server import wait_for
 
 _OPTION_OF = {"summary": "--summary", "severity": "--severity", "description": "--description"}
 

@@ -1,47 +1,38 @@
-"""``herald serve`` and ``herald worker``: the long-running processes.
+"""The long-running process: what ``herald serve`` runs, and dispatching in a command's own process.
 
-``serve`` runs, in one asyncio process: uvicorn serving :mod:`bot.web` (Slack over HTTP, webhooks,
-health, metrics), the Bolt app over Socket Mode when ``slack.app_token`` is set, an APScheduler
-``AsyncIOScheduler`` whose tick follows Slack progress (and runs any other periodic jobs), and the
-dispatcher. ``worker`` runs the dispatcher alone. Both stop gracefully on SIGTERM or SIGINT: no new
-requests or claims, in-flight deliveries finished or released, exit 0.
+:class:`HeraldServer` runs, in one asyncio process: uvicorn serving :mod:`bot.web` (Slack over HTTP,
+webhooks, health, metrics), the Bolt app over Socket Mode when ``slack.app_token`` is set, an
+APScheduler ``AsyncIOScheduler`` whose tick follows Slack progress and runs the periodic jobs, and the
+dispatcher. :func:`wait_for` runs a dispatcher beside the command that created a notification until
+every delivery is final (``announce --wait``, ``alert --wait``, the demo). The command-line side lives
+in :mod:`bot.cli.serve`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import BaseRoute
 
-from bot import runtime
-from bot.alerts.escalation import TICK_EVERY as ALERT_TICK_EVERY
-from bot.alerts.escalation import alert_tick
-from bot.alerts.web import alert_routes
+from bot import service
 from bot.app import Herald
-from bot.cli_common import EXIT_FAILED, EXIT_USAGE, ConfigOption, fail, settings_from, store_from
 from bot.clock import Clock
 from bot.config import Settings
-from bot.dispatcher import Dispatcher
-from bot.leader import Leadership
+from bot.engine import workers
+from bot.engine.dispatcher import Dispatcher
+from bot.engine.leader import Leadership
+from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.metrics import HeraldMetrics
-from bot.recipients.web import recipient_routes
-from bot.retention import retention_job
 from bot.slack.app import SlackFrontDoor, build_slack
-from bot.sync.schedule import check_every, scheduled_sync
 from bot.web import build_web_app
-from bot.workers import SecondDispatcherError, new_worker_id
 
 log = logging.getLogger("herald.serve")
 
@@ -269,112 +260,43 @@ class HeraldServer:
         await self.stop()
 
 
-def _on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-
-
-async def run_serve(settings: Settings) -> int:
-    """``herald serve`` until SIGTERM/SIGINT; the exit code."""
+async def wait_for(herald: Herald, notification_id: str, show_progress: bool) -> dict[str, Any]:
+    """Dispatch (alongside any running serve/worker) until every delivery is final."""
     stop = asyncio.Event()
-    _on_signals(stop)
-    store = store_from(settings)
-    herald = Herald.build(settings, store=store)
-    server = HeraldServer(
-        settings,
-        herald=herald,
-        routes=[*recipient_routes(herald), *alert_routes(herald)],
-        jobs=[
-            Job("alerts", ALERT_TICK_EVERY, alert_tick(herald)),
-            Job("retention", settings.retention.every, retention_job(herald)),
-            Job(
-                "directory-sync",
-                check_every(settings.directory.sync_every),
-                functools.partial(scheduled_sync, herald),
-            ),
-        ],
-    )
-    try:
-        url = await server.start()
-    except ServeError as exc:
-        await server.stop()
-        print(f"herald: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"herald serve: listening on {url} (Slack: {server.slack_mode})", flush=True)
-    if server.slack is None:
-        log.info("Slack is off: slack.bot_token is not set; serving health, metrics and webhooks")
-    await server.wait(stop)
-    crashed = server.crashed()
-    await server.stop()
-    print("herald serve: stopped", flush=True)
-    return EXIT_FAILED if crashed is not None and not stop.is_set() else 0
-
-
-async def run_worker(settings: Settings, worker_id: str) -> int:
-    """``herald worker`` until SIGTERM/SIGINT; the exit code."""
-    stop = asyncio.Event()
-    _on_signals(stop)
-    herald = Herald.build(settings, store=store_from(settings))
-    dispatcher = Dispatcher(herald, worker_id)
-    try:
-        await asyncio.to_thread(dispatcher.start_checks)
-    except SecondDispatcherError as exc:
-        await herald.aclose()
-        print(f"herald: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(
-        f"herald worker {worker_id}: dispatching {', '.join(herald.configured_channels())}",
-        flush=True,
-    )
+    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False)
     task = asyncio.create_task(dispatcher.run(stop))
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    await waiter
-    code = 0
+    progress = None
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        )
+        progress.start()
+    bar = None
     try:
+        while True:
+            current = await asyncio.to_thread(service.status, herald, notification_id)
+            assert current is not None
+            total = sum(sum(states.values()) for states in current["channels"].values())
+            if progress is not None:
+                if bar is None:
+                    bar = progress.add_task(f"delivering {notification_id}", total=total)
+                progress.update(bar, completed=total - current["left"])
+            if current["left"] == 0 and current["state"] in ("done", "cancelled"):
+                return current
+            if task.done():
+                task.result()
+                return current
+            await asyncio.sleep(0.5)
+    finally:
+        if progress is not None:
+            progress.stop()
+        stop.set()
         await task
-    except Exception:
-        log.exception("the dispatcher failed")
-        code = EXIT_FAILED
-    await herald.aclose()
-    print(f"herald worker {worker_id}: stopped", flush=True)
-    return code
-
-
-def register(app: typer.Typer) -> None:
-    """Add the long-running commands to ``app``."""
-
-    @app.command("serve")
-    def serve(config: ConfigOption = None) -> None:
-        """Web server (Slack, webhooks, health, metrics) + scheduler + dispatcher in one process."""
-        settings = settings_from(config)
-        _setup_logging()
-        code = runtime.run(run_serve(settings))
-        if code:
-            raise typer.Exit(code)
-
-    @app.command("worker")
-    def worker(
-        config: ConfigOption = None,
-        worker_id: Annotated[
-            str | None, typer.Option("--id", help="Worker id (default: worker-HOST-PID).")
-        ] = None,
-    ) -> None:
-        """Dispatcher only; many may run against one PostgreSQL database."""
-        settings = settings_from(config)
-        _setup_logging()
-        chosen = worker_id or new_worker_id("worker")
-        if len(chosen) > 64:
-            fail("--id: at most 64 characters")
-        code = runtime.run(run_worker(settings, chosen))
-        if code:
-            raise typer.Exit(code)
