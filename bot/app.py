@@ -7,46 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.channel_specs import configured, spec
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.store import Store, open_store
 from bot.tokens import make_token, signing_key
-from channels.base import Channel
-from channels.email import EmailChannel, EmailSettings
-from channels.sms import SmsChannel, SmsSettings
-
-
-def email_settings(settings: Settings) -> EmailSettings:
-    smtp = settings.smtp
-    return EmailSettings(
-        host=smtp.host,
-        port=smtp.port,
-        security=smtp.security,
-        username=smtp.username,
-        password=smtp.password.get_secret_value() if smtp.password else None,
-        from_address=smtp.from_address,
-        reply_to=smtp.reply_to,
-        max_connections=smtp.max_connections,
-        timeout=smtp.timeout,
-    )
-
-
-def sms_settings(settings: Settings) -> SmsSettings | None:
-    tw = settings.twilio
-    if not tw.account_sid or tw.auth_token is None:
-        return None
-    callback = f"{settings.server.public_url}/hooks/twilio/status" if tw.status_callbacks else None
-    return SmsSettings(
-        account_sid=tw.account_sid,
-        auth_token=tw.auth_token.get_secret_value(),
-        from_number=tw.from_number,
-        messaging_service_sid=tw.messaging_service_sid,
-        api_url=tw.api_url,
-        max_segments=tw.max_segments,
-        max_concurrency=tw.max_concurrency,
-        status_callback_url=callback,
-        timeout=tw.timeout,
-    )
+from channels.base import Channel, Prepared
 
 
 @dataclass
@@ -54,7 +20,7 @@ class Herald:
     settings: Settings
     store: Store
     clock: Clock
-    _channels: dict[str, Channel] = field(default_factory=dict)
+    _channels: dict[str, Channel[Prepared]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None, store: Store | None = None) -> Herald:
@@ -74,33 +40,18 @@ class Herald:
         return f"{self.settings.server.public_url}/u/{token}"
 
     def configured_channels(self) -> tuple[str, ...]:
-        names = ["email"]
-        if sms_settings(self.settings) is not None:
-            names.append("sms")
-        return tuple(names)
+        """The registered channels the settings turn on (see :mod:`bot.channel_specs`)."""
+        return configured(self.settings)
 
-    def channel(self, name: str) -> Channel:
+    def channel(self, name: str) -> Channel[Prepared]:
         """The channel adapter, opened on first use (connections are made lazily by the adapter)."""
         existing = self._channels.get(name)
-        if existing is not None:
-            return existing
-        built: Channel
-        if name == "email":
-            built = EmailChannel(email_settings(self.settings))
-        elif name == "sms":
-            sms = sms_settings(self.settings)
-            if sms is None:
-                raise LookupError("the sms channel is not configured (twilio.account_sid)")
-            built = SmsChannel(sms)
-        else:
-            raise LookupError(f"unknown channel {name!r}")
-        self._channels[name] = built
-        return built
+        if existing is None:
+            existing = self._channels[name] = spec(name).adapter(self.settings)
+        return existing
 
     def concurrency(self, name: str) -> int:
-        if name == "email":
-            return self.settings.smtp.max_connections
-        return self.settings.twilio.max_concurrency
+        return spec(name).concurrency(self.settings)
 
     async def aclose_channels(self) -> None:
         channels, self._channels = self._channels, {}

@@ -5,7 +5,8 @@ Two kinds. Read from the database on every scrape (the truth, whichever process 
 ``herald_queue_oldest_seconds{channel}``, ``herald_notifications{state}``,
 ``herald_sla_missed_notifications``, ``herald_database_up``. Counted by this process:
 HTTP requests and latency, Slack requests, 429s from Slack, progress edits, announcements, scheduler
-ticks, and (when a dispatcher runs here) sends by outcome, throttle waits and send latency.
+ticks, and (when a dispatcher runs here) sends by outcome and reason
+(``herald_sends_total{channel,outcome,reason}``), throttle waits and send latency.
 
 Scraping runs database queries, so the web layer calls :func:`render` in a worker thread.
 """
@@ -13,7 +14,9 @@ Scraping runs database queries, so the web layer calls :func:`render` in a worke
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import (
@@ -33,23 +36,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.clock import Clock
 from bot.engine.workers import STALE_AFTER, WORKER
 from bot.store import Store
-from bot.tables import CLAIMABLE, DELIVERY_STATES, Delivery, Notification
+from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification
 
 log = logging.getLogger("herald.metrics")
 
 DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-OPEN_STATES = ("queued", "deferred", "sending")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class _ChannelStats(Protocol):
-    sent: int
-    failed: int
-    deferred: int
-    throttle_wait: float
-    latencies: list[float]
+    @property
+    def sends(self) -> Tally[tuple[str, str]]: ...  # (outcome, reason) -> count
+    @property
+    def throttle_wait(self) -> float: ...
+    @property
+    def latencies(self) -> list[float]: ...
 
 
 class _Runner(Protocol):
@@ -157,21 +160,67 @@ class LedgerCollector(Collector):
         yield from families
 
     def _read(self, now: float) -> list[Metric]:
-        deliveries = GaugeMetricFamily(
-            "herald_deliveries", "Deliveries by channel and state.", labels=["channel", "state"]
-        )
-        depth = GaugeMetricFamily(
-            "herald_queue_depth", "Deliveries due and waiting to be sent.", labels=["channel"]
-        )
-        oldest = GaugeMetricFamily(
-            "herald_queue_oldest_seconds", "Age of the oldest due, waiting delivery.", labels=["channel"]
-        )
-        notifications = GaugeMetricFamily("herald_notifications", "Notifications by state.", labels=["state"])
-        missed = GaugeMetricFamily(
-            "herald_sla_missed_notifications",
-            "Notifications that missed their SLA (a delivery late, expired, or open past the deadline).",
-        )
-        with self.store.begin() as connection:
+        rows = _LedgerRows.query(self.store, now)
+        return [
+            *self._delivery_families(rows, now),
+            _gauge("herald_notifications", "Notifications by state.", ["state"], rows.by_state),
+            _gauge(
+                "herald_sla_missed_notifications",
+                "Notifications that missed their SLA (a delivery late, expired, or open past the deadline).",
+                [],
+                [((), rows.missed)],
+            ),
+            _gauge(
+                "herald_dispatcher_up",
+                "Dispatchers (serve or worker) with a live heartbeat.",
+                ["worker", "host"],
+                [(worker, 1) for worker in live_workers_with_hosts(self.store, now)],
+            ),
+        ]
+
+    def _delivery_families(self, rows: _LedgerRows, now: float) -> list[Metric]:
+        """Deliveries by channel and state, and the queue: zeros for every known channel and state."""
+        channels = dict.fromkeys([*self.channels, *(channel for channel, _, _ in rows.counts)])
+        counted = {(channel, state): count for channel, state, count in rows.counts}
+        by_state = [((c, s), counted.get((c, s), 0)) for c in channels for s in _states(c, counted)]
+        waiting = {channel: (float(count), now - first_due) for channel, count, first_due in rows.waiting}
+        queued = dict.fromkeys([*channels, *waiting], (0.0, 0.0)) | waiting
+        depth = [((c,), count) for c, (count, _) in queued.items()]
+        oldest = [((c,), max(0.0, age)) for c, (_, age) in queued.items()]
+        return [
+            _gauge("herald_deliveries", "Deliveries by channel and state.", ["channel", "state"], by_state),
+            _gauge("herald_queue_depth", "Deliveries due and waiting to be sent.", ["channel"], depth),
+            _gauge(
+                "herald_queue_oldest_seconds", "Age of the oldest due, waiting delivery.", ["channel"], oldest
+            ),
+        ]
+
+
+def _states(channel: str, counted: Mapping[tuple[str, str], int]) -> list[str]:
+    """Every delivery state, then any other state stored for ``channel`` (none in practice)."""
+    extra = [state for (c, state) in counted if c == channel and state not in DELIVERY_STATES]
+    return [*DELIVERY_STATES, *extra]
+
+
+def _gauge(name: str, text: str, labels: list[str], values: Iterable[tuple[Sequence[str], float]]) -> Metric:
+    family = GaugeMetricFamily(name, text, labels=labels)
+    for label_values, value in values:
+        family.add_metric(list(label_values), float(value))
+    return family
+
+
+@dataclass(frozen=True)
+class _LedgerRows:
+    """What one scrape reads from the ledger, in one transaction."""
+
+    counts: list[tuple[str, str, int]]  # channel, state, deliveries
+    waiting: list[tuple[str, int, float]]  # channel, due deliveries, the oldest's due time
+    by_state: list[tuple[tuple[str], int]]  # notifications by state
+    missed: int
+
+    @classmethod
+    def query(cls, store: Store, now: float) -> _LedgerRows:
+        with store.begin() as connection:
             counts = connection.execute(
                 select(DELIVERY.c.channel, DELIVERY.c.state, func.count()).group_by(
                     DELIVERY.c.channel, DELIVERY.c.state
@@ -185,42 +234,20 @@ class LedgerCollector(Collector):
             by_state = connection.execute(
                 select(NOTIFICATION.c.state, func.count()).group_by(NOTIFICATION.c.state)
             ).all()
-            missed_count = connection.execute(
-                select(func.count(distinct(DELIVERY.c.notification_id))).where(
-                    or_(
-                        DELIVERY.c.sent_at > DELIVERY.c.deadline,
-                        DELIVERY.c.state == "expired",
-                        DELIVERY.c.state.in_(OPEN_STATES) & (DELIVERY.c.deadline < now),
-                    )
-                )
+            late = or_(
+                DELIVERY.c.sent_at > DELIVERY.c.deadline,
+                DELIVERY.c.state == "expired",
+                DELIVERY.c.state.in_(OPEN_STATES) & (DELIVERY.c.deadline < now),
+            )
+            missed = connection.execute(
+                select(func.count(distinct(DELIVERY.c.notification_id))).where(late)
             ).scalar_one()
-        seen: dict[str, set[str]] = {channel: set() for channel in self.channels}
-        for channel, state, count in counts:
-            deliveries.add_metric([channel, state], float(count))
-            seen.setdefault(channel, set()).add(state)
-        for channel, states in seen.items():
-            for state in DELIVERY_STATES:
-                if state not in states:
-                    deliveries.add_metric([channel, state], 0.0)
-        waiting_channels = set()
-        for channel, count, first_due in waiting:
-            waiting_channels.add(channel)
-            depth.add_metric([channel], float(count))
-            oldest.add_metric([channel], max(0.0, now - float(first_due)))
-        for channel in set(seen) - waiting_channels:
-            depth.add_metric([channel], 0.0)
-            oldest.add_metric([channel], 0.0)
-        for state, count in by_state:
-            notifications.add_metric([state], float(count))
-        missed.add_metric([], float(missed_count))
-        dispatchers = GaugeMetricFamily(
-            "herald_dispatcher_up",
-            "Dispatchers (serve or worker) with a live heartbeat.",
-            labels=["worker", "host"],
+        return cls(
+            [(str(c), str(s), int(n)) for c, s, n in counts],
+            [(str(c), int(n), float(due)) for c, n, due in waiting],
+            [((str(state),), int(n)) for state, n in by_state],
+            int(missed),
         )
-        for worker_id, host in live_workers_with_hosts(self.store, now):
-            dispatchers.add_metric([worker_id, host], 1.0)
-        return [deliveries, depth, oldest, notifications, missed, dispatchers]
 
 
 class DispatcherCollector(Collector):
@@ -239,8 +266,8 @@ class DispatcherCollector(Collector):
             return
         sends = CounterMetricFamily(
             "herald_sends",
-            "Send attempts by this process's dispatcher, by outcome.",
-            labels=["channel", "outcome"],
+            "Send attempts by this process's dispatcher, by outcome (sent, deferred, failed) and reason.",
+            labels=["channel", "outcome", "reason"],
         )
         waits = CounterMetricFamily(
             "herald_throttle_wait_seconds",
@@ -249,9 +276,11 @@ class DispatcherCollector(Collector):
         )
         for channel, runner in self.dispatcher.runners.items():
             stats = runner.stats
-            sends.add_metric([channel, "sent"], float(stats.sent))
-            sends.add_metric([channel, "deferred"], float(stats.deferred))
-            sends.add_metric([channel, "failed"], float(stats.failed))
+            for outcome in ("sent", "deferred", "failed"):  # present from the start, as zeros
+                if not any(kind == outcome for kind, _ in stats.sends):
+                    sends.add_metric([channel, outcome, ""], 0.0)
+            for (outcome, reason), count in sorted(stats.sends.items()):
+                sends.add_metric([channel, outcome, reason], float(count))
             waits.add_metric([channel], float(stats.throttle_wait))
             self._observe_latencies(channel, stats.latencies)
         yield sends

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bot.app import Herald
+from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, audience_condition, parse_audience, reach
 from bot.engine import caps as warmup
@@ -27,8 +28,6 @@ DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
 AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
 ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
-
-DEFAULT_LATENCY = {"email": 0.01, "sms": 0.1}
 
 
 class AnnounceError(ValueError):
@@ -73,8 +72,8 @@ def _validate(herald: Herald, request: AnnounceRequest) -> None:
         raise AnnounceError("no channels given (expected email, sms or both)")
     configured = herald.configured_channels()
     for channel in request.channels:
-        if channel not in ("email", "sms"):
-            raise AnnounceError(f"unknown channel {channel!r} (expected email or sms)")
+        if channel not in CHANNELS:
+            raise AnnounceError(f"unknown channel {channel!r} (expected {' or '.join(CHANNELS)})")
         if channel not in configured:
             raise AnnounceError(f"the {channel} channel is not configured")
     if not request.title.strip():
@@ -88,21 +87,18 @@ def _audience(request: AnnounceRequest) -> Any:
         raise AnnounceError(f"audience: {exc}") from exc
 
 
-def sms_segments(herald: Herald, request: AnnounceRequest) -> int:
-    if "sms" not in request.channels:
-        return 0
+def message_cost(herald: Herald, request: AnnounceRequest, channel: str) -> int:
+    """Throttle units one copy of the message costs on ``channel`` (SMS segments; 1 for email)."""
     from channels.base import Notice
 
-    prepared = herald.channel("sms").prepare(
-        Notice(
-            notification_id="preview",
-            severity=request.severity,
-            title=request.title,
-            body=request.body,
-            mandatory=herald.settings.is_mandatory(request.severity),
-        )
+    notice = Notice(
+        notification_id="preview",
+        severity=request.severity,
+        title=request.title,
+        body=request.body,
+        mandatory=herald.settings.is_mandatory(request.severity),
     )
-    return int(getattr(prepared, "segments", 1))
+    return herald.channel(channel).prepare(notice).cost
 
 
 def preview(herald: Herald, request: AnnounceRequest) -> Preview:
@@ -124,19 +120,19 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
     start = max(now, request.start_at or now)
     within = herald.settings.sla_for(request.severity).deliver_within
     deadline = start + within
-    segments = sms_segments(herald, request)
+    costs = {name: message_cost(herald, request, name) for name in request.channels}
     channels = {
         name: ChannelPreview(found.reachable.get(name, 0), dict(found.unreachable.get(name, {})))
         for name in request.channels
     }
     loads = [
-        channel_load(herald, name, channels[name].reachable, segments if name == "sms" else 1, deadline, now)
+        channel_load(herald, name, channels[name].reachable, costs[name], deadline, now)
         for name in request.channels
     ]
     return Preview(
         recipients=found.count,
         channels=channels,
-        sms_segments=segments,
+        sms_segments=costs.get("sms", 0),
         forecast=forecast(loads, start, deadline),
         deliver_within=within,
     )
@@ -145,7 +141,7 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
 def channel_load(
     herald: Herald, name: str, messages: int, cost: float, deadline: float, now: float
 ) -> ChannelLoad:
-    section = herald.settings.smtp if name == "email" else herald.settings.twilio
+    section = spec(name).settings(herald.settings)
     cap = warmup.cap_today(herald.store, name, now, section.daily_cap, warmup.schedule(herald.settings, name))
     cap_room = None if cap is None else max(0, cap - ledger.sent_today(herald.store, name, now))
     return ChannelLoad(
@@ -156,7 +152,7 @@ def channel_load(
         rate=section.rate_per_second,
         burst=section.burst,
         concurrency=herald.concurrency(name),
-        latency=DEFAULT_LATENCY[name],
+        latency=spec(name).latency,
         cap_room=cap_room,
         daily_cap=cap or 0,
     )

@@ -6,22 +6,30 @@ and cheap to compute deadlines with.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-DELIVERY_STATES = (
-    "queued",
-    "deferred",
-    "sending",
-    "sent",
-    "delivered",
-    "failed",
-    "suppressed",
-    "cancelled",
-    "expired",
-)
-CLAIMABLE = ("queued", "deferred")
-FINAL_STATES = ("sent", "delivered", "failed", "suppressed", "cancelled", "expired")
+
+class DeliveryState(StrEnum):
+    """A delivery's state (SPEC "Delivery semantics"); stored as its value."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"  # quiet hours or a retry wait
+    SENDING = "sending"  # claimed by a dispatcher under a lease
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent
+    SUPPRESSED = "suppressed"  # opted out, bounced, no address
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # the retry window ran out
+
+
+DELIVERY_STATES = tuple(state.value for state in DeliveryState)
+CLAIMABLE = (DeliveryState.QUEUED.value, DeliveryState.DEFERRED.value)
+OPEN_STATES = (*CLAIMABLE, DeliveryState.SENDING.value)
+FINAL_STATES = tuple(state for state in DELIVERY_STATES if state not in OPEN_STATES)
 
 
 class Person(SQLModel, table=True):

@@ -17,13 +17,49 @@ A send that may or may not have reached the provider (a timeout after the reques
 was written) raises :class:`UncertainError`, a ``TransientError`` whose caller decides
 whether a duplicate is worse than a miss.
 
-``channels`` never imports ``bot``: a channel can be tested with nothing but its fake server.
+Reasons are the :class:`Reason` enum (a ``str``, so it compares, stores and labels metrics as its
+value). ``channels`` never imports ``bot``: a channel can be tested with nothing but its fake server.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+_DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
+
+
+class Reason(StrEnum):
+    """Why a send failed, as the channel's classifier decided."""
+
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    BUSY = "busy"
+    UNKNOWN = "unknown"
+    REJECTED_RECIPIENT = "rejected_recipient"
+    INVALID_ADDRESS = "invalid_address"
+    OPTED_OUT = "opted_out"
+    REJECTED_MESSAGE = "rejected_message"
+    AUTH = "auth"
+    CONFIG = "config"
+
+
+BACK_PRESSURE = frozenset({Reason.RATE_LIMITED, Reason.BUSY})
+"""Reasons that say the provider wants the whole channel to slow down, not just this message."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header in delta-seconds form; None when absent or an HTTP-date.
+
+    An HTTP-date would need the clock; the caller's own backoff applies instead. The one parser for
+    every provider (Twilio, Slack).
+    """
+    match = _DELTA_SECONDS.fullmatch(value) if value else None
+    return float(match.group(1)) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +126,28 @@ class Notice:
     links: dict[str, str] = field(default_factory=dict)
 
 
-class Channel(Protocol):
+class Prepared(Protocol):
+    """What :meth:`Channel.prepare` returns: a message rendered once for all recipients."""
+
+    @property
+    def cost(self) -> int:
+        """Throttle units one copy takes: SMS segments, 1 for an email."""
+        ...
+
+
+PreparedT = TypeVar("PreparedT", bound=Prepared)
+
+
+class Channel(Protocol[PreparedT]):
     """A delivery adapter. ``prepare`` runs once per notification, ``send`` once per recipient."""
 
     name: str
 
-    def prepare(self, notice: Notice) -> object:
+    def prepare(self, notice: Notice) -> PreparedT:
         """Render what is shared by every recipient of ``notice``; the result is passed to send."""
         ...
 
-    async def send(self, prepared: object, to: Recipient) -> Receipt:
+    async def send(self, prepared: PreparedT, to: Recipient) -> Receipt:
         """Send one message; raise only :class:`DeliveryError` subclasses."""
         ...
 

@@ -115,8 +115,9 @@ class EmailChannel:
             environment=self._environment,
         )
 
-    async def send(self, prepared: object, to: Recipient) -> Receipt:
-        """Send ``prepared`` to ``to``; raise only :class:`DeliveryError` subclasses."""
+    async def send(self, prepared: PreparedEmail, to: Recipient) -> Receipt:
+        """Send ``prepared`` to ``to``; raise only :class:`DeliveryError` subclasses (TypeError for a
+        ``prepared`` that :meth:`prepare` did not make: a bug in the caller)."""
         if not isinstance(prepared, PreparedEmail):
             raise TypeError(f"EmailChannel.send needs a PreparedEmail, not {type(prepared).__name__}")
         outgoing = personalise(prepared, to, date=self._now_date())
@@ -267,5 +268,5 @@ def _client_tls_context(settings: EmailSettings) -> ssl.SSLContext:
 
 if TYPE_CHECKING:
 
-    def _is_a_channel(settings: EmailSettings) -> Channel:
+    def _is_a_channel(settings: EmailSettings) -> Channel[PreparedEmail]:
         return EmailChannel(settings)  # mypy checks EmailChannel against the Channel protocol

@@ -91,6 +91,11 @@ class PreparedEmail:
     html_unlinked: bytes
     tail: bytes
 
+    @property
+    def cost(self) -> int:
+        """Each copy takes one throttle unit."""
+        return 1
+
 
 class OutgoingEmail(NamedTuple):
     """One personalised message: the envelope recipient, its Message-ID and the wire bytes."""

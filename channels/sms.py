@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -41,6 +40,7 @@ from twilio.rest import Client
 from twilio.rest import api as _api  # noqa: F401
 
 from channels.base import (
+    Channel,
     DeliveryError,
     Notice,
     PermanentError,
@@ -48,6 +48,7 @@ from channels.base import (
     Recipient,
     TransientError,
     UncertainError,
+    parse_retry_after,
 )
 from channels.gsm import Encoding, count_segments, fit_to_segments, replace_lookalikes
 
@@ -91,7 +92,6 @@ _TRANSIENT: dict[int, str] = {
     20503: "server_error",
     30001: "busy",  # Twilio's queue for the sender overflowed
 }
-_DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,11 @@ class PreparedSms:
     segments: int
     truncated: bool
 
+    @property
+    def cost(self) -> int:
+        """Each copy takes one throttle unit per segment (Twilio bills and paces segments)."""
+        return self.segments
+
 
 def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
     """``[SEVERITY] title: body`` in at most ``max_segments``, cut cleanly when longer.
@@ -153,15 +158,6 @@ def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
     fitted = fit_to_segments(text, max_segments, suffix=hint)
     cost = count_segments(fitted)
     return PreparedSms(fitted, cost.encoding, cost.segments, truncated=fitted != text + hint)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header in delta-seconds form; None when absent or an HTTP-date.
-
-    An HTTP-date would need the clock; the caller's own backoff applies instead.
-    """
-    match = _DELTA_SECONDS.fullmatch(value) if value else None
-    return float(match.group(1)) if match else None
 
 
 def classify_twilio_error(
@@ -302,7 +298,7 @@ class SmsChannel:
         """The text every recipient of ``notice`` gets, within ``max_segments`` (see render_sms)."""
         return render_sms(notice, self.settings.max_segments)
 
-    async def send(self, prepared: object, to: Recipient) -> Receipt:
+    async def send(self, prepared: PreparedSms, to: Recipient) -> Receipt:
         """Send ``prepared`` to ``to.address`` (E.164); one request, at most max_concurrency at once.
 
         Returns the message SID and Twilio's status. Raises only :class:`DeliveryError`
@@ -374,3 +370,9 @@ def _message_of(exc: TwilioRestException | TwilioServiceException) -> str:
     if isinstance(exc, TwilioServiceException):
         return " - ".join(part for part in (exc.title, exc.detail) if part)
     return str(exc.msg).removeprefix("Unable to create record: ")
+
+
+if TYPE_CHECKING:
+
+    def _is_a_channel(settings: SmsSettings) -> Channel[PreparedSms]:
+        return SmsChannel(settings)  # mypy checks SmsChannel against the Channel protocol

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from bot.clock import ManualClock
+from bot.config import load_settings
 from bot.engine.forecast import ChannelLoad, drain_seconds, forecast
 from bot.engine.ledger import Claimed
 from bot.engine.outcomes import RetryPolicy, backoff, decide
@@ -105,7 +106,8 @@ def test_decide(
     suppress: bool,
     due_in: float | None,
 ) -> None:
-    outcome = decide(item, result, NOW, severity, POLICY, random.Random(1))
+    urgent = load_settings().is_mandatory(severity)  # the default [kinds] mandatory
+    outcome = decide(item, result, NOW, urgent, POLICY, random.Random(1))
     assert (outcome.state, outcome.attempt, outcome.suppress) == (state, attempt, suppress)
     assert outcome.notification_id == "n1"
     if due_in is None:

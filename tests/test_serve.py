@@ -60,7 +60,7 @@ async def test_health_readiness_metrics_and_openapi(db_url: str, tmp_path: Path)
             'herald_queue_depth{channel="email"} 0.0',
             "herald_sla_missed_notifications 0.0",
             'herald_notifications{state="done"} 1.0',
-            'herald_sends_total{channel="email",outcome="sent"} 2.0',
+            'herald_sends_total{channel="email",outcome="sent",reason=""} 2.0',
             'herald_send_seconds_count{channel="email"} 2.0',
             'herald_announcements_total{source="slack"} 1.0',
             'herald_http_requests_total{method="POST",route="/slack/events",status="200"} 2.0',

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from channels.base import DeliveryError, PermanentError, TransientError, UncertainError
-from channels.sms import classify_transport_error, classify_twilio_error, parse_retry_after
+from channels.base import DeliveryError, PermanentError, TransientError, UncertainError, parse_retry_after
+from channels.sms import classify_transport_error, classify_twilio_error
 
 T, P, U = TransientError, PermanentError, UncertainError
 

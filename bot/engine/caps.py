@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
+from bot.channel_specs import spec
 from bot.config import Settings
 from bot.store import Store
 from bot.tables import ChannelCounter
@@ -28,8 +29,7 @@ _first_days: dict[tuple[str, str], str] = {}  # (store url, channel) -> first da
 
 def schedule(settings: Settings, channel: str) -> tuple[int, ...]:
     """The channel's warm-up caps per day (config ``smtp.warmup`` / ``twilio.warmup``; default none)."""
-    section = settings.smtp if channel == "email" else settings.twilio
-    return tuple(section.warmup)
+    return tuple(spec(channel).settings(settings).warmup)
 
 
 def _day(at: float) -> date:

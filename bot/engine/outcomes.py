@@ -6,8 +6,9 @@
   ``retry_after``) until ``retry_for`` has passed since the delivery was created, then ``expired``;
   errors no classifier knows (reason ``unknown``) get only ``max_unknown`` attempts;
 - an uncertain send (SMS timeout after the request went out; Twilio has no idempotency key):
-  urgent kinds (critical, outage, security) are retried, since a duplicate page beats a missed one;
-  other kinds are recorded as ``sent`` with reason ``uncertain`` and never sent twice.
+  urgent notices (the mandatory kinds of ``[kinds] mandatory``) are retried, since a duplicate page
+  beats a missed one; other kinds are recorded as ``sent`` with reason ``uncertain`` and never sent
+  twice.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.engine.ledger import Claimed, Outcome
-from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
-
-URGENT = frozenset({"critical", "outage", "security"})
+from bot.tables import DeliveryState
+from channels.base import DeliveryError, PermanentError, Reason, Receipt, TransientError, UncertainError
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +41,18 @@ def decide(
     item: Claimed,
     result: Receipt | DeliveryError,
     now: float,
-    severity: str,
+    urgent: bool,
     policy: RetryPolicy,
     rng: random.Random,
 ) -> Outcome:
-    def out(state: str, attempt: str, **fields: Any) -> Outcome:
+    """The outcome of one send of ``item``; ``urgent`` for a mandatory kind (see the module docstring)."""
+
+    def out(state: DeliveryState, attempt: str, **fields: Any) -> Outcome:
         return Outcome(
             item.id,
             item.channel,
             item.address,
-            state,
+            str(state),
             now,
             attempt,
             notification_id=item.notification_id,
@@ -58,28 +60,18 @@ def decide(
         )
 
     if isinstance(result, Receipt):
-        return out("sent", "sent", provider_id=result.provider_id, detail=result.detail)
+        return out(DeliveryState.SENT, "sent", provider_id=result.provider_id, detail=result.detail)
     if isinstance(result, PermanentError):
-        return out(
-            "failed",
-            "permanent",
-            reason=result.reason,
-            detail=result.detail,
-            suppress=result.suppress,
-        )
+        failed = {"reason": result.reason, "detail": result.detail, "suppress": result.suppress}
+        return out(DeliveryState.FAILED, "permanent", **failed)
     assert isinstance(result, TransientError)
-    if isinstance(result, UncertainError) and severity not in URGENT:
-        return out("sent", "uncertain", reason="uncertain", detail=result.detail)
+    if isinstance(result, UncertainError) and not urgent:
+        return out(DeliveryState.SENT, "uncertain", reason="uncertain", detail=result.detail)
     attempt = "uncertain" if isinstance(result, UncertainError) else "transient"
-    if result.reason == "unknown" and item.attempts >= policy.max_unknown:
-        return out("failed", attempt, reason=result.reason, detail=result.detail)
+    why = {"reason": str(result.reason), "detail": result.detail}
+    if result.reason == Reason.UNKNOWN and item.attempts >= policy.max_unknown:
+        return out(DeliveryState.FAILED, attempt, **why)
     wait = result.retry_after if result.retry_after is not None else backoff(item.attempts, policy, rng)
     if now + wait > item.created_at + policy.retry_for:
-        return out("expired", attempt, reason=result.reason, detail=result.detail)
-    return out(
-        "deferred",
-        attempt,
-        reason=result.reason,
-        detail=result.detail,
-        due_at=now + wait,
-    )
+        return out(DeliveryState.EXPIRED, attempt, **why)
+    return out(DeliveryState.DEFERRED, attempt, due_at=now + wait, **why)

@@ -90,10 +90,6 @@ class Pacer:
     def unlimited(self) -> bool:
         return self.rate <= 0
 
-    def batch_hint(self) -> int:
-        """About one second of sends: how many deliveries to claim at a time."""
-        return max(1, int(self.rate) + 1)
-
     async def take(self, cost: int = 1) -> None:
         """Wait until this worker may start a send that costs ``cost`` slots."""
         pause = self._paused_until - self.clock.now()

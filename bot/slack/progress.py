@@ -36,6 +36,7 @@ from bot.slack.blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet
 from bot.store import Store
 from bot.tables import Notification
+from channels.base import parse_retry_after
 
 log = logging.getLogger("herald.slack")
 
@@ -327,8 +328,5 @@ def rate_limit_wait(error: SlackApiError) -> float | None:
     response = error.response
     if response.status_code != 429 and response.get("error") != "ratelimited":
         return None
-    raw = response.headers.get("Retry-After") or response.headers.get("retry-after") or "1"
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return 1.0
+    wait = parse_retry_after(response.headers.get("Retry-After") or response.headers.get("retry-after"))
+    return 1.0 if wait is None else wait

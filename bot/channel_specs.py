@@ -1,0 +1,155 @@
+"""Everything Herald knows about each delivery channel, in one :class:`ChannelSpec` per channel.
+
+A spec names the channel's settings section, the directory column that holds a person's address for
+it, the reason a person without one is unreachable, how its adapter is built from settings (and so
+what ``prepare`` returns: ``Channel[PreparedEmail]``, ``Channel[PreparedSms]``), its cost unit (what a
+throttle slot counts), its concurrency, its retry window and its error classifier. The dispatcher,
+forecast, preview, metrics and report iterate over :data:`CHANNELS`; a new channel is its adapter in
+``channels/`` plus one spec registered here (and its name in :data:`bot.config.CHANNEL_NAMES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.config import CHANNEL_NAMES, Settings
+from channels.base import Channel, DeliveryError
+from channels.email import EmailChannel, EmailSettings
+from channels.sms import SmsChannel, SmsSettings, classify_transport_error
+from channels.smtp_classify import classify_smtp_exception
+
+
+class ChannelSection(Protocol):
+    """The keys every channel's settings section has (``[smtp]``, ``[twilio]``)."""
+
+    @property
+    def rate_per_second(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    @property
+    def daily_cap(self) -> int: ...
+    @property
+    def retry_for(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def warmup(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One channel as Herald sees it; see the module docstring."""
+
+    name: str
+    section: str  # the settings section: [smtp], [twilio]
+    address_column: str  # the Person column with the address: email, phone
+    unreachable: str  # why a person without that address is not reached: no_email, no_phone
+    cost_unit: str  # what one throttle slot pays for: a message, an SMS segment
+    concurrency_of: Callable[[Settings], int]  # the section's key for sends in flight
+    cluster_connections: bool  # the concurrency is one budget for the whole cluster (SMTP)
+    preferences_link: bool  # non-mandatory messages carry the person's signed preferences link
+    latency: float  # assumed seconds per send before any is measured (the forecast's start)
+    enabled: Callable[[Settings], bool]  # the settings turn the channel on
+    adapter: Callable[[Settings], Channel[Any]]  # built once per process, on first use
+    classify: Callable[[BaseException], DeliveryError]  # the provider's failures, as delivery errors
+
+    def settings(self, settings: Settings) -> ChannelSection:
+        section: ChannelSection = getattr(settings, self.section)
+        return section
+
+    def concurrency(self, settings: Settings) -> int:
+        """Sends in flight at once: per worker, or for the cluster when ``cluster_connections``."""
+        return self.concurrency_of(settings)
+
+    def retry_for(self, settings: Settings) -> float:
+        """How long a transient failure is retried after the delivery was created."""
+        return self.settings(settings).retry_for
+
+
+def email_settings(settings: Settings) -> EmailSettings:
+    smtp = settings.smtp
+    return EmailSettings(
+        host=smtp.host,
+        port=smtp.port,
+        security=smtp.security,
+        username=smtp.username,
+        password=smtp.password.get_secret_value() if smtp.password else None,
+        from_address=smtp.from_address,
+        reply_to=smtp.reply_to,
+        max_connections=smtp.max_connections,
+        timeout=smtp.timeout,
+    )
+
+
+def sms_settings(settings: Settings) -> SmsSettings | None:
+    """The SMS channel's settings, or None when no Twilio account is configured (the channel is off)."""
+    tw = settings.twilio
+    if not tw.account_sid or tw.auth_token is None:
+        return None
+    callback = f"{settings.server.public_url}/hooks/twilio/status" if tw.status_callbacks else None
+    return SmsSettings(
+        account_sid=tw.account_sid,
+        auth_token=tw.auth_token.get_secret_value(),
+        from_number=tw.from_number,
+        messaging_service_sid=tw.messaging_service_sid,
+        api_url=tw.api_url,
+        max_segments=tw.max_segments,
+        max_concurrency=tw.max_concurrency,
+        status_callback_url=callback,
+        timeout=tw.timeout,
+    )
+
+
+def _sms(settings: Settings) -> SmsChannel:
+    sms = sms_settings(settings)
+    if sms is None:
+        raise LookupError("the sms channel is not configured (twilio.account_sid)")
+    return SmsChannel(sms)
+
+
+EMAIL = ChannelSpec(
+    name="email",
+    section="smtp",
+    address_column="email",
+    unreachable="no_email",
+    cost_unit="message",
+    concurrency_of=lambda settings: settings.smtp.max_connections,
+    cluster_connections=True,
+    preferences_link=True,
+    latency=0.01,
+    enabled=lambda settings: True,
+    adapter=lambda settings: EmailChannel(email_settings(settings)),
+    classify=classify_smtp_exception,
+)
+SMS = ChannelSpec(
+    name="sms",
+    section="twilio",
+    address_column="phone",
+    unreachable="no_phone",
+    cost_unit="segment",
+    concurrency_of=lambda settings: settings.twilio.max_concurrency,
+    cluster_connections=False,
+    preferences_link=False,  # SMS opts out by a STOP reply
+    latency=0.1,
+    enabled=lambda settings: sms_settings(settings) is not None,
+    adapter=_sms,
+    classify=classify_transport_error,
+)
+
+CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS)}
+assert tuple(CHANNELS) == CHANNEL_NAMES, "register a ChannelSpec for every name in CHANNEL_NAMES"
+
+
+def spec(name: str) -> ChannelSpec:
+    """The registered channel ``name``; LookupError names the known ones."""
+    found = CHANNELS.get(name)
+    if found is None:
+        raise LookupError(f"unknown channel {name!r} (expected one of {', '.join(CHANNELS)})")
+    return found
+
+
+def configured(settings: Settings, among: Sequence[str] = CHANNEL_NAMES) -> tuple[str, ...]:
+    """The channels of ``among`` that ``settings`` turns on, in registration order."""
+    return tuple(name for name in CHANNELS if name in among and CHANNELS[name].enabled(settings))

@@ -1,0 +1,206 @@
+"""The stages one claimed delivery passes through, in the manner of Alertmanager's notify pipeline.
+
+:class:`ChannelRunner` (:mod:`bot.engine.dispatcher`) drives each claimed delivery through
+``cancel check -> slot -> pace -> lease check -> send -> decide -> record``. This module holds the
+parts with state of their own:
+
+- :class:`Notices`: each notification rendered once per channel (``Channel[Prepared]``), and which of
+  the notifications being sent were cancelled;
+- :func:`send_one`: the send stage, which turns whatever the adapter does into a receipt or a
+  delivery error;
+- :class:`GroupCommit`: the record stage. Outcomes are written in one transaction per group, and a
+  send's slot is freed only once its outcome is in the ledger, so a process killed at any moment may
+  repeat at most the sends in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.app import Herald
+from bot.channel_specs import ChannelSpec
+from bot.engine import ledger
+from bot.engine.ledger import Claimed, Outcome
+from bot.store import database_reason
+from bot.tables import DeliveryState, Notification
+from channels.base import DeliveryError, Notice, Prepared, Receipt, Recipient, TransientError
+
+log = logging.getLogger("herald.dispatcher")
+
+LATENCIES_KEPT = 20_000
+NOTICES_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedNotice:
+    """One notification as a channel sends it: the rendered message and what decides its outcome."""
+
+    prepared: Prepared
+    urgent: bool  # a mandatory kind: an uncertain send is retried (a duplicate beats a miss)
+    preferences_link: bool  # each copy carries the recipient's signed preferences link
+
+
+@dataclass
+class ChannelStats:
+    """What this process's runner did on one channel (read by :mod:`bot.metrics`)."""
+
+    sends: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, reason) -> count
+    throttle_wait: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def count(self, outcome: Outcome, latency: float) -> None:
+        kind = outcome.state if outcome.state in (DeliveryState.SENT, DeliveryState.DEFERRED) else "failed"
+        self.sends[kind, outcome.reason or ""] += 1
+        if outcome.state == DeliveryState.SENT:
+            self.latencies.append(latency)
+            if len(self.latencies) > LATENCIES_KEPT:
+                del self.latencies[: LATENCIES_KEPT // 2]
+
+
+class Notices:
+    """Notifications rendered for one channel, loaded on first use and forgotten when finished."""
+
+    def __init__(self, herald: Herald, spec: ChannelSpec) -> None:
+        self.herald = herald
+        self.spec = spec
+        self.by_id: dict[str, PreparedNotice] = {}
+        self.cancelled: set[str] = set()
+
+    def __getitem__(self, notification_id: str) -> PreparedNotice:
+        return self.by_id[notification_id]
+
+    async def load(self, ids: set[str]) -> None:
+        """Render the notifications of ``ids`` not rendered yet (one query, one render each)."""
+        missing = ids - self.by_id.keys()
+        if not missing:
+            return
+        if len(self.by_id) > NOTICES_KEPT:
+            self.by_id.clear()  # a bound for long-running processes; prepared again on demand
+            missing = ids
+        for row in await asyncio.to_thread(self._rows, missing):
+            self.by_id[row.id] = self._prepare(row)
+
+    def _rows(self, ids: set[str]) -> list[Notification]:
+        with self.herald.store.session() as session:
+            query = select(Notification).where(Notification.id.in_(ids))  # type: ignore[attr-defined]
+            return list(session.exec(query).scalars())  # type: ignore[call-overload]
+
+    def _prepare(self, row: Notification) -> PreparedNotice:
+        mandatory = self.herald.settings.is_mandatory(row.severity)
+        meta = json.loads(row.meta or "{}")
+        notice = Notice(
+            notification_id=row.id,
+            severity=row.severity,
+            title=row.title,
+            body=row.body,
+            mandatory=mandatory,
+            links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
+        )
+        # Signing a link per recipient costs an HMAC, so it is skipped where unused: channels without
+        # a preferences link (SMS opts out by STOP) and mandatory kinds, which never carry one.
+        link = self.spec.preferences_link and not mandatory
+        return PreparedNotice(self.herald.channel(self.spec.name).prepare(notice), mandatory, link)
+
+    async def refresh_cancelled(self) -> None:
+        if self.by_id:
+            self.cancelled = await asyncio.to_thread(ledger.cancelled_among, self.herald.store, self.by_id)
+
+    def forget(self, ids: Iterable[str]) -> None:
+        for notification_id in ids:
+            self.by_id.pop(notification_id, None)
+
+
+async def send_one(
+    herald: Herald, channel: str, item: Claimed, notice: PreparedNotice
+) -> Receipt | DeliveryError:
+    """The send stage: one message to one recipient; a channel's bug becomes a transient ``unknown``."""
+    recipient = Recipient(
+        address=item.address,
+        name=item.name,
+        person_id=item.person_id,
+        unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
+        message_key=f"{item.notification_id}.{item.id}",
+    )
+    try:
+        return await herald.channel(channel).send(notice.prepared, recipient)
+    except DeliveryError as exc:
+        return exc
+    except Exception as exc:  # a bug in a channel: keep the delivery, log loudly
+        log.exception("channel %s raised a non-delivery error", channel)
+        return TransientError("unknown", f"{type(exc).__name__}: {exc}")
+
+
+class GroupCommit:
+    """The record stage: outcomes gathered while a write runs are written together by the next one.
+
+    ``release_slot`` is called once per outcome after its transaction commits; notifications with a
+    final outcome are checked for completion by :meth:`finish`.
+    """
+
+    def __init__(
+        self, herald: Herald, channel: str, worker_id: str, release_slot: Callable[[], None]
+    ) -> None:
+        self.herald = herald
+        self.channel = channel
+        self.worker_id = worker_id
+        self.release_slot = release_slot
+        self.pending: list[Outcome] = []
+        self.touched: set[str] = set()  # notifications with outcomes since the last finish check
+        self.ready = asyncio.Event()
+        self.writing = asyncio.Lock()
+
+    def add(self, outcome: Outcome) -> None:
+        self.pending.append(outcome)
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Write outcomes as soon as they arrive, all that piled up during the previous write."""
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            await self.write()
+
+    async def write(self) -> None:
+        """Record the outcomes gathered so far in one transaction, then free their send slots."""
+        async with self.writing:
+            if not self.pending:
+                return
+            outcomes, self.pending = self.pending, []
+            try:
+                await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+            except SQLAlchemyError as exc:
+                # The database is the truth: keep the slots (sending stops) and retry.
+                log.warning(
+                    "%s: recording %d outcomes failed (%s); retrying",
+                    self.channel,
+                    len(outcomes),
+                    database_reason(exc),
+                )
+                self.pending[:0] = outcomes
+                await asyncio.sleep(1.0)
+                self.ready.set()
+                return
+            for _ in outcomes:
+                self.release_slot()
+            self.touched.update(o.notification_id for o in outcomes if o.state != DeliveryState.DEFERRED)
+
+    async def finish(self) -> list[str]:
+        """Mark notifications with nothing left open as done; the ids that finished."""
+        if not self.touched:
+            return []
+        ids, self.touched = self.touched, set()
+        try:
+            return await asyncio.to_thread(
+                ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+            )
+        except SQLAlchemyError:
+            self.touched |= ids  # checked again next time
+            raise
