@@ -43,9 +43,11 @@ class ChannelSpec:
     """One channel as Herald sees it; see the module docstring."""
 
     name: str
+    label: str  # how people read the name: Email, SMS
     section: str  # the settings section: [smtp], [twilio]
     address_column: str  # the Person column with the address: email, phone
     unreachable: str  # why a person without that address is not reached: no_email, no_phone
+    fold_case: bool  # addresses compare case-insensitively (email), else as given (E.164 numbers)
     cost_unit: str  # what one throttle slot pays for: a message, an SMS segment
     concurrency_of: Callable[[Settings], int]  # the section's key for sends in flight
     cluster_connections: bool  # the concurrency is one budget for the whole cluster (SMTP)
@@ -62,6 +64,10 @@ class ChannelSpec:
     def concurrency(self, settings: Settings) -> int:
         """Sends in flight at once: per worker, or for the cluster when ``cluster_connections``."""
         return self.concurrency_of(settings)
+
+    def normalise(self, address: str) -> str:
+        """The address as stored and compared (suppression list, directory)."""
+        return address.strip().lower() if self.fold_case else address.strip()
 
     def retry_for(self, settings: Settings) -> float:
         """How long a transient failure is retried after the delivery was created."""
@@ -111,9 +117,11 @@ def _sms(settings: Settings) -> SmsChannel:
 
 EMAIL = ChannelSpec(
     name="email",
+    label="Email",
     section="smtp",
     address_column="email",
     unreachable="no_email",
+    fold_case=True,
     cost_unit="message",
     concurrency_of=lambda settings: settings.smtp.max_connections,
     cluster_connections=True,
@@ -125,9 +133,11 @@ EMAIL = ChannelSpec(
 )
 SMS = ChannelSpec(
     name="sms",
+    label="SMS",
     section="twilio",
     address_column="phone",
     unreachable="no_phone",
+    fold_case=False,
     cost_unit="segment",
     concurrency_of=lambda settings: settings.twilio.max_concurrency,
     cluster_connections=False,

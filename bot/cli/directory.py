@@ -19,7 +19,7 @@ from rich.text import Text
 
 from bot import runtime
 from bot.cli.common import EXIT_FAILED, EXIT_OK, ConfigOption, JsonOption, fail, settings_from, store_from
-from bot.config import Settings
+from bot.config import CHANNEL_NAMES, Settings
 from bot.directory.audience import AudienceError, Reach, parse_audience, reach
 from bot.directory.records import DirectoryFileError
 from bot.directory.store import FileImport, import_file
@@ -27,8 +27,6 @@ from bot.sync.errors import SyncError
 from bot.sync.runner import sync
 
 directory_app = typer.Typer(help="People and audiences.", no_args_is_help=True)
-
-SHOW_CHANNELS = ("email", "sms")
 
 
 @directory_app.command("import")
@@ -146,7 +144,7 @@ def show_command(
     settings = settings_from(config)
     store = store_from(settings)
     try:
-        result = reach(store, audience, SHOW_CHANNELS, sample=limit)
+        result = reach(store, audience, CHANNEL_NAMES, sample=limit)
     finally:
         store.dispose()
     if json_output:
@@ -185,7 +183,7 @@ def _print_reach(query: str, result: Reach) -> None:
             console.print(
                 f"… and {result.count - len(result.sample)} more (--limit N lists more)", markup=False
             )
-    for channel in SHOW_CHANNELS:
+    for channel in CHANNEL_NAMES:
         reasons = [
             f"{n} {reason.replace('_', ' ')}" for reason, n in result.unreachable[channel].items() if n
         ]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from bot.channel_specs import CHANNELS
 from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.recipients import suppressions
 from bot.render import time_text
@@ -20,7 +21,7 @@ def _channel(value: str | None) -> str | None:
     if value is None:
         return None
     channel = value.strip().lower()
-    if channel not in suppressions.CHANNELS:
+    if channel not in CHANNELS:
         fail(f"unknown channel {value!r} (expected email or sms)")
     return channel
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jinja2
 
+from bot.channel_specs import CHANNELS
 from bot.recipients.preferences import PreferencesView
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHANNEL_LABELS = {"email": "Email", "sms": "SMS"}
 KIND_TEXT = {
     "maintenance": ("Maintenance", "Planned work and service windows"),
     "info": ("Information", "News and announcements from IT"),
@@ -78,7 +78,7 @@ def render_preferences(
         heading="Notification preferences",
         view=view,
         kinds=[kind_option(kind) for kind in view.kinds],
-        channels=[Option(c, CHANNEL_LABELS.get(c, c)) for c in view.channels],
+        channels=[Option(c, CHANNELS[c].label if c in CHANNELS else c) for c in view.channels],
         mandatory=_words([kind_option(k).label.lower() for k in view.mandatory]),
         quiet_kinds=_words([kind_option(k).label.lower() for k in view.quiet_kinds]),
         company_window=f"{window.start:%H:%M} to {window.end:%H:%M}" if window else "",

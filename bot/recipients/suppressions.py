@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from bot.channel_specs import spec
 from bot.engine import ledger
 from bot.recipients.sms import StatusReport, ledger_state, predecessors
 from bot.store import Store
@@ -29,7 +30,6 @@ from bot.tables import Delivery, Suppression
 
 SUPPRESSION = SQLModel.metadata.tables[Suppression.__tablename__]
 DELIVERY = SQLModel.metadata.tables[Delivery.__tablename__]
-CHANNELS = ("email", "sms")
 WAITING = ("queued", "deferred")
 
 
@@ -47,7 +47,7 @@ class Entry:
 
 def normalise(channel: str, address: str) -> str:
     """Emails are kept lower-case (as the directory stores them); numbers as given (E.164)."""
-    return address.strip().lower() if channel == "email" else address.strip()
+    return spec(channel).normalise(address)
 
 
 def entries(store: Store, channel: str | None = None) -> list[Entry]:
