@@ -32,7 +32,7 @@ from bot import service
 from bot.app import Herald
 from bot.engine import workers
 from bot.metrics import HeraldMetrics
-from bot.slack.blocks import estimate_eta, progress_message, tally
+from bot.slack.status_blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet
 from bot.store import Store
 from bot.tables import Notification
