@@ -257,6 +257,13 @@ def _upsert_alerts(
         updates.append(
             {**values, "b_id": instance_id, "resolved_at": now if alert.status == "resolved" else None}
         )
+    _write_alerts(connection, inserts, updates)
+
+
+def _write_alerts(
+    connection: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
+) -> None:
+    """New alert rows in one insert, changed ones in one executemany update (keyed ``b_id``)."""
     if inserts:
         connection.execute(insert(INSTANCE), inserts)
     if updates:
