@@ -338,7 +338,7 @@ def scheduled(herald: Herald) -> list[dict[str, Any]]:
 
 def report(herald: Herald, since: float) -> dict[str, Any]:
     """Delivery and SLA report over every notification created since ``since``, with alert ack SLAs."""
-    from bot.alerts.report import alert_report
+    from bot.alerts.report import alert_report, sla_summary
 
     items = recent(herald, limit=0, since=since)
     totals: dict[str, dict[str, int]] = {}
@@ -347,18 +347,11 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
             bucket = totals.setdefault(channel, {})
             for state, count in states.items():
                 bucket[state] = bucket.get(state, 0) + count
-    judged = [i for i in items if i["sla"]["met"] is not None]
-    met = sum(1 for i in judged if i["sla"]["met"])
     return {
         "since": since,
         "notifications": len(items),
         "channels": totals,
-        "sla": {
-            "judged": len(judged),
-            "met": met,
-            "missed": len(judged) - met,
-            "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
-        },
+        "sla": sla_summary(item["sla"]["met"] for item in items),
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),

@@ -1,5 +1,5 @@
-"""Store helpers shared by the lifecycle and escalation: reading a group, and writing notifications
-about it exactly once.
+"""Store helpers shared by the lifecycle, acks and escalation: reading a group, stopping its chain,
+and writing notifications about it exactly once.
 
 Exactly once: every notification about a group carries an idempotency key that names the step it
 stands for (``alert:<group>:fire:<n>``, ``alert:<group>:step:<n>``, ``alert:<group>:resolved``).
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -137,6 +137,39 @@ def first_notification(connection: Connection, group_id: str) -> str | None:
 def group_row(connection: Connection, group_id: str) -> Mapping[str, Any] | None:
     row = connection.execute(select(GROUP).where(GROUP.c.id == group_id)).mappings().first()
     return dict(row) if row is not None else None
+
+
+# Column values that stop a group's escalation chain: the timer is cleared, an owed update or repeat
+# is dropped, and flood control no longer holds it.
+CHAIN_STOPPED: dict[str, Any] = {
+    "next_escalation_at": None,
+    "pending": None,
+    "pending_at": None,
+    "held_since": None,
+}
+
+
+def resolution(now: float, by: str, notified: bool | ColumnElement[bool]) -> dict[str, Any]:
+    """Column values of a group resolving ``now`` (``by`` a source or person): the chain stops, the
+    open key is freed, and a resolution notice is owed when anyone was ``notified``."""
+    return {
+        "state": "resolved",
+        "open_key": None,
+        "resolved_at": now,
+        "resolved_by": by,
+        **CHAIN_STOPPED,
+        "resolution_pending": notified,
+    }
+
+
+def stop_chain(
+    connection: Connection, group_id: str, *conditions: ColumnElement[bool], **changes: Any
+) -> bool:
+    """Stop the group's escalation chain with ``changes``, where ``conditions`` hold: a visible change
+    (``revision`` moves). False when the group did not match."""
+    values = {**CHAIN_STOPPED, "version": GROUP.c.version + 1, "revision": GROUP.c.revision + 1, **changes}
+    result = connection.execute(update(GROUP).where(GROUP.c.id == group_id, *conditions).values(values))
+    return bool(result.rowcount)
 
 
 def group_facts(connection: Connection, row: Mapping[str, Any]) -> GroupFacts:
