@@ -45,7 +45,7 @@ from sqlalchemy import create_engine, select, text
 from sqlmodel import Session
 
 from bot.directory.audience import audience_condition, parse_audience, reach
-from bot.directory.records import read_people
+from bot.directory.files import read_people
 from bot.directory.store import import_file, import_people
 from bot.store import Store, normalise_url, open_store
 from bot.tables import Person, PersonGroup

@@ -1,3 +1,4 @@
-"""The company directory: people as rows (:mod:`~bot.directory.records`), stored and imported
+"""The company directory: people as rows (:mod:`~bot.directory.records`, each field parsed by
+:mod:`~bot.directory.fields`), read from files (:mod:`~bot.directory.files`), stored and imported
 (:mod:`~bot.directory.store`), and selected by audience queries (:mod:`~bot.directory.audience`).
 Syncing from LDAP or Slack is :mod:`bot.sync`."""

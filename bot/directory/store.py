@@ -8,7 +8,7 @@ people of the same source who were not in the batch. People are never deleted. A
 unchanged are told apart against the stored rows, loaded once, so re-importing the same data writes
 nothing and reports everyone unchanged.
 
-Errors: :class:`bot.directory.records.DirectoryFileError` from :func:`import_file` for an unusable file;
+Errors: :class:`bot.directory.files.DirectoryFileError` from :func:`import_file` for an unusable file;
 SQLAlchemy errors propagate, and the transaction is rolled back so a failed import changes nothing.
 """
 
@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot.directory.records import ParsedPeople, PersonRecord, read_people
+from bot.directory.files import read_people
+from bot.directory.records import ParsedPeople, PersonRecord
 from bot.store import Store
 from bot.tables import Group, Person, PersonGroup
 
@@ -93,7 +94,7 @@ def import_file(
 ) -> FileImport:
     """Read, validate and store a directory file (the path of ``herald directory import``).
 
-    Raise :class:`~bot.directory.records.DirectoryFileError` before touching the database when the file
+    Raise :class:`~bot.directory.files.DirectoryFileError` before touching the database when the file
     cannot be used. Rejected rows are skipped; with ``deactivate_missing`` the people whose rows were
     rejected keep their state (they are in the file, only their row is wrong).
     """

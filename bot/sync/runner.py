@@ -30,7 +30,8 @@ from sqlalchemy import func, select
 from bot.app import Herald
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.directory.records import DirectoryFileError, ParsedPeople, RowError, read_people, validate_rows
+from bot.directory.files import DirectoryFileError, read_people
+from bot.directory.records import ParsedPeople, RowError, validate_rows
 from bot.directory.store import import_people
 from bot.store import Store
 from bot.sync.errors import SyncError

@@ -30,7 +30,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock
 from bot.config import SlackSettings
-from bot.directory.records import InvalidField, PersonRecord, RawRow, parse_phone, parse_timezone
+from bot.directory.fields import InvalidField, parse_phone, parse_timezone
+from bot.directory.records import PersonRecord, RawRow
 from bot.sync.errors import Reason, SyncError
 
 PAGE_LIMIT = 200
