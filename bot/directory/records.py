@@ -135,6 +135,14 @@ class _Problems:
             self.found.append(exc)
             return fallback
 
+    def texts(self, values: Mapping[str, object]) -> dict[str, str | None]:
+        """Every text field (all but groups and active) by :func:`~bot.directory.fields.text_field`."""
+        return {
+            name: self.check(partial(text_field, values, name), None)
+            for name in FIELDS
+            if name not in ("groups", "active")
+        }
+
     def optional(self, parse: Callable[[str], _T], value: str | None) -> _T | None:
         """``parse(value)`` for a present value; None for an absent one, or an invalid one (noted)."""
         return None if value is None else self.check(partial(parse, value), None)
@@ -146,11 +154,7 @@ def validate_row(values: Mapping[str, object], default_region: str | None = None
     Raise :class:`InvalidRow` listing every invalid field, so one pass reports all of a row's problems.
     """
     problems = _Problems()
-    texts = {
-        name: problems.check(partial(text_field, values, name), None)
-        for name in FIELDS
-        if name not in ("groups", "active")
-    }
+    texts = problems.texts(values)
     email = problems.optional(parse_email, texts["email"])
     person_id = texts["id"] or email
     if person_id is None and not any(p.field in ("id", "email") for p in problems.found):
