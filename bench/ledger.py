@@ -22,7 +22,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from bot.directory.audience import audience_condition, parse_audience
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.directory.records import PersonRecord
 from bot.directory.store import import_people
 from bot.engine import ledger

@@ -16,7 +16,9 @@ from sqlalchemy import func, select
 from bot.app import Herald
 from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
-from bot.directory.audience import AudienceError, audience_condition, parse_audience, reach
+from bot.directory.audience import AudienceError, parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.reach import reach
 from bot.engine import caps as warmup
 from bot.engine import ledger
 from bot.engine.forecast import ChannelLoad, Forecast, forecast

@@ -16,7 +16,8 @@ from test_recipients_web import rows
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
-from bot.directory.audience import audience_condition, parse_audience
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.engine import ledger, workers
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.ledger import NewNotification

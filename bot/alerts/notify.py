@@ -24,7 +24,8 @@ from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
 from bot.alerts.models import Policy
 from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
-from bot.directory.audience import AudienceError, audience_condition, parse_audience
+from bot.directory.audience import AudienceError, parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.engine import ledger
 from bot.engine.ledger import NewNotification
 from bot.recipients.rules import DeliveryRules
