@@ -195,9 +195,12 @@ def peers() -> Iterator[Peers]:
         running.close()
 
 
-async def dispatch_until(herald: Herald, done: Callable[[], bool], timeout: float = 15.0) -> None:
+async def dispatch_until(herald: Herald, done: Callable[[], bool], timeout: float = 30.0) -> None:
     """Run a dispatcher until ``done()`` holds, then stop it. A stopped dispatcher has finished what it
-    started and given back its unstarted claims: the database and the peers show all it did."""
+    started and given back its unstarted claims: the database and the peers show all it did.
+
+    The timeout is generous because the SMTP connection budget's advisory locks are database-wide: on
+    a PostgreSQL database shared with other test runs, a dispatcher may wait for their locks."""
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(herald, workers.new_worker_id("test"), registered=False).run(stop))
     try:
