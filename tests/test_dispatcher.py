@@ -99,7 +99,7 @@ async def test_critical_notice_overtakes_a_large_maintenance_notice(rig: Any) ->
     big = service.announce(r.herald, request("everyone"))
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(r.herald, "w1", registered=False).run(stop))
-    async with asyncio.timeout(10):  # under way: a second's worth sent, about 60 still queued
+    async with asyncio.timeout(20):  # under way: a second's worth sent, about 60 still queued
         while emailed(r.herald, big, "sent") < 20:
             await asyncio.sleep(0.02)
     urgent = service.announce(r.herald, request("person:p1@example.com,p2@example.com", "critical"))
