@@ -18,8 +18,7 @@ from bot.clock import ManualClock
 from bot.config import load_settings
 from bot.directory.audience import parse_audience
 from bot.directory.audience_sql import audience_condition
-from bot.engine import ledger
-from bot.engine.ledger import NewNotification
+from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.quiet_hours import QuietWindow, due_at, parse_clock, quiet_until
 from bot.recipients.rules import delivery_rules
 from bot.recipients.tables import PersonSettings
@@ -104,7 +103,7 @@ nowhere,No Zone,nowhere@example.com,
 def create(herald: Herald, severity: str, title: str) -> str:
     settings, now = herald.settings, herald.clock.now()
     new = NewNotification(
-        id=ledger.new_notification_id(),
+        id=new_notification_id(),
         kind="announcement",
         severity=severity,
         title=title,
@@ -117,7 +116,7 @@ def create(herald: Herald, severity: str, title: str) -> str:
         deadline=now + settings.sla_for(severity).deliver_within,
     )
     condition = audience_condition(parse_audience("everyone"))
-    ledger.create_notification(herald.store, new, condition, delivery_rules(settings))
+    ensure_notification(herald.store, new, condition, delivery_rules(settings))
     return new.id
 
 

@@ -31,7 +31,6 @@ from bot.alerts.models import Policy
 from bot.alerts.notify import (
     GROUP,
     alert_links,
-    ensure_notification,
     first_notification,
     forget_notice,
     group_facts,
@@ -43,7 +42,7 @@ from bot.alerts.notify import (
 from bot.alerts.outbox import flush
 from bot.app import Herald
 from bot.engine import ledger
-from bot.engine.ledger import NewNotification
+from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")
@@ -170,7 +169,7 @@ def _step_notification(
         parent = first_notification(connection, group_id)
         links = alert_links(connection, group_id, row["external_url"])
     return NewNotification(
-        id=ledger.new_notification_id(),
+        id=new_notification_id(),
         kind=step.kind,
         severity=row["severity"],
         title=messages.escalation_title(facts, step.kind, step.number, step.tier)[:500],

@@ -3,9 +3,9 @@ and writing notifications about it exactly once.
 
 Exactly once: every notification about a group carries an idempotency key that names the step it
 stands for (``alert:<group>:fire:<n>``, ``alert:<group>:step:<n>``, ``alert:<group>:resolved``).
-It is written first (:func:`ensure_notification`: found, else created; the unique key settles a
-race), then linked to the group (:func:`link`, insert-or-ignore), and only then does the group's
-counter move, compare-and-set. A crash anywhere in between is repaired by doing the same again.
+It is written first (:func:`bot.engine.create.ensure_notification`: found, else created; the unique
+key settles a race), then linked to the group (:func:`link`, insert-or-ignore), and only then does
+the group's counter move, compare-and-set. A crash anywhere in between is repaired by doing the same again.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
 from bot.alerts.models import Policy
@@ -26,9 +25,6 @@ from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
-from bot.engine import ledger
-from bot.engine.ledger import NewNotification
-from bot.recipients.rules import DeliveryRules
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person
 
@@ -65,34 +61,6 @@ def notified_people(group_id: str) -> ColumnElement[bool]:
         PERSON.c.active.is_(True),
         PERSON.c.id.in_(select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id.in_(notices))),
     )
-
-
-def find_by_key(store: Store, key: str) -> str | None:
-    with store.begin() as connection:
-        value = connection.execute(
-            select(NOTIFICATION.c.id).where(NOTIFICATION.c.idempotency_key == key)
-        ).scalar_one_or_none()
-    return str(value) if value else None
-
-
-def ensure_notification(
-    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
-) -> tuple[str, bool]:
-    """The notification with ``new.idempotency_key``: the existing one, else ``new`` written now
-    (under ``rules``: preferences and quiet hours, as announcements). Returns ``(id, created)``.
-    """
-    assert new.idempotency_key, "alert notifications are keyed"
-    existing = find_by_key(store, new.idempotency_key)
-    if existing is not None:
-        return existing, False
-    try:
-        ledger.create_notification(store, new, people, rules)
-    except IntegrityError:
-        existing = find_by_key(store, new.idempotency_key)
-        if existing is None:
-            raise
-        return existing, False
-    return new.id, True
 
 
 def link(
