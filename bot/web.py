@@ -10,7 +10,6 @@ Webhook and preference-page routes are built by their own modules and passed in 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import service
+from bot.alerts.auth import bearer_token, configured, secret_matches
 from bot.app import Herald
 from bot.metrics import CONTENT_TYPE, HeraldMetrics
 from bot.slack.app import SlackFrontDoor
@@ -92,10 +92,9 @@ class WebHandlers:
     async def notification(self, request: Request) -> Response:
         """``GET /api/notifications/{id}``: the status JSON, for the bearer of ``server.api_token``."""
         api_token = self.herald.settings.server.api_token
-        if api_token is None:
+        if configured(api_token) is None:  # unset (or empty, which configuration refuses too)
             return JSONResponse({"error": "the notification API is off (set server.api_token)"}, 404)
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), api_token.get_secret_value().encode()):
+        if not secret_matches(bearer_token(request.headers), api_token):
             return JSONResponse(
                 {"error": "unauthorized"}, 401, headers={"WWW-Authenticate": 'Bearer realm="herald"'}
             )
