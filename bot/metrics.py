@@ -36,12 +36,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.clock import Clock
 from bot.engine.workers import STALE_AFTER, WORKER
 from bot.store import Store
-from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification
+from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification, table_of
 
 log = logging.getLogger("herald.metrics")
 
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+DELIVERY = table_of(Delivery)
+NOTIFICATION = table_of(Notification)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -23,12 +23,12 @@ from bot.engine import caps, ledger
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.recipients.rules import delivery_rules, opt_out_conditions
-from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
+from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
-ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+DELIVERY = table_of(Delivery)
+NOTIFICATION = table_of(Notification)
+AUDIT = table_of(AuditEntry)
+ATTEMPT = table_of(Attempt)
 
 
 class AnnounceError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, Index, Table, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -30,6 +30,12 @@ DELIVERY_STATES = tuple(state.value for state in DeliveryState)
 CLAIMABLE = (DeliveryState.QUEUED.value, DeliveryState.DEFERRED.value)
 OPEN_STATES = (*CLAIMABLE, DeliveryState.SENDING.value)
 FINAL_STATES = tuple(state for state in DELIVERY_STATES if state not in OPEN_STATES)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, typed (SQLModel leaves ``__table__`` untyped)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
 
 
 class Person(SQLModel, table=True):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from bot.store import Store
-from bot.tables import KeyValue
+from bot.tables import KeyValue, table_of
 
 TOKEN_LIFETIME = 365 * 86400.0
 _KEY_NAME = "token_signing_key"
@@ -32,7 +32,7 @@ def signing_key(store: Store, configured: str | None) -> bytes:
         cached = _cache.get(store.url)
         if cached is not None:
             return cached
-        table = KeyValue.__table__  # type: ignore[attr-defined]
+        table = table_of(KeyValue)
         with store.begin() as connection:
             value = connection.execute(select(table.c.value).where(table.c.key == _KEY_NAME)).scalar()
         if value is None:

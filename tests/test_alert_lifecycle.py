@@ -23,11 +23,11 @@ from bot.clock import ManualClock
 from bot.config import QuietHours, load_settings
 from bot.engine.create import NewNotification, ensure_notification
 from bot.store import Store
-from bot.tables import Delivery, Notification, Person, PersonGroup
+from bot.tables import Delivery, Notification, Person, PersonGroup, table_of
 
-GROUP = AlertGroup.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+GROUP = table_of(AlertGroup)
+NOTIFICATION = table_of(Notification)
+DELIVERY = table_of(Delivery)
 
 PEOPLE = [
     ("alice", "+4915110000001", "oncall"),

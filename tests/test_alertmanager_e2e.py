@@ -27,7 +27,7 @@ from test_alert_webhooks import AM_TOKEN, AlertHarness, button_value, eventually
 
 from bot.alerts.tables import AlertInstance
 from bot.store import open_store
-from bot.tables import Notification
+from bot.tables import Notification, table_of
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def resent(db_url: str, name_part: str) -> bool:
     store = open_store(db_url)
     try:
         with store.begin() as connection:
-            table = AlertInstance.__table__  # type: ignore[attr-defined]
+            table = table_of(AlertInstance)
             value = connection.execute(
                 select(func.max(table.c.last_seen_at - table.c.first_seen_at)).where(
                     table.c.labels.contains(name_part)
@@ -157,7 +157,7 @@ def kinds(db_url: str) -> list[str]:
     store = open_store(db_url)
     try:
         with store.begin() as connection:
-            table = Notification.__table__  # type: ignore[attr-defined]
+            table = table_of(Notification)
             return [
                 str(k)
                 for k in connection.execute(select(table.c.kind).order_by(table.c.created_at)).scalars()

@@ -26,24 +26,3 @@ alerts of one route with equal ``group_by`` labels, from the first firing one un
 it is what people are paged about, acknowledge and resolve. *Step*: one escalation (a tier) or
 reminder after the first page. *Notice*: a notification sent about a group.
 """
-
-from typing import Any
-
-__all__ = ["ack_by_phone", "alert_report", "alert_routes", "alert_tick"]
-
-_LAZY = {
-    "ack_by_phone": "bot.alerts.acks",
-    "alert_report": "bot.alerts.report",
-    "alert_routes": "bot.alerts.web",
-    "alert_tick": "bot.alerts.escalation",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The package's entry points, imported on first use (the tables import nothing else)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bot.alerts' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)

@@ -26,16 +26,16 @@ from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
 from bot.store import Store
-from bot.tables import Delivery, Notification, Person
+from bot.tables import Delivery, Notification, Person, table_of
 
 log = logging.getLogger("herald.alerts")
 
-GROUP = AlertGroup.__table__  # type: ignore[attr-defined]
-INSTANCE = AlertInstance.__table__  # type: ignore[attr-defined]
-NOTICE = AlertNotice.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-PERSON = Person.__table__  # type: ignore[attr-defined]
+GROUP = table_of(AlertGroup)
+INSTANCE = table_of(AlertInstance)
+NOTICE = table_of(AlertNotice)
+NOTIFICATION = table_of(Notification)
+DELIVERY = table_of(Delivery)
+PERSON = table_of(Person)
 
 FIRING_KINDS = ("opened", "update", "repeat", "summary")
 CHAIN_KINDS = ("escalation", "reminder")

@@ -27,12 +27,12 @@ from bot.recipients import rules as recipient_rules
 from bot.recipients import soft_failures
 from bot.recipients.rules import DeliveryRules
 from bot.store import Store
-from bot.tables import Delivery, Notification, Person, Suppression
+from bot.tables import Delivery, Notification, Person, Suppression, table_of
 
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-PERSON = Person.__table__  # type: ignore[attr-defined]
-SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+DELIVERY = table_of(Delivery)
+NOTIFICATION = table_of(Notification)
+PERSON = table_of(Person)
+SUPPRESSION = table_of(Suppression)
 
 ADDRESS_COLUMN = {"email": PERSON.c.email, "sms": PERSON.c.phone}
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

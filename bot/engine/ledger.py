@@ -22,15 +22,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.engine.caps import bump_counter, day_of, lock_counter
 from bot.store import Store
-from bot.tables import CLAIMABLE, Delivery, Notification, Person, Suppression
+from bot.tables import CLAIMABLE, Delivery, Notification, Person, Suppression, table_of
 
 # The PostgreSQL NOTIFY channel on which work is announced; the payload names the delivery channels.
 WORK_CHANNEL = "herald_work"
 
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-PERSON = Person.__table__  # type: ignore[attr-defined]
-SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+DELIVERY = table_of(Delivery)
+NOTIFICATION = table_of(Notification)
+PERSON = table_of(Person)
+SUPPRESSION = table_of(Suppression)
 
 OPEN_STATES = ("queued", "deferred", "sending")
 

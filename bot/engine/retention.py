@@ -27,19 +27,19 @@ from sqlalchemy import and_, delete, exists, select
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
 from bot.app import Herald
 from bot.store import Store
-from bot.tables import Attempt, Delivery, Notification
+from bot.tables import Attempt, Delivery, Notification, table_of
 
 log = logging.getLogger("herald.retention")
 
 BATCH = 500
 DELIVERY_BUDGET = 50_000  # deliveries (and about as many attempts) deleted per transaction
 
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
-ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
-GROUP = AlertGroup.__table__  # type: ignore[attr-defined]
-INSTANCE = AlertInstance.__table__  # type: ignore[attr-defined]
-NOTICE = AlertNotice.__table__  # type: ignore[attr-defined]
+NOTIFICATION = table_of(Notification)
+DELIVERY = table_of(Delivery)
+ATTEMPT = table_of(Attempt)
+GROUP = table_of(AlertGroup)
+INSTANCE = table_of(AlertInstance)
+NOTICE = table_of(AlertNotice)
 
 
 @dataclass

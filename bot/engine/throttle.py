@@ -23,9 +23,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.clock import Clock
 from bot.store import Store
-from bot.tables import ThrottleSlot
+from bot.tables import ThrottleSlot, table_of
 
-SLOT = ThrottleSlot.__table__  # type: ignore[attr-defined]
+SLOT = table_of(ThrottleSlot)
 RESERVE_SECONDS = 0.25  # how much of the rate one reservation takes
 
 

@@ -12,9 +12,9 @@ import socket
 from sqlalchemy import delete, select, update
 
 from bot.store import Store
-from bot.tables import WorkerLock
+from bot.tables import WorkerLock, table_of
 
-WORKER = WorkerLock.__table__  # type: ignore[attr-defined]
+WORKER = table_of(WorkerLock)
 STALE_AFTER = 30.0
 HEARTBEAT_EVERY = 10.0
 

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from bot import service
 from bot.app import Herald
 from bot.service import AnnounceRequest
-from bot.tables import AuditEntry
+from bot.tables import AuditEntry, table_of
 
-AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+AUDIT = table_of(AuditEntry)
 PREVIEW_ACTION = "slack.preview"
 PENDING_TTL = 900.0
 TOKEN_PREFIX = "p_"  # noqa: S105 - marks a pending-preview key, not a secret

@@ -35,12 +35,12 @@ from bot.metrics import HeraldMetrics
 from bot.slack.status_blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet
 from bot.store import Store
-from bot.tables import Notification
+from bot.tables import Notification, table_of
 from channels.base import parse_retry_after
 
 log = logging.getLogger("herald.slack")
 
-NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
+NOTIFICATION = table_of(Notification)
 CLAIM_STALE_AFTER = 60.0
 RESUME_WITHIN = 3 * 86400.0
 MAX_RATE_LIMITED = 10

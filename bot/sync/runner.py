@@ -37,11 +37,11 @@ from bot.store import Store
 from bot.sync.errors import SyncError
 from bot.sync.ldap_source import fetch_entries, fewer_collections
 from bot.sync.slack_source import enrich, list_users, slack_rows
-from bot.tables import AuditEntry
+from bot.tables import AuditEntry, table_of
 
 log = logging.getLogger("herald.sync")
 
-AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+AUDIT = table_of(AuditEntry)
 ACTION = "directory.sync"
 FAILED_ACTION = "directory.sync_failed"
 AUDITED_ERRORS = 50  # rejected entries listed in the audit row (all are counted)

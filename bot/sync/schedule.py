@@ -26,11 +26,11 @@ from bot.app import Herald
 from bot.store import Store
 from bot.sync.errors import SyncError
 from bot.sync.runner import last_successful_sync, sync
-from bot.tables import KeyValue
+from bot.tables import KeyValue, table_of
 
 log = logging.getLogger("herald.sync")
 
-KEY_VALUE = KeyValue.__table__  # type: ignore[attr-defined]
+KEY_VALUE = table_of(KeyValue)
 LEASE_KEY = "directory.sync.lease"
 LEASE_FOR = 900.0
 CHECK_EVERY = 60.0
