@@ -23,8 +23,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/email.py would shadow the
-# standard library's email package; the repository root is what this script needs instead.
+# Run as a script, Python puts bench/ first on sys.path, where a bench script named like a top-level
+# module would shadow it; the repository root is what this script needs instead.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
@@ -44,8 +44,10 @@ from typing import Any
 from sqlalchemy import create_engine, select, text
 from sqlmodel import Session
 
-from bot.directory.audience import audience_condition, parse_audience, reach
-from bot.directory.records import read_people
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.files import read_people
+from bot.directory.reach import reach
 from bot.directory.store import import_file, import_people
 from bot.store import Store, normalise_url, open_store
 from bot.tables import Person, PersonGroup

@@ -2,7 +2,7 @@
 
 One command: `.venv/bin/python bench/ledger.py [--n 100000] [--db sqlite|postgresql|both]`
 
-- write: one notification for N people (`ledger.create_notification`: one INSERT ... SELECT per channel,
+- write: one notification for N people (`create.ensure_notification`: one INSERT ... SELECT per channel,
   one transaction), against the same-run baseline of SQLModel `add` + `commit` per delivery (on a
   5,000-row sample, extrapolated);
 - claim + record: the dispatcher's loop without sending (claim 500 under a lease, record 500 outcomes),
@@ -22,11 +22,13 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from bot.directory.audience import audience_condition, parse_audience
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.directory.records import PersonRecord
 from bot.directory.store import import_people
 from bot.engine import ledger
-from bot.engine.ledger import NewNotification, Outcome
+from bot.engine.create import NewNotification, ensure_notification
+from bot.engine.ledger import Outcome
 from bot.store import Store, open_store
 from bot.tables import Delivery
 
@@ -78,11 +80,11 @@ def run(kind: str, n: int, tmp: Path) -> None:
         everyone = audience_condition(parse_audience("everyone"))
         now = time.time()
         started = time.perf_counter()
-        ledger.create_notification(store, notification("nbench1", now), everyone)
+        ensure_notification(store, notification("nbench1", now), everyone)
         write_rate = n / (time.perf_counter() - started)
 
         sample = 5000
-        ledger.create_notification(
+        ensure_notification(
             store, notification("nbench0", now), audience_condition(parse_audience("person:p0"))
         )
         started = time.perf_counter()

@@ -21,8 +21,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/email.py would shadow the
-# standard library's email package; the repository root (and tests/, for the slapd helper) instead.
+# Run as a script, Python puts bench/ first on sys.path, where a bench script named like a top-level
+# module would shadow it; the repository root (and tests/, for the slapd helper) instead.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 sys.path.insert(1, str(ROOT / "tests"))

@@ -1,6 +1,16 @@
-"""Time, injected. The only module that reads the wall clock or sleeps.
+"""Time, injected: the :class:`Clock` contract, :class:`SystemClock` and :class:`ManualClock`.
 
-Tests pass a :class:`ManualClock` and drive time instead of sleeping.
+Whatever Herald decides by time reads ``herald.clock``: deadlines and SLAs, quiet hours, leases,
+throttles and their pauses, daily caps, escalation and reminders, retention, directory sync
+schedules, Slack progress updates and request timestamps. Tests pass a :class:`ManualClock` and
+drive time instead of sleeping.
+
+Real time on purpose, off the clock: how often background loops run (the dispatcher's poll, flush
+and heartbeat loops and its pauses after a database error, the LISTEN reconnect), waiting for the web
+server to start, for ``--wait`` progress and in ``herald demo``, idle database connections and
+request durations (monotonic), the stand-ins in ``bot/standins/``, a directory import given no
+``now``, and ``channels/``, which never imports ``bot/``: its email channel takes a clock callable,
+and the Date header defaults to the wall clock.
 """
 
 from __future__ import annotations

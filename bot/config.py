@@ -3,7 +3,8 @@
 Loaded from TOML (``--config`` or ``HERALD_CONFIG``, else the embedded demo defaults), with every key
 overridable by ``HERALD_<SECTION>__<KEY>`` environment variables (nested sections join with ``__``).
 Durations are strings such as ``90s``, ``5m``, ``4h``, ``5d`` and are held as float seconds.
-Secrets are :class:`pydantic.SecretStr`, so neither ``repr`` nor an error message ever shows them.
+Secrets are :data:`~bot.config_types.Secret` (a :class:`pydantic.SecretStr`, so neither ``repr`` nor an
+error message ever shows them, that is never empty: an empty secret is an error naming its key).
 """
 
 from __future__ import annotations
@@ -12,51 +13,18 @@ import contextvars
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from bot.config_types import BaseUrl, Duration, EnvSource, EnvValueError, Secret, SlashedBaseUrl
+from bot.config_types import parse_duration as parse_duration
 
 SEVERITIES = ("critical", "outage", "security", "maintenance", "info")
 Severity = Literal["critical", "outage", "security", "maintenance", "info"]
 CHANNEL_NAMES = ("email", "sms")
 ChannelName = Literal["email", "sms"]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: object) -> float:
-    """``"90s"`` → 90.0; ``"5d"`` → 432000.0; a bare number is seconds. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90s, 5m, 4h or 5d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    raise ValueError("expected a duration such as 90s, 5m, 4h or 5d")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _strip_slash(value: object) -> object:
-    return value.rstrip("/") if isinstance(value, str) else value
-
-
-def _with_slash(value: object) -> object:
-    return value.rstrip("/") + "/" if isinstance(value, str) else value
-
-
-BaseUrl = Annotated[str, BeforeValidator(_strip_slash)]
 
 
 class Section(BaseModel):
@@ -71,15 +39,15 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: BaseUrl = "http://127.0.0.1:8080"
-    api_token: SecretStr | None = None
-    secret_key: SecretStr | None = None
+    api_token: Secret | None = None
+    secret_key: Secret | None = None
 
 
 class SlackSettings(Section):
-    bot_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    app_token: SecretStr | None = None
-    api_url: Annotated[str, BeforeValidator(_with_slash)] = "https://slack.com/api/"
+    bot_token: Secret | None = None
+    signing_secret: Secret | None = None
+    app_token: Secret | None = None
+    api_url: SlashedBaseUrl = "https://slack.com/api/"
     announcers: list[str] = Field(default_factory=list)
     alert_channel: str | None = None
     confirm_above: int = Field(500, ge=1)
@@ -90,7 +58,7 @@ class SmtpSettings(Section):
     port: int = Field(25, ge=0, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     from_address: str = "herald@localhost"
     reply_to: str | None = None
     max_connections: int = Field(4, ge=1, le=64)
@@ -104,7 +72,7 @@ class SmtpSettings(Section):
 
 class TwilioSettings(Section):
     account_sid: str | None = None
-    auth_token: SecretStr | None = None
+    auth_token: Secret | None = None
     from_number: str | None = None
     messaging_service_sid: str | None = None
     rate_per_second: float = Field(10.0, ge=0)
@@ -126,7 +94,7 @@ class LdapSettings(Section):
     url: str | None = None
     start_tls: bool = False
     bind_dn: str | None = None
-    bind_password: SecretStr | None = None
+    bind_password: Secret | None = None
     base_dn: str | None = None
     user_filter: str = "(&(objectCategory=person)(objectClass=user))"
     page_size: int = Field(1000, ge=1)
@@ -180,8 +148,8 @@ class Route(Section):
 
 
 class WebhookAuth(Section):
-    token: SecretStr | None = None
-    hmac_secret: SecretStr | None = None
+    token: Secret | None = None
+    hmac_secret: Secret | None = None
     signature_header: str = "X-Herald-Signature"
 
 
@@ -294,7 +262,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        return (init_settings, EnvSource(settings_cls), _TomlSource(settings_cls))
 
     def sla_for(self, severity: str) -> SlaPolicy:
         return self.sla.get(severity) or SlaPolicy.model_validate(DEFAULT_SLA["info"])
@@ -340,6 +308,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
                 message = "unknown key"
             problems.append(f"{key}: {message}")
         raise ConfigError(problems) from None
+    except SettingsError as exc:  # an environment variable that cannot be decoded
+        cause = exc.__cause__
+        raise ConfigError([str(cause) if isinstance(cause, EnvValueError) else str(exc)]) from None
     finally:
         _toml_data.reset(token)
     problems = check_settings(settings)

@@ -1,7 +1,13 @@
-"""Plain-text renderings of previews, statuses and reports for the terminal. Pure functions."""
+"""Plain-text renderings of previews, statuses and reports for the terminal. Pure functions.
+
+Titles and other text from users or alerts are shown with control characters, line separators and
+bidi overrides escaped (``\\x1b``, ``\\u202e``), so a title cannot move the cursor, recolour or clear
+the operator's terminal, ring its bell or reorder what it shows.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +24,16 @@ SHOWN_STATES = (
     "deferred",
     "sending",
 )
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with control characters, line separators and bidi overrides written as escapes."""
+    return _UNSAFE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _lines(lines: list[str]) -> str:
+    return "\n".join(terminal_text(line) for line in lines)
 
 
 def seconds_text(seconds: float | None) -> str:
@@ -68,7 +84,7 @@ def format_preview(preview: Preview, request: AnnounceRequest) -> str:
         f"forecast: last message out in {seconds_text(fc.seconds)}; "
         f"deadline {seconds_text(preview.deliver_within)} ({verdict} the SLA)"
     )
-    return "\n".join(lines)
+    return _lines(lines)
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -83,7 +99,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"
     )
-    return "\n".join(lines)
+    return _lines(lines)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -112,4 +128,4 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {item['id']} {time_text(item['created_at'])} [{item['severity']}] {item['title'][:40]}"
             f" - {item['recipients']} people, SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
         )
-    return "\n".join(lines)
+    return _lines(lines)

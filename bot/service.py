@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 from bot.app import Herald
 from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
-from bot.directory.audience import AudienceError, audience_condition, parse_audience, reach
-from bot.engine import caps as warmup
-from bot.engine import ledger
+from bot.directory.audience import AudienceError, parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.reach import reach
+from bot.engine import caps, ledger
+from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
-from bot.engine.ledger import NewNotification
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
 
@@ -142,13 +143,13 @@ def channel_load(
     herald: Herald, name: str, messages: int, cost: float, deadline: float, now: float
 ) -> ChannelLoad:
     section = spec(name).settings(herald.settings)
-    cap = warmup.cap_today(herald.store, name, now, section.daily_cap, warmup.schedule(herald.settings, name))
-    cap_room = None if cap is None else max(0, cap - ledger.sent_today(herald.store, name, now))
+    cap = caps.cap_today(herald.store, name, now, section.daily_cap, caps.schedule(herald.settings, name))
+    cap_room = None if cap is None else max(0, cap - caps.sent_today(herald.store, name, now))
     return ChannelLoad(
         channel=name,
         messages=messages,
         cost=cost,
-        ahead=ledger.queued_ahead(herald.store, name, deadline),
+        ahead=_queued_ahead(herald, name, deadline),
         rate=section.rate_per_second,
         burst=section.burst,
         concurrency=herald.concurrency(name),
@@ -158,20 +159,57 @@ def channel_load(
     )
 
 
+def _queued_ahead(herald: Herald, channel: str, deadline: float) -> int:
+    """Open deliveries of ``channel`` that would go before a delivery due by ``deadline``."""
+    with herald.store.begin() as connection:
+        value = connection.execute(
+            select(func.count())
+            .select_from(DELIVERY)
+            .where(
+                DELIVERY.c.channel == channel,
+                DELIVERY.c.state.in_(ledger.OPEN_STATES),
+                DELIVERY.c.deadline <= deadline,
+            )
+        ).scalar_one()
+    return int(value)
+
+
 def announce(herald: Herald, request: AnnounceRequest) -> str:
-    """Store the notification and all its deliveries; return its id (the same one on a retry)."""
+    """Store the notification and all its deliveries; return its id (the same one on a retry, also
+    when a retry or a second click on Send runs at the same time as the first)."""
     if request.idempotency_key:
-        existing = _by_key(herald, request.idempotency_key)
+        existing = find_by_key(herald.store, request.idempotency_key)
         if existing:
             return existing
     _validate(herald, request)
-    audience = _audience(request)
+    condition = audience_condition(_audience(request), request.slack_groups)
+    new = _new_notification(herald, request)
+    notification_id, recipients = ensure_notification(
+        herald.store, new, condition, delivery_rules(herald.settings)
+    )
+    if recipients is None:  # a concurrent request with the same key stored it first
+        return notification_id
+    if recipients == 0:
+        ledger.cancel(herald.store, new.id, new.created_at)
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    detail = {
+        "audience": request.audience,
+        "channels": list(new.channels),
+        "severity": request.severity,
+        "title": new.title,
+        "recipients": recipients,
+    }
+    audit(herald, request.created_by, "announce", new.id, True, detail)
+    return new.id
+
+
+def _new_notification(herald: Herald, request: AnnounceRequest) -> NewNotification:
+    """The notification ``request`` asks for, starting now or at its ``start_at``, due by its SLA."""
     now = herald.clock.now()
     start = max(now, request.start_at or now)
     within = herald.settings.sla_for(request.severity).deliver_within
-    condition = audience_condition(audience, request.slack_groups)
-    new = NewNotification(
-        id=ledger.new_notification_id(),
+    return NewNotification(
+        id=new_notification_id(),
         kind=request.kind,
         severity=request.severity,
         title=request.title.strip(),
@@ -186,33 +224,6 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
         idempotency_key=request.idempotency_key,
         meta=request.meta,
     )
-    recipients = ledger.create_notification(herald.store, new, condition, delivery_rules(herald.settings))
-    if recipients == 0:
-        ledger.cancel(herald.store, new.id, now)
-        raise AnnounceError(f"no one matches {request.audience!r}")
-    audit(
-        herald,
-        request.created_by,
-        "announce",
-        new.id,
-        True,
-        {
-            "audience": request.audience,
-            "channels": list(new.channels),
-            "severity": request.severity,
-            "title": new.title,
-            "recipients": recipients,
-        },
-    )
-    return new.id
-
-
-def _by_key(herald: Herald, key: str) -> str | None:
-    with herald.store.begin() as connection:
-        value = connection.execute(
-            select(NOTIFICATION.c.id).where(NOTIFICATION.c.idempotency_key == key)
-        ).scalar_one_or_none()
-    return str(value) if value else None
 
 
 def cancel(herald: Herald, notification_id: str, actor: str) -> int:
@@ -260,12 +271,7 @@ def _status_dict(
     herald: Herald, row: Mapping[str, Any], counts: Any, first_sent: float | None, last_sent: float | None
 ) -> dict[str, Any]:
     channels: dict[str, dict[str, int]] = {
-        name: dict.fromkeys(
-            DELIVERY_STATES,
-            0,
-        )
-        for name in (row["channels"] or "").split(",")
-        if name
+        name: dict.fromkeys(DELIVERY_STATES, 0) for name in (row["channels"] or "").split(",") if name
     }
     left = 0
     for channel, state, count in counts:
@@ -338,7 +344,7 @@ def scheduled(herald: Herald) -> list[dict[str, Any]]:
 
 def report(herald: Herald, since: float) -> dict[str, Any]:
     """Delivery and SLA report over every notification created since ``since``, with alert ack SLAs."""
-    from bot.alerts.report import alert_report
+    from bot.alerts.report import alert_report, sla_summary
 
     items = recent(herald, limit=0, since=since)
     totals: dict[str, dict[str, int]] = {}
@@ -347,18 +353,11 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
             bucket = totals.setdefault(channel, {})
             for state, count in states.items():
                 bucket[state] = bucket.get(state, 0) + count
-    judged = [i for i in items if i["sla"]["met"] is not None]
-    met = sum(1 for i in judged if i["sla"]["met"])
     return {
         "since": since,
         "notifications": len(items),
         "channels": totals,
-        "sla": {
-            "judged": len(judged),
-            "met": met,
-            "missed": len(judged) - met,
-            "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
-        },
+        "sla": sla_summary(item["sla"]["met"] for item in items),
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),

@@ -10,7 +10,6 @@ Webhook and preference-page routes are built by their own modules and passed in 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import service
+from bot.alerts.auth import bearer_token, configured, secret_matches
 from bot.app import Herald
 from bot.metrics import CONTENT_TYPE, HeraldMetrics
 from bot.slack.app import SlackFrontDoor
@@ -38,61 +38,70 @@ def build_web_app(
     routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The ASGI app; ``slack`` None (no bot token) or without a signing secret leaves /slack/events 404."""
-    handler = AsyncSlackRequestHandler(slack.bolt) if slack is not None and slack.http_enabled else None
-    api_token = herald.settings.server.api_token
+    handlers = WebHandlers(herald, metrics, slack)
+    return Starlette(
+        routes=[
+            Route("/slack/events", handlers.slack_events, methods=["POST"]),
+            Route("/healthz", handlers.healthz, methods=["GET"]),
+            Route("/readyz", handlers.readyz, methods=["GET"]),
+            Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", handlers.openapi, methods=["GET"]),
+            Route("/api/notifications/{id}", handlers.notification, methods=["GET"]),
+            *routes,
+        ],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+    )
 
-    async def slack_events(request: Request) -> Response:
-        if handler is None:
+
+class WebHandlers:
+    """The handlers of :func:`build_web_app`'s own routes."""
+
+    def __init__(self, herald: Herald, metrics: HeraldMetrics, slack: SlackFrontDoor | None) -> None:
+        self.herald = herald
+        self.metrics = metrics
+        self.slack = (
+            AsyncSlackRequestHandler(slack.bolt) if slack is not None and slack.http_enabled else None
+        )
+
+    async def slack_events(self, request: Request) -> Response:
+        if self.slack is None:
             return JSONResponse(
                 {"error": "slack over HTTP is off (set slack.bot_token and signing_secret)"}, 404
             )
-        return await handler.handle(request)
+        return await self.slack.handle(request)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def readyz(self, request: Request) -> Response:
         try:
-            up = await asyncio.wait_for(asyncio.to_thread(herald.store.ping), READY_TIMEOUT)
+            up = await asyncio.wait_for(asyncio.to_thread(self.herald.store.ping), READY_TIMEOUT)
         except TimeoutError:
             up = False
         if up:
             return JSONResponse({"status": "ready", "database": "ok"})
         return JSONResponse({"status": "not ready", "database": "unreachable"}, 503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        body = await asyncio.to_thread(metrics.render)
+    async def metrics_endpoint(self, request: Request) -> Response:
+        body = await asyncio.to_thread(self.metrics.render)
         return Response(body, media_type=CONTENT_TYPE)
 
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(herald.settings.server.public_url))
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(self.herald.settings.server.public_url))
 
-    async def notification(request: Request) -> Response:
-        if api_token is None:
+    async def notification(self, request: Request) -> Response:
+        """``GET /api/notifications/{id}``: the status JSON, for the bearer of ``server.api_token``."""
+        api_token = self.herald.settings.server.api_token
+        if configured(api_token) is None:  # unset (or empty, which configuration refuses too)
             return JSONResponse({"error": "the notification API is off (set server.api_token)"}, 404)
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), api_token.get_secret_value().encode()):
+        if not secret_matches(bearer_token(request.headers), api_token):
             return JSONResponse(
                 {"error": "unauthorized"}, 401, headers={"WWW-Authenticate": 'Bearer realm="herald"'}
             )
-        found = await asyncio.to_thread(service.status, herald, request.path_params["id"])
+        found = await asyncio.to_thread(service.status, self.herald, request.path_params["id"])
         if found is None:
             return JSONResponse({"error": "no such notification", "id": request.path_params["id"]}, 404)
         return JSONResponse(found)
-
-    app = Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/api/notifications/{id}", notification, methods=["GET"]),
-            *routes,
-        ],
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
-    )
-    return app
 
 
 class MetricsMiddleware:
@@ -152,12 +161,49 @@ _STATUS = {
         },
     },
 }
+_GENERIC_ALERT = {
+    "type": "object",
+    "required": ["summary", "severity"],
+    "properties": {
+        "summary": {"type": "string"},
+        "severity": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "description": {"type": "string"},
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "fingerprint": {"type": "string"},
+    },
+}
 
 
 def openapi_document(public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of Herald's HTTP API (every route of SPEC's table)."""
-    hook_auth: list[dict[str, list[str]]] = [{"bearer": []}, {"hmac": []}]
-    paths: dict[str, Any] = {
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Herald",
+            "version": "0.1.0",
+            "description": "Chat-ops notifications for IT support.",
+        },
+        "servers": [{"url": public_url}],
+        "paths": {
+            **_slack_paths(),
+            **_alert_hook_paths(),
+            **_twilio_paths(),
+            **_preference_paths(),
+            **_api_paths(),
+            **_operations_paths(),
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "hmac": {"type": "apiKey", "in": "header", "name": "X-Herald-Signature"},
+            }
+        },
+    }
+
+
+def _slack_paths() -> dict[str, Any]:
+    return {
         "/slack/events": {
             "post": {
                 "summary": "Slack slash commands, interactivity and events (Bolt)",
@@ -169,54 +215,37 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 },
             }
         },
-        "/hooks/alertmanager": {
-            "post": {
-                "summary": "Prometheus Alertmanager webhook, payload version 4",
-                "security": hook_auth,
-                "responses": {
-                    "202": _json("stored"),
-                    "400": _json("malformed", _ERROR),
-                    "401": _json("unauthenticated", _ERROR),
-                    "422": _json("invalid field", _ERROR),
-                },
-            }
-        },
-        "/hooks/grafana": {
-            "post": {
-                "summary": "Grafana alerting webhook",
-                "security": hook_auth,
-                "responses": {"202": _json("stored"), "401": _json("unauthenticated", _ERROR)},
-            }
-        },
-        "/hooks/alerts": {
-            "post": {
-                "summary": "Generic JSON alert",
-                "security": hook_auth,
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["summary", "severity"],
-                                "properties": {
-                                    "summary": {"type": "string"},
-                                    "severity": {"type": "string"},
-                                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                                    "description": {"type": "string"},
-                                    "status": {"type": "string", "enum": ["firing", "resolved"]},
-                                    "fingerprint": {"type": "string"},
-                                },
-                            }
-                        }
-                    }
-                },
-                "responses": {
-                    "202": _json("stored"),
-                    "401": _json("unauthenticated", _ERROR),
-                    "422": _json("invalid field", _ERROR),
-                },
-            }
-        },
+    }
+
+
+def _alert_hook_paths() -> dict[str, Any]:
+    stored, unauthenticated, invalid = (
+        _json("stored"),
+        _json("unauthenticated", _ERROR),
+        _json("invalid field", _ERROR),
+    )
+    return {
+        "/hooks/alertmanager": _alert_hook(
+            "Prometheus Alertmanager webhook, payload version 4",
+            {"202": stored, "400": _json("malformed", _ERROR), "401": unauthenticated, "422": invalid},
+        ),
+        "/hooks/grafana": _alert_hook("Grafana alerting webhook", {"202": stored, "401": unauthenticated}),
+        "/hooks/alerts": _alert_hook(
+            "Generic JSON alert",
+            {"202": stored, "401": unauthenticated, "422": invalid},
+            requestBody={"content": {"application/json": {"schema": _GENERIC_ALERT}}},
+        ),
+    }
+
+
+def _alert_hook(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A POST alert webhook, authenticated by bearer token or HMAC signature."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"hmac": []}]
+    return {"post": {"summary": summary, "security": security, **extra, "responses": responses}}
+
+
+def _twilio_paths() -> dict[str, Any]:
+    return {
         "/hooks/twilio/status": {
             "post": {
                 "summary": "Twilio status callback (X-Twilio-Signature verified)",
@@ -229,8 +258,13 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "TwiML reply", "content": {"text/xml": {}}}},
             }
         },
+    }
+
+
+def _preference_paths() -> dict[str, Any]:
+    return {
         "/u/{token}": {
-            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [_path_parameter("token")],
             "get": {
                 "summary": "Preferences page (never changes anything)",
                 "responses": {"200": {"description": "page", "content": {"text/html": {}}}},
@@ -240,8 +274,13 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "saved", "content": {"text/html": {}}}},
             },
         },
+    }
+
+
+def _api_paths() -> dict[str, Any]:
+    return {
         "/api/notifications/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [_path_parameter("id")],
             "get": {
                 "summary": "Status of one notification, as `herald status --json`",
                 "security": [{"bearer": []}],
@@ -252,6 +291,11 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _operations_paths() -> dict[str, Any]:
+    return {
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("up")}}},
         "/readyz": {
             "get": {
@@ -269,19 +313,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3.1")}}},
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Herald",
-            "version": "0.1.0",
-            "description": "Chat-ops notifications for IT support.",
-        },
-        "servers": [{"url": public_url}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "hmac": {"type": "apiKey", "in": "header", "name": "X-Herald-Signature"},
-            }
-        },
-    }
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}

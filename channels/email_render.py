@@ -8,18 +8,18 @@ the prepared bytes with the recipient's To, Date, Message-ID and List-Unsubscrib
 headers and the recipient's link, quoted-printable encoded on lines of its own
 (soft line breaks around it, so decoding restores the original text).
 
-Every header value is cleaned of control characters (CR and LF included) before it
-is written, so no title, name or link can start a header of its own; an address
-that is not a plain ASCII ``local@domain`` is refused rather than repaired.
+Header lines are written by :mod:`channels.email_headers`, never by the standard
+library's folding (which decodes RFC 2047 words it is given): every value is cleaned
+of control characters and line separators and written as plain ASCII or base64
+encoded words, so no title, name or link can start a header or MIME part of its own;
+an address that is not a plain ASCII ``local@domain`` is refused rather than repaired.
 Lines stay under 80 bytes, except headers built from over-long user data, which
 stay under 998.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import email.policy
 import email.utils
 import functools
 import hashlib
@@ -29,25 +29,41 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import escape
 
 from channels.base import Notice, PermanentError, Recipient
+from channels.email_headers import (
+    clean_header_text,
+    clean_url,
+    format_mailbox,
+    normalize_address,
+    parse_mailbox,
+    shorten,
+    subject_line,
+)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_BODY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
-_LOCAL_PART = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_ADDRESS_FAST = re.compile(rf"{_LOCAL_PART.pattern}@{_DOMAIN.pattern}")
+__all__ = [
+    "OutgoingEmail",
+    "PreparedEmail",
+    "build_message",
+    "clean_header_text",
+    "clean_url",
+    "format_date",
+    "format_mailbox",
+    "make_environment",
+    "message_id_for",
+    "normalize_address",
+    "parse_mailbox",
+    "personalise",
+    "prepare_email",
+]
+
+_BODY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # C0, C1, bidi
 _ID_LEFT = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
 _ID_CHAR = re.compile(r"[A-Za-z0-9_+.-]")
-_URL_SAFE = ":/?#[]@!$&'()*+,;=%~._-"  # RFC 3986 reserved and unreserved, plus "%"
-_URL_FAST = re.compile(f"[A-Za-z0-9{re.escape(_URL_SAFE)}]+")
 _LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 _SEVERITY_COLORS = {
     "critical": "#b42318",
@@ -56,8 +72,8 @@ _SEVERITY_COLORS = {
     "maintenance": "#b54708",
     "info": "#175cd3",
 }
-_MAX_NAME = 200
 _MAX_TITLE = 250
+_MAX_SEVERITY = 40
 _MAX_ID_LEFT = 200
 _MAX_HEADER_LINE = 998
 _CRLF = b"\r\n"
@@ -122,38 +138,6 @@ def format_date(timestamp: float) -> str:
     return email.utils.format_datetime(datetime.fromtimestamp(timestamp, UTC))
 
 
-def parse_mailbox(value: str) -> tuple[str, str]:
-    """Split ``"Name <addr>"`` or ``"addr"`` into (name, normalised address); ValueError if invalid."""
-    mailboxes = email.utils.getaddresses([clean_header_text(value)])
-    name, address = mailboxes[0] if len(mailboxes) == 1 else ("", "")
-    if not address:
-        raise ValueError(f"not an email address: {value!r}")
-    return clean_header_text(name), normalize_address(address)
-
-
-def clean_header_text(value: str) -> str:
-    """``value`` on one line: control characters (CR, LF...) become spaces, runs of spaces one."""
-    return " ".join(_CONTROL.sub(" ", value).split())
-
-
-def normalize_address(address: str) -> str:
-    """A plain ASCII ``local@domain`` (an IDN domain is punycoded); ValueError otherwise."""
-    address = address.strip()
-    if len(address) <= 254 and _ADDRESS_FAST.fullmatch(address):
-        return address
-    local, at, domain = address.rpartition("@")
-    if not at or not _LOCAL_PART.fullmatch(local):
-        raise ValueError(f"not a plain email address: {address!r}")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"bad domain in email address: {address!r}") from exc
-    normalized = f"{local}@{ascii_domain}"
-    if len(normalized) > 254 or not _DOMAIN.fullmatch(ascii_domain):
-        raise ValueError(f"not a plain email address: {address!r}")
-    return normalized
-
-
 def prepare_email(
     notice: Notice,
     *,
@@ -165,8 +149,8 @@ def prepare_email(
     """Render ``notice`` once for all recipients. ValueError if ``from_address``/``reply_to`` is bad."""
     env = environment or _default_environment()
     from_name, envelope_from = parse_mailbox(from_address)
-    severity = clean_header_text(notice.severity).upper() or "NOTICE"
-    title = _shorten(clean_header_text(notice.title), _MAX_TITLE)
+    severity = shorten(clean_header_text(notice.severity).upper(), _MAX_SEVERITY) or "NOTICE"
+    title = shorten(clean_header_text(notice.title), _MAX_TITLE)
     subject = f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
     token = f"heraldlink{secrets.token_hex(8)}"
@@ -201,7 +185,7 @@ def prepare_email(
         message_id_domain=envelope_from.rpartition("@")[2].lower(),
         date=date or format_date(datetime.now(UTC).timestamp()),
         from_line=format_mailbox("From", from_name, envelope_from),
-        subject_line=_fold_header("Subject", subject),
+        subject_line=subject_line(subject),
         head=b"".join(head),
         text_linked=text_linked,
         text_unlinked=text_unlinked,
@@ -268,63 +252,6 @@ def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
     return f"<{key}@{prepared.message_id_domain}>"
 
 
-def clean_url(url: str) -> str:
-    """``url`` with control characters dropped and anything unsafe in a header percent-encoded."""
-    if _URL_FAST.fullmatch(url):
-        return url
-    return quote(_CONTROL.sub("", url).strip(), safe=_URL_SAFE)
-
-
-def format_mailbox(field: str, name: str, address: str) -> bytes:
-    """A ``field: name <address>`` header line; the name quoted or RFC 2047 encoded as needed.
-
-    ``address`` must already be normalised (:func:`normalize_address`).
-    """
-    name = _shorten(clean_header_text(name), _MAX_NAME)
-    if not name:
-        return f"{field}: {address}\r\n".encode("ascii")
-    if name.isascii() and "=?" not in name:  # "=?" would read as an encoded word, even quoted
-        phrase = name if _PHRASE.fullmatch(name) else _quoted(name)
-    else:
-        phrase = "\r\n ".join(_encoded_words(name))
-    last_line = phrase.rpartition("\n")[2]
-    separator = "\r\n " if len(field) + len(last_line) + len(address) > 73 else " "
-    return f"{field}: {phrase}{separator}<{address}>\r\n".encode("ascii")
-
-
-def _fold_header(field: str, value: str) -> bytes:
-    """``field: value`` folded to 78 columns, RFC 2047 encoded where not ASCII (stdlib policy)."""
-    policy = email.policy.SMTP
-    folded: str = policy.header_factory(field, value).fold(policy=policy)
-    return folded.encode("ascii")
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-@functools.lru_cache(maxsize=4096)
-def _encoded_words(text: str) -> tuple[str, ...]:
-    """RFC 2047 base64 words of at most 75 characters, never splitting a character.
-
-    Splits fall after a space where one is at hand, the space kept inside the word before
-    (decoders drop the whitespace between encoded words, so it must travel encoded).
-    """
-    chunks: list[str] = []
-    chunk, size = "", 0
-    for char in text:
-        width = len(char.encode("utf-8"))
-        if size + width > 45:
-            cut = chunk.rfind(" ") + 1 or len(chunk)
-            chunks.append(chunk[:cut])
-            chunk = chunk[cut:]
-            size = len(chunk.encode("utf-8"))
-        chunk += char
-        size += width
-    chunks.append(chunk)
-    return tuple(f"=?utf-8?b?{base64.b64encode(c.encode('utf-8')).decode('ascii')}?=" for c in chunks)
-
-
 def _escape_id(key: str) -> str:
     escaped = "".join(
         c if _ID_CHAR.fullmatch(c) else "".join(f"={b:02X}" for b in c.encode("utf-8")) for c in key
@@ -334,10 +261,6 @@ def _escape_id(key: str) -> str:
     if len(escaped) > _MAX_ID_LEFT:
         escaped = hashlib.sha256(key.encode("utf-8")).hexdigest()
     return escaped
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _paragraphs(body: str) -> list[list[str]]:

@@ -19,6 +19,7 @@ early, as handsets and carriers do, so a segment may carry 152 septets or 66 uni
 from __future__ import annotations
 
 import enum
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -44,6 +45,13 @@ _LOOKALIKES = str.maketrans(
     }
 )
 
+# Terminal escape sequences (CSI, OSC) whole, control characters that are not whitespace (tabs, line
+# breaks and the like are left to str.split), and the bidi embeddings, overrides and isolates (U+202E
+# turns "gpj.exe" around): none belongs in an SMS.
+_CONTROLS = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]"
+)
 _ZWJ = "\u200d"
 _WORD_WINDOW = 20  # look this far back for a space before cutting inside a word
 _TRAILING_JUNK = " \n\r.,;:-"
@@ -81,6 +89,14 @@ def replace_lookalikes(text: str) -> str:
     Only characters whose meaning survives are replaced; anything else is left as it is.
     """
     return text.translate(_LOOKALIKES)
+
+
+def drop_controls(text: str) -> str:
+    """``text`` without escape sequences, bidi overrides and control characters other than whitespace.
+
+    Whitespace controls (tab, CR, LF, VT, FF...) stay for ``str.split``/``splitlines`` to handle.
+    """
+    return _CONTROLS.sub("", text)
 
 
 def count_segments(text: str) -> Segments:

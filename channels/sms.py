@@ -51,7 +51,7 @@ from channels.base import (
     UncertainError,
     parse_retry_after,
 )
-from channels.gsm import Encoding, count_segments, fit_to_segments, replace_lookalikes
+from channels.gsm import Encoding, count_segments, drop_controls, fit_to_segments, replace_lookalikes
 
 OPT_OUT_HINT = "\nReply STOP to opt out."
 CONNECT_TIMEOUT = 5.0  # seconds; a connect that fails sent nothing, so it stays a plain transient error
@@ -150,14 +150,16 @@ class PreparedSms:
 def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
     """``[SEVERITY] title: body`` in at most ``max_segments``, cut cleanly when longer.
 
-    Typographic characters with a GSM-7 twin are swapped for it (so a text is not pushed into
-    UCS-2 by a curly quote); runs of spaces collapse. Non-mandatory notices end with the opt-out
+    Control characters, terminal escape sequences and bidi overrides are dropped (line breaks in
+    the body stay); typographic characters with a GSM-7 twin are swapped for it (so a text is not
+    pushed into UCS-2 by a curly quote); runs of spaces collapse. Non-mandatory notices end with the opt-out
     hint, which survives any cut.
     """
-    title = " ".join(notice.title.split())
-    lines = (" ".join(line.split()) for line in notice.body.splitlines())
+    title = " ".join(drop_controls(notice.title).split())
+    lines = (" ".join(drop_controls(line).split()) for line in notice.body.splitlines())
     body = "\n".join(line for line in lines if line)
-    text = replace_lookalikes(f"[{notice.severity.upper()}] {title}" + (f": {body}" if body else ""))
+    severity = " ".join(drop_controls(notice.severity).upper().split())
+    text = replace_lookalikes(f"[{severity}] {title}" + (f": {body}" if body else ""))
     hint = "" if notice.mandatory else OPT_OUT_HINT
     fitted = fit_to_segments(text, max_segments, suffix=hint)
     cost = count_segments(fitted)

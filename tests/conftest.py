@@ -1,15 +1,17 @@
 """Shared fixtures: a fresh database per test (SQLite, and PostgreSQL when HERALD_TEST_DATABASE_URL
-is set), the CLI driven as a user drives it, and the rule that turns skips into failures in CI."""
+is set), the CLI driven as a user drives it, the rule that turns skips into failures in CI, and the
+dispatcher driven in steps (run until a condition, then one claim at the clock's time)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from bot.app import Herald
 from bot.cli.app import app
+from bot.engine import caps, ledger, workers
+from bot.engine.dispatcher import Dispatcher
+from bot.engine.ledger import Claimed
 from bot.store import Store, normalise_url, open_store
 
 PG_URL = os.environ.get("HERALD_TEST_DATABASE_URL")
@@ -187,3 +193,30 @@ def peers() -> Iterator[Peers]:
         yield running
     finally:
         running.close()
+
+
+async def dispatch_until(herald: Herald, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Run a dispatcher until ``done()`` holds, then stop it. A stopped dispatcher has finished what it
+    started and given back its unstarted claims: the database and the peers show all it did.
+
+    The timeout is generous because the SMTP connection budget's advisory locks are database-wide: on
+    a PostgreSQL database shared with other test runs, a dispatcher may wait for their locks."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(Dispatcher(herald, workers.new_worker_id("test"), registered=False).run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not done() and not task.done():
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+
+
+def claim_due(herald: Herald, channel: str = "email") -> list[Claimed]:
+    """A dispatcher's claim step, taken once at the clock's time under today's cap: what it would send
+    next (leased to a ``probe`` worker; a test expecting ``[]`` leaves the ledger as it was)."""
+    settings, now = herald.settings, herald.clock.now()
+    daily_cap = (settings.smtp if channel == "email" else settings.twilio).daily_cap
+    cap = caps.cap_today(herald.store, channel, now, daily_cap, caps.schedule(settings, channel))
+    lease, limit = settings.dispatcher.lease, settings.dispatcher.batch_size
+    return ledger.claim(herald.store, channel, "probe", now, lease, limit, cap)

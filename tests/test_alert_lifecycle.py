@@ -21,7 +21,7 @@ from bot.alerts.tables import AlertGroup
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import QuietHours, load_settings
-from bot.engine.ledger import NewNotification
+from bot.engine.create import NewNotification, ensure_notification
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person, PersonGroup
 
@@ -199,7 +199,7 @@ def test_escalation_steps_are_taken_once_even_after_a_crash_mid_step(herald: Her
         channels=("email",), created_by="test", created_at=0.0, start_at=0.0, deadline=1.0,
         idempotency_key=f"alert:{gid}:step:2",
     )  # fmt: skip
-    notify.ensure_notification(herald.store, written, notify.people_for("group:tier2"))
+    ensure_notification(herald.store, written, notify.people_for("group:tier2"))
     assert row["step"] == 1
     taken = escalation.escalate_due(herald)
     assert taken == ["ncrashed001"]

@@ -8,7 +8,9 @@ from collections.abc import Collection, Mapping
 import pytest
 from sqlalchemy import func, insert, literal, select
 
-from bot.directory.audience import audience_condition, parse_audience, reach
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.reach import reach
 from bot.directory.records import PersonRecord
 from bot.directory.store import import_people
 from bot.store import Store

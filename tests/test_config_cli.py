@@ -121,3 +121,28 @@ def test_db_upgrade_unreachable_database(cli) -> None:  # type: ignore[no-untype
         "herald: database postgresql://nobody:***@127.0.0.1:1/none: connection failed"
     )
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [
+        ("HERALD_SLACK__ANNOUNCERS", "[bad", "slack.announcers"),
+        ("HERALD_ROUTES", '[{"audience": "everyone"', "routes"),
+        ("HERALD_WEBHOOKS", '{"alerts": {"token": "json-SECRET-4d1"', "webhooks"),
+        ("HERALD_DIRECTORY__LDAP__ATTRIBUTES", "{mail: x}", "directory.ldap.attributes"),
+    ],
+)
+def test_malformed_json_in_an_environment_override_is_one_line(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, name: str, value: str, key: str
+) -> None:
+    checked = cli("config", "check", env={name: value})
+    assert checked.exit_code == 2
+    (problem, summary) = checked.stderr.splitlines()
+    assert problem.startswith(f"error: {name} ({key}): not valid JSON (")
+    assert summary == "1 problem(s) in the embedded defaults"
+    env = {name: value, "HERALD_DATABASE__URL": f"sqlite:///{tmp_path / 'h.db'}"}
+    upgraded = cli("db", "upgrade", env=env)
+    assert upgraded.exit_code == 2
+    assert upgraded.stderr.startswith(f"herald: bad configuration: {name} ({key}): not valid JSON (")
+    assert upgraded.stderr.count("\n") == 1
+    assert "json-SECRET-4d1" not in checked.stderr + upgraded.stderr

@@ -7,20 +7,16 @@ from pathlib import Path
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from bot.directory.records import (
-    DirectoryFileError,
+from bot.directory.fields import (
     InvalidField,
-    InvalidRow,
-    PersonRecord,
     parse_active,
     parse_email,
     parse_groups,
-    parse_people,
     parse_phone,
     parse_timezone,
-    read_people,
-    validate_row,
 )
+from bot.directory.files import DirectoryFileError, parse_people, read_people
+from bot.directory.records import InvalidRow, PersonRecord, validate_row
 
 DATA = Path(__file__).parent / "data"
 

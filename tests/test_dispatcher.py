@@ -87,12 +87,21 @@ async def run_until_done(herald: Herald, ids: list[str], timeout: float = 30) ->
         await task
 
 
+def emailed(herald: Herald, notification: str, state: str) -> int:
+    """How many of ``notification``'s email deliveries are in ``state`` (sent, cancelled, ...)."""
+    status = service.status(herald, notification)
+    assert status is not None
+    return int(status["channels"]["email"][state])
+
+
 async def test_critical_notice_overtakes_a_large_maintenance_notice(rig: Any) -> None:
     r: Rig = rig(people=80, smtp={"rate_per_second": 20})
     big = service.announce(r.herald, request("everyone"))
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(r.herald, "w1", registered=False).run(stop))
-    await asyncio.sleep(1.0)
+    async with asyncio.timeout(20):  # under way: a second's worth sent, about 60 still queued
+        while emailed(r.herald, big, "sent") < 20:
+            await asyncio.sleep(0.02)
     urgent = service.announce(r.herald, request("person:p1@example.com,p2@example.com", "critical"))
     try:
         async with asyncio.timeout(20):
@@ -154,11 +163,13 @@ async def test_cancel_stops_what_has_not_been_sent(rig: Any) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(r.herald, "w1", registered=False).run(stop))
     async with asyncio.timeout(10):
-        while (service.status(r.herald, notification) or {})["channels"]["email"]["sent"] < 3:
+        while emailed(r.herald, notification, "sent") < 3:
             await asyncio.sleep(0.02)
-    sent_before = service.status(r.herald, notification)["channels"]["email"]["sent"]  # type: ignore[index]
+    sent_before = emailed(r.herald, notification, "sent")
     cancelled = service.cancel(r.herald, notification, "tester")
-    await asyncio.sleep(0.5)
+    async with asyncio.timeout(10):  # the running dispatcher gives back what it claimed, as cancelled
+        while emailed(r.herald, notification, "sent") + emailed(r.herald, notification, "cancelled") < 40:
+            await asyncio.sleep(0.02)
     stop.set()
     await task
     final = service.status(r.herald, notification)

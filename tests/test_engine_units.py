@@ -1,13 +1,30 @@
-"""Pure parts of the engine, as tables: outcome decisions, backoff, the token bucket, the forecast."""
+"""Parts of the engine, as tables where pure: outcome decisions, backoff, the token bucket, the forecast,
+and writing a keyed notification once."""
 
 from __future__ import annotations
 
+import itertools
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from sqlalchemy import event, func, select
 
 from bot.clock import ManualClock
 from bot.config import load_settings
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.records import PersonRecord
+from bot.directory.store import import_people
+from bot.engine.create import (
+    DELIVERY,
+    NOTIFICATION,
+    NewNotification,
+    ensure_notification,
+    new_notification_id,
+)
 from bot.engine.forecast import ChannelLoad, drain_seconds, forecast
 from bot.engine.ledger import Claimed
 from bot.engine.outcomes import RetryPolicy, backoff, decide
@@ -231,3 +248,47 @@ def test_fair_share_of_the_connection_budget(total: int, members: list[str], me:
     assert fair_share(total, members, me) == share
     everyone = sorted(set(members) | {me})
     assert sum(fair_share(total, everyone, m) for m in everyone) == total
+
+
+def keyed(key: str | None) -> NewNotification:
+    return NewNotification(
+        id=new_notification_id(), kind="announcement", severity="info", title="t", body="b",
+        audience="everyone", channels=("email", "sms"), created_by="test", created_at=NOW, start_at=NOW,
+        deadline=NOW + 60, idempotency_key=key,
+    )  # fmt: skip
+
+
+def test_a_key_is_written_once_and_unkeyed_notifications_every_time(store: Store) -> None:
+    import_people(store, [PersonRecord(id="p1", name="P", email="p1@example.com")])
+    everyone = audience_condition(parse_audience("everyone"))
+    first, again = keyed("k1"), keyed("k1")
+    assert ensure_notification(store, first, everyone) == (first.id, 1)
+    assert ensure_notification(store, again, everyone) == (first.id, None)
+    plain = [ensure_notification(store, keyed(None), everyone) for _ in range(2)]
+    assert [recipients for _, recipients in plain] == [1, 1] and plain[0][0] != plain[1][0]
+    with store.begin() as connection:
+        per_notification = connection.execute(
+            select(DELIVERY.c.notification_id, func.count()).group_by(DELIVERY.c.notification_id)
+        ).all()
+    assert sorted(count for _, count in per_notification) == [2, 2, 2]  # email + sms (no phone: suppressed)
+
+
+def test_concurrent_writers_of_one_key_store_it_once(store: Store) -> None:
+    import_people(store, [PersonRecord(id="p1", name="P", email="p1@example.com")])
+    everyone = audience_condition(parse_audience("everyone"))
+    # Both writers pass the look-up before either inserts, so the database settles the race.
+    barrier = threading.Barrier(2, timeout=10)
+    held = itertools.count()
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def meet(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO NOTIFICATION ") and next(held) < 2:
+            barrier.wait()
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda n: ensure_notification(store, n, everyone), [keyed("k"), keyed("k")]))
+    ids = {notification_id for notification_id, _ in results}
+    assert len(ids) == 1
+    assert sorted(recipients is None for _, recipients in results) == [False, True]  # one wrote, one found
+    with store.begin() as connection:
+        assert connection.execute(select(func.count()).select_from(NOTIFICATION)).scalar_one() == 1

@@ -10,16 +10,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Peers
+from conftest import Peers, claim_due, dispatch_until
 from test_recipients_web import rows
 
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
-from bot.directory.audience import audience_condition, parse_audience
-from bot.engine import ledger, workers
-from bot.engine.dispatcher import Dispatcher
-from bot.engine.ledger import NewNotification
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.quiet_hours import QuietWindow, due_at, parse_clock, quiet_until
 from bot.recipients.rules import delivery_rules
 from bot.recipients.tables import PersonSettings
@@ -104,7 +103,7 @@ nowhere,No Zone,nowhere@example.com,
 def create(herald: Herald, severity: str, title: str) -> str:
     settings, now = herald.settings, herald.clock.now()
     new = NewNotification(
-        id=ledger.new_notification_id(),
+        id=new_notification_id(),
         kind="announcement",
         severity=severity,
         title=title,
@@ -117,15 +116,8 @@ def create(herald: Herald, severity: str, title: str) -> str:
         deadline=now + settings.sla_for(severity).deliver_within,
     )
     condition = audience_condition(parse_audience("everyone"))
-    ledger.create_notification(herald.store, new, condition, delivery_rules(settings))
+    ensure_notification(herald.store, new, condition, delivery_rules(settings))
     return new.id
-
-
-async def eventually(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_night_deliveries_wait_for_each_persons_morning(
@@ -166,18 +158,15 @@ async def test_night_deliveries_wait_for_each_persons_morning(
     def sent_to(address: str) -> list[str]:
         return [m.message["Subject"] for m in peers.smtp.messages if m.rcpt_tos == [address]]
 
-    stop = asyncio.Event()
-    dispatcher = Dispatcher(herald, workers.new_worker_id("test"), registered=False)
-    task = asyncio.create_task(dispatcher.run(stop))
     try:
-        await eventually(lambda: len(peers.smtp.messages) == 4 * 2 + 3 * 2)  # at once: 8 + 6
+        await dispatch_until(herald, lambda: len(peers.smtp.messages) >= 4 * 2 + 3 * 2)  # at once: 8 + 6
         assert sorted(sent_to("berlin@example.com")) == ["[CRITICAL] Down", "[MAINTENANCE] Tonight"]
         assert len(sent_to("newyork@example.com")) == 4 and len(sent_to("nightowl@example.com")) == 4
-        await asyncio.sleep(0.3)
+        assert claim_due(herald) == []  # the clock has not moved: nothing deferred is due yet
         assert len(peers.smtp.messages) == 14  # nothing deferred went early
 
         clock.advance(at("2026-01-16 05:30") - clock.now())  # early's own window ends
-        await eventually(lambda: len(sent_to("early@example.com")) == 4)
+        await dispatch_until(herald, lambda: len(sent_to("early@example.com")) >= 4)
         assert sent_to("early@example.com")[2:] == [
             "[INFO] Info",
             "[NEWSLETTER] Newsletter",
@@ -185,14 +174,12 @@ async def test_night_deliveries_wait_for_each_persons_morning(
         assert len(sent_to("berlin@example.com")) == 2
 
         clock.advance(at("2026-01-16 07:00") - clock.now())  # 06:00 UTC: Berlin's morning
-        await eventually(lambda: len(sent_to("berlin@example.com")) == 4)
+        await dispatch_until(herald, lambda: len(sent_to("berlin@example.com")) >= 4)
         assert sent_to("berlin@example.com")[2:] == ["[INFO] Info", "[NEWSLETTER] Newsletter"]
         assert len(sent_to("nowhere@example.com")) == 2
 
         clock.advance(at("2026-01-16 07:00", UTC) - clock.now())  # UTC's morning
-        await eventually(lambda: len(sent_to("nowhere@example.com")) == 4)
+        await dispatch_until(herald, lambda: len(sent_to("nowhere@example.com")) >= 4)
     finally:
-        stop.set()
-        await task
         await herald.aclose()
     assert rows(db_url, "SELECT count(*) FROM delivery WHERE state <> 'sent'")[0][0] == 0

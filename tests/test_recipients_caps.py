@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Peers
+from conftest import Peers, claim_due, dispatch_until
 from test_recipients_web import rows
 
 from bot import service
@@ -17,23 +17,12 @@ from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
 from bot.engine import caps as warmup
-from bot.engine import workers
-from bot.engine.dispatcher import Dispatcher
 from bot.store import Store
 from bot.tables import ChannelCounter
 
 
 def utc(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
-async def run_for(herald: Herald, seconds: float) -> None:
-    """One dispatcher (a fresh process's worth of state) running for ``seconds`` of real time."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(Dispatcher(herald, workers.new_worker_id("cap"), registered=False).run(stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await task
 
 
 async def test_daily_cap_holds_across_a_restart(cli, peers: Peers, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -56,13 +45,14 @@ async def test_daily_cap_holds_across_a_restart(cli, peers: Peers, db_url: str, 
     herald = Herald.build(load_settings(config), clock=clock)
     request = service.AnnounceRequest("everyone", ("email",), "info", "Capped", "")
     notification_id = await asyncio.to_thread(service.announce, herald, request)
-    await run_for(herald, 1.0)
+    await dispatch_until(herald, lambda: len(peers.smtp.messages) >= 3)
+    assert claim_due(herald) == []  # the day's cap is used up
     await herald.aclose()
     assert len(peers.smtp.messages) == 3
 
     restarted = Herald.build(load_settings(config), clock=clock)  # a new process: nothing kept in memory
     try:
-        await run_for(restarted, 1.0)
+        assert claim_due(restarted) == []  # the counter is in the database, not in a process
         assert len(peers.smtp.messages) == 3
         status = await asyncio.to_thread(service.status, restarted, notification_id)
         assert status is not None
@@ -70,7 +60,7 @@ async def test_daily_cap_holds_across_a_restart(cli, peers: Peers, db_url: str, 
         assert status["channels"]["email"]["failed"] == 0
 
         clock.advance(utc("2026-01-16 00:00:01") - clock.now())  # the next UTC day
-        await run_for(restarted, 1.0)
+        await dispatch_until(restarted, lambda: len(peers.smtp.messages) >= 5)
         assert len(peers.smtp.messages) == 5
         assert rows(db_url, "SELECT day, sent FROM channel_counter WHERE sent > 0 ORDER BY day") == [
             ("2026-01-15", 3),

@@ -13,7 +13,8 @@ from test_announce_cli import setup
 from test_recipients_web import announce_json, deliveries, rows
 
 from bot.config import load_settings
-from bot.directory.audience import parse_audience, reach
+from bot.directory.audience import parse_audience
+from bot.directory.reach import reach
 from bot.recipients import preferences
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.store import open_store

@@ -7,20 +7,14 @@ from typing import Any
 
 import pytest
 
-from bot.slack.blocks import (
-    PreviewFacts,
+from bot.slack.announce_blocks import PreviewFacts, announce_modal, needs_confirmation, preview_message
+from bot.slack.blocks import format_duration, headline, progress_bar, slack_date
+from bot.slack.status_blocks import (
     Tally,
-    announce_modal,
     estimate_eta,
-    format_duration,
-    headline,
     home_view,
     list_message,
-    needs_confirmation,
-    preview_message,
-    progress_bar,
     progress_message,
-    slack_date,
     status_message,
     tally,
 )

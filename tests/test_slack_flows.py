@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from slack_signing import (
     running_herald,
     view_submission,
 )
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 from bot.store import open_store
 from bot.tables import AuditEntry, Notification
@@ -459,3 +460,36 @@ async def test_a_restarted_serve_resumes_the_same_progress_message(db_url: str, 
         assert sorted({m.rcpt_tos[0] for m in h.smtp.messages}) == sorted(p["email"] for p in crowd)
         (row,) = notifications(h.db_url)
         assert json.loads(row.meta)["slack_done"] is True
+
+
+def meet_at_notification_insert(engine: Engine, parties: int) -> threading.Barrier:
+    """Hold the first ``parties`` INSERTs into ``notification`` until all of them are about to run, so
+    concurrent writers of the same announcement surely race on the key (the database decides)."""
+    barrier = threading.Barrier(parties, timeout=10)
+    waiting = itertools.count()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def meet(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO NOTIFICATION ") and next(waiting) < parties:
+            barrier.wait()
+
+    return barrier
+
+
+async def test_two_concurrent_sends_of_one_preview_store_one_notification(h: Harness) -> None:
+    preview = await preview_typed(h, "info to site:berlin via email: Lunch | Cake in the kitchen", "cmd")
+    token = button(preview["blocks"], "announce_send")["value"]
+    meet_at_notification_insert(h.server.herald.store.engine, 2)
+    clicks = [
+        block_action("announce_send", token, ANNOUNCER, CHANNEL, h.response_url(key)) for key in ("a", "b")
+    ]
+    answers = await asyncio.gather(*(h.signed.interaction(click) for click in clicks))
+    assert [answer.status_code for answer in answers] == [200, 200]
+    replies = [(await h.responses(key))[0] for key in ("a", "b")]
+    (row,) = notifications(h.db_url)
+    assert [reply["text"] for reply in replies] == [
+        f":outbox_tray: Sending `{row.id}`; progress is posted in <#{CHANNEL}>."
+    ] * 2
+    await eventually(lambda: progress_final(h))
+    await h.server.slack.tasks.drain()  # type: ignore[union-attr]
+    assert len(h.smtp.messages) == 2

@@ -8,7 +8,8 @@ import pytest
 
 from bot.directory.records import PersonRecord
 from bot.sync.errors import SyncError
-from bot.sync.ldap_source import _Groups, attribute_map, dn_key, first_rdn_value, split_dn
+from bot.sync.ldap_dn import dn_key, first_rdn_value, split_dn
+from bot.sync.ldap_source import _Groups, attribute_map
 from bot.sync.slack_source import SlackUser, enrich, slack_rows, user_from
 
 

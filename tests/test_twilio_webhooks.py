@@ -1,6 +1,7 @@
 """Twilio's webhooks over real HTTP, signed by twilio's own ``RequestValidator``: inbound STOP/START/
-HELP/ACK and status callbacks; then announcements through the CLI and the Twilio stand-in show the
-effect (no SMS after STOP, SMS again after START, 21610 suppressing the number)."""
+HELP/ACK and status callbacks; then announcements and alerts through the CLI and the Twilio stand-in
+show the effect (no SMS after STOP, SMS again after START, 21610 suppressing the number, ACK
+acknowledging the alert that paged the number)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from test_recipients_web import PUBLIC_URL, WebServer, announce_json, deliveries
 from twilio.request_validator import RequestValidator
 
 from bot.config import TwilioSettings
-from bot.recipients.web import NO_ALERT
 
 PHONE = "+4915112345002"  # p2, in Engineering
 INBOUND = "/hooks/twilio/inbound"
 STATUS = "/hooks/twilio/status"
+NOTHING_PAGED = "Herald: no open alert waiting for an acknowledgement paged this number."
 
 
 @pytest.fixture
@@ -128,22 +129,51 @@ def test_stop_also_holds_for_queued_messages(cli, twilio_web: tuple[str, WebServ
     assert status["state"] == "done"
 
 
-def test_help_ack_and_other_text(twilio_web: tuple[str, WebServer], db_url: str) -> None:
+def test_help_and_other_text(twilio_web: tuple[str, WebServer], db_url: str) -> None:
     _, server = twilio_web
     help_answer = post_signed(server, INBOUND, sms_in("help"))
     help_text = TwilioSettings().help_text
     assert help_answer.text.endswith(f"<Response><Message>{help_text}</Message></Response>")
-    ack = post_signed(server, INBOUND, sms_in("ACK a123"), algorithm="HMAC_SHA256")
-    assert ack.status_code == 200
-    try:
-        import bot.alerts as alerts
-
-        has_ack = hasattr(alerts, "ack_by_phone")
-    except ImportError:
-        has_ack = False
-    if not has_ack:
-        assert ack.text.endswith(f"<Response><Message>{NO_ALERT}</Message></Response>")
     assert post_signed(server, INBOUND, sms_in("stop please")).text.endswith("<Response/>")
+    assert suppressed_numbers(db_url) == {}
+
+
+ENGINEERING_PAGES = """
+[[routes]]
+match = { team = "build" }
+audience = "dept:engineering"
+channels = ["sms"]
+"""
+
+
+def test_ack_acknowledges_the_latest_open_alert_that_paged_the_number(  # type: ignore[no-untyped-def]
+    cli, db_url: str, peers: Peers, tmp_path: Path
+) -> None:
+    config, server = start_web(cli, peers, db_url, tmp_path, extra=ENGINEERING_PAGES)
+    try:
+        nothing = post_signed(server, INBOUND, sms_in("ACK"), algorithm="HMAC_SHA256")
+        assert nothing.status_code == 200
+        assert nothing.text.endswith(f"<Response><Message>{NOTHING_PAGED}</Message></Response>")
+        paged = cli(
+            "alert", "--config", config, "--severity", "critical", "--summary", "Build farm down",
+            "--label", "team=build", "--wait", "--json",
+        )  # fmt: skip
+        assert paged.exit_code == 0, paged.stderr
+        group_id = json.loads(paged.stdout)["alert_group"]
+        assert PHONE in {m.to for m in peers.twilio.messages}
+
+        ack = post_signed(server, INBOUND, sms_in("ACK"), algorithm="HMAC_SHA256")
+        assert ack.status_code == 200
+        reply = f"Herald: Acknowledged Build farm down (alert {group_id}); escalation stopped."
+        assert ack.text.endswith(f"<Response><Message>{reply}</Message></Response>")
+        ((acked_at, acked_by),) = rows(
+            db_url, "SELECT acked_at, acked_by FROM alert_group WHERE id = :g", g=group_id
+        )
+        assert acked_at is not None and acked_by == f"sms:{PHONE} (Person 2)"
+        again = post_signed(server, INBOUND, sms_in("ACK"))  # nothing left to acknowledge
+        assert again.text.endswith(f"<Response><Message>{NOTHING_PAGED}</Message></Response>")
+    finally:
+        server.close()
     assert suppressed_numbers(db_url) == {}
 
 

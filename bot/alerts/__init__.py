@@ -15,7 +15,9 @@ Modules, from the edge inwards:
 - :mod:`~bot.alerts.escalation`: the pure "what is due" and the scheduler tick;
 - :mod:`~bot.alerts.notify`: writing each notification about a group exactly once;
 - :mod:`~bot.alerts.messages`: the pure text of alert notifications;
-- :mod:`~bot.alerts.slack`: the alert channel's messages and the Acknowledge/Resolve buttons;
+- :mod:`~bot.alerts.slack`: posting and editing the alert channel's messages, the Acknowledge/Resolve
+  buttons; :mod:`~bot.alerts.slack_message` renders a message (pure), :mod:`~bot.alerts.slack_state`
+  keeps each group's Slack side on its row;
 - :mod:`~bot.alerts.report`: ack SLAs for ``herald report``;
 - :mod:`~bot.alerts.models` (domain dataclasses) and :mod:`~bot.alerts.tables` (SQLModel tables).
 

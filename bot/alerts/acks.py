@@ -13,10 +13,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import and_, exists, select, update
+from sqlalchemy.engine import Connection
 
 from bot import service
 from bot.alerts.models import AckOutcome
-from bot.alerts.notify import CHAIN_KINDS, DELIVERY, GROUP, INSTANCE, NOTICE, PERSON, display_actor, group_row
+from bot.alerts.notify import (
+    CHAIN_KINDS,
+    DELIVERY,
+    GROUP,
+    INSTANCE,
+    NOTICE,
+    PERSON,
+    display_actor,
+    group_row,
+    resolution,
+    stop_chain,
+)
 from bot.alerts.outbox import flush
 from bot.app import Herald
 from bot.engine import ledger
@@ -55,20 +67,14 @@ def acknowledge(herald: Herald, group_id: str, actor: str) -> AckOutcome:
     """Acknowledge an open group: the chain stops now and owed updates are dropped. Audited."""
     now = herald.clock.now()
     with herald.store.begin() as connection:
-        changed = connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == group_id, GROUP.c.state == "firing", GROUP.c.acked_at.is_(None))
-            .values(
-                acked_at=now,
-                acked_by=actor[:200],
-                next_escalation_at=None,
-                pending=None,
-                pending_at=None,
-                held_since=None,
-                version=GROUP.c.version + 1,
-                revision=GROUP.c.revision + 1,
-            )
-        ).rowcount
+        changed = stop_chain(
+            connection,
+            group_id,
+            GROUP.c.state == "firing",
+            GROUP.c.acked_at.is_(None),
+            acked_at=now,
+            acked_by=actor[:200],
+        )
         row = group_row(connection, group_id)
     if not changed:
         return _explain(row, group_id)
@@ -89,29 +95,11 @@ def resolve(herald: Herald, group_id: str, actor: str) -> AckOutcome:
     now = herald.clock.now()
     with herald.store.begin() as connection:
         notified = exists().where(NOTICE.c.group_id == group_id)
-        changed = connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == group_id, GROUP.c.state == "firing")
-            .values(
-                state="resolved",
-                open_key=None,
-                resolved_at=now,
-                resolved_by=actor[:200],
-                next_escalation_at=None,
-                pending=None,
-                pending_at=None,
-                held_since=None,
-                resolution_pending=notified,
-                version=GROUP.c.version + 1,
-                revision=GROUP.c.revision + 1,
-            )
-        ).rowcount
+        changed = stop_chain(
+            connection, group_id, GROUP.c.state == "firing", **resolution(now, actor[:200], notified)
+        )
         if changed:
-            connection.execute(
-                update(INSTANCE)
-                .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
-                .values(status="resolved", resolved_at=now)
-            )
+            _resolve_alerts(connection, group_id, now)
         row = group_row(connection, group_id)
     if not changed:
         return _explain(row, group_id)
@@ -120,6 +108,15 @@ def resolve(herald: Herald, group_id: str, actor: str) -> AckOutcome:
     service.audit(herald, actor, "alert.resolve", group_id, True, {"title": row["title"]})
     flush(herald)
     return AckOutcome(group_id, True, f"Resolved {row['title']} (alert {group_id}).", row["title"], cancelled)
+
+
+def _resolve_alerts(connection: Connection, group_id: str, now: float) -> None:
+    """Every alert of the group still firing is resolved with it."""
+    connection.execute(
+        update(INSTANCE)
+        .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
+        .values(status="resolved", resolved_at=now)
+    )
 
 
 # -- acknowledging by SMS ---------------------------------------------------------------------------

@@ -9,8 +9,11 @@
   ``X-Grafana-Alerting-Signature``, that header is read too when the configured one is absent.
   (Grafana's optional timestamp header must be left empty: the signature is over the body alone.)
 
-When both are set, either one passing is enough. A source with neither is refused: an open
+A token must come with its scheme (``Bearer``, any case): a bare ``Authorization: <token>`` is
+refused. When both are set, either one passing is enough. A source with neither is refused: an open
 webhook would let anyone page the on-call staff, so Herald never accepts alerts unauthenticated.
+A secret that is set but empty counts as unset: nothing ever matches an empty expected value.
+:func:`bearer_token` and :func:`secret_matches` guard ``GET /api/notifications/{id}`` too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+
+from pydantic import SecretStr
 
 from bot.config import WebhookAuth
 
@@ -28,12 +33,30 @@ class WebhookAuthError(Exception):
     """The request is not authenticated; the message (never a secret) is for the sender."""
 
 
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("authorization", "").strip()
-    scheme, _, credentials = value.partition(" ")
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The credentials of ``Authorization: Bearer <token>`` (scheme case-insensitive), else None.
+
+    A bare ``Authorization: <token>``, or another scheme, is no bearer token. ``headers`` must have
+    lower-case names (Starlette's do).
+    """
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
     return credentials.strip()
+
+
+def configured(secret: SecretStr | None) -> str | None:
+    """The secret's value, or None when it is unset or empty (an empty secret never authenticates)."""
+    value = secret.get_secret_value() if secret is not None else ""
+    return value if value.strip() else None
+
+
+def secret_matches(given: str | None, secret: SecretStr | None) -> bool:
+    """``given`` equals the configured, non-empty ``secret``, compared in constant time."""
+    expected = configured(secret)
+    if given is None or expected is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _signature(headers: Mapping[str, str], auth: WebhookAuth, source: str) -> str | None:
@@ -52,27 +75,32 @@ def sign_body(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _hmac_matches(auth: WebhookAuth, source: str, headers: Mapping[str, str], body: bytes) -> bool:
+    key = configured(auth.hmac_secret)
+    signature = _signature(headers, auth, source)
+    if key is None or signature is None:
+        return False
+    return hmac.compare_digest(signature.encode(), sign_body(key, body).encode())
+
+
 def verify_webhook(auth: WebhookAuth | None, source: str, headers: Mapping[str, str], body: bytes) -> str:
     """Return how the request authenticated (``token`` or ``hmac``); raise :class:`WebhookAuthError`.
 
-    ``headers`` must have lower-case names (Starlette's do).
+    ``headers`` must have lower-case names (Starlette's do). A secret that is set but empty counts
+    as unset (configuration refuses it too).
     """
-    if auth is None or (auth.token is None and auth.hmac_secret is None):
+    token = configured(auth.token) if auth else None
+    key = configured(auth.hmac_secret) if auth else None
+    if auth is None or (token is None and key is None):
         raise WebhookAuthError(
             f"webhook auth is not configured for {source} (set webhooks.{source}.token or hmac_secret)"
         )
-    if auth.token is not None:
-        given = _bearer(headers)
-        expected = auth.token.get_secret_value()
-        if given is not None and hmac.compare_digest(given.encode(), expected.encode()):
-            return "token"
-    if auth.hmac_secret is not None:
-        signature = _signature(headers, auth, source)
-        expected = sign_body(auth.hmac_secret.get_secret_value(), body)
-        if signature is not None and hmac.compare_digest(signature.encode(), expected.encode()):
-            return "hmac"
-    if auth.hmac_secret is not None and auth.token is None:
+    if secret_matches(bearer_token(headers), auth.token):
+        return "token"
+    if _hmac_matches(auth, source, headers, body):
+        return "hmac"
+    if token is None:
         raise WebhookAuthError(f"missing or bad signature ({auth.signature_header})")
-    if auth.token is not None and auth.hmac_secret is None:
+    if key is None:
         raise WebhookAuthError("missing or bad bearer token")
     raise WebhookAuthError(f"missing or bad bearer token or signature ({auth.signature_header})")

@@ -31,7 +31,6 @@ from bot.alerts.models import Policy
 from bot.alerts.notify import (
     GROUP,
     alert_links,
-    ensure_notification,
     first_notification,
     forget_notice,
     group_facts,
@@ -43,7 +42,7 @@ from bot.alerts.notify import (
 from bot.alerts.outbox import flush
 from bot.app import Herald
 from bot.engine import ledger
-from bot.engine.ledger import NewNotification
+from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")
@@ -143,21 +142,38 @@ def _stop_timer(herald: Herald, row: Mapping[str, Any]) -> None:
 
 
 def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now: float) -> str | None:
-    policy = chain.policy
+    group_id = row["id"]
+    audience = step.audience or f"everyone paged about alert {group_id}"
+    people = people_for(step.audience) if step.audience else notified_people(group_id)
+    new = _step_notification(herald, row, chain.policy, step, audience, now)
+    nid, _ = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
+    link(herald.store, [group_id], nid, step.kind, step.number, audience, now)
+    moved, current = _advance(herald, group_id, chain.policy, step, now)
+    if moved:
+        log.info("alert %s: %s step %d to %s (%s)", group_id, step.kind, step.number, audience, nid)
+        return nid
+    if current is not None and (current["acked_at"] is not None or current["state"] != "firing"):
+        # Acknowledged or resolved while the step was being written: it must not go out.
+        ledger.cancel(herald.store, nid, now)
+        forget_notice(herald.store, group_id, nid)
+    return None
+
+
+def _step_notification(
+    herald: Herald, row: Mapping[str, Any], policy: Policy, step: Step, audience: str, now: float
+) -> NewNotification:
+    """The step's notification, keyed ``alert:<group>:step:<n>`` so whoever ticks writes it once."""
     group_id = row["id"]
     with herald.store.begin() as connection:
         facts = group_facts(connection, row)
         parent = first_notification(connection, group_id)
         links = alert_links(connection, group_id, row["external_url"])
-    audience = step.audience or f"everyone paged about alert {group_id}"
-    people = people_for(step.audience) if step.audience else notified_people(group_id)
-    waited = now - row["opened_at"]
-    new = NewNotification(
-        id=ledger.new_notification_id(),
+    return NewNotification(
+        id=new_notification_id(),
         kind=step.kind,
         severity=row["severity"],
         title=messages.escalation_title(facts, step.kind, step.number, step.tier)[:500],
-        body=messages.escalation_body(facts, step.kind, waited, audience),
+        body=messages.escalation_body(facts, step.kind, now - row["opened_at"], audience),
         audience=audience[:2000],
         channels=policy.channels,
         created_by=f"alert:{row['source']}",
@@ -168,8 +184,13 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
         idempotency_key=f"alert:{group_id}:step:{step.number}",
         meta={"alert_group": group_id, "alert_step": step.number, "links": links},
     )
-    nid, _ = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
-    link(herald.store, [group_id], nid, step.kind, step.number, audience, now)
+
+
+def _advance(
+    herald: Herald, group_id: str, policy: Policy, step: Step, now: float
+) -> tuple[bool, Mapping[str, Any] | None]:
+    """Move the group from the step before to ``step`` (compare-and-set, only while it fires
+    unacknowledged). When it did not move: the group as it is now."""
     with herald.store.begin() as connection:
         moved = connection.execute(
             update(GROUP)
@@ -186,15 +207,7 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
                 revision=GROUP.c.revision + 1,
             )
         ).rowcount
-        current = group_row(connection, group_id) if not moved else None
-    if moved:
-        log.info("alert %s: %s step %d to %s (%s)", group_id, step.kind, step.number, audience, nid)
-        return nid
-    if current is not None and (current["acked_at"] is not None or current["state"] != "firing"):
-        # Acknowledged or resolved while the step was being written: it must not go out.
-        ledger.cancel(herald.store, nid, now)
-        forget_notice(herald.store, group_id, nid)
-    return None
+        return bool(moved), (group_row(connection, group_id) if not moved else None)
 
 
 def run_due(herald: Herald) -> None:

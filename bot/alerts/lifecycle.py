@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.models import Alert, AlertBatch, IntakeResult, Policy
-from bot.alerts.notify import GROUP, INSTANCE, NOTICE
+from bot.alerts.notify import GROUP, INSTANCE, NOTICE, resolution
 from bot.alerts.outbox import flush
 from bot.alerts.routing import (
     RouteChoice,
@@ -142,23 +142,9 @@ def _apply_once(
         return applied
     group_id = row["id"]
     applied = _Applied(group_id)
-    existing: dict[str, tuple[int, str]] = {}
-    fingerprints = list(plan.alerts)
-    for start in range(0, len(fingerprints), CHUNK):
-        for instance_id, fingerprint, status in connection.execute(
-            select(INSTANCE.c.id, INSTANCE.c.fingerprint, INSTANCE.c.status).where(
-                INSTANCE.c.group_id == group_id,
-                INSTANCE.c.fingerprint.in_(fingerprints[start : start + CHUNK]),
-            )
-        ):
-            existing[fingerprint] = (instance_id, status)
+    existing = _existing(connection, group_id, list(plan.alerts))
     _upsert_alerts(connection, group_id, plan.alerts, existing, now, applied)
-    firing_left = connection.execute(
-        select(func.count())
-        .select_from(INSTANCE)
-        .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
-    ).scalar_one()
-    changes = _group_changes(row, applied, int(firing_left), batch, now, connection)
+    changes = _group_changes(row, applied, _firing_left(connection, group_id), batch, now, connection)
     visible = applied.new_firing > 0 or applied.resolved
     result = connection.execute(
         update(GROUP)
@@ -168,6 +154,30 @@ def _apply_once(
     if result.rowcount != 1:
         raise _Conflict
     return applied
+
+
+def _existing(connection: Connection, group_id: str, fingerprints: list[str]) -> dict[str, tuple[int, str]]:
+    """The group's stored alerts among ``fingerprints``: fingerprint -> (row id, status)."""
+    existing: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(fingerprints), CHUNK):
+        for instance_id, fingerprint, status in connection.execute(
+            select(INSTANCE.c.id, INSTANCE.c.fingerprint, INSTANCE.c.status).where(
+                INSTANCE.c.group_id == group_id,
+                INSTANCE.c.fingerprint.in_(fingerprints[start : start + CHUNK]),
+            )
+        ):
+            existing[fingerprint] = (instance_id, status)
+    return existing
+
+
+def _firing_left(connection: Connection, group_id: str) -> int:
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(INSTANCE)
+            .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
+        ).scalar_one()
+    )
 
 
 def _open_group(
@@ -247,6 +257,13 @@ def _upsert_alerts(
         updates.append(
             {**values, "b_id": instance_id, "resolved_at": now if alert.status == "resolved" else None}
         )
+    _write_alerts(connection, inserts, updates)
+
+
+def _write_alerts(
+    connection: Connection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]]
+) -> None:
+    """New alert rows in one insert, changed ones in one executemany update (keyed ``b_id``)."""
     if inserts:
         connection.execute(insert(INSTANCE), inserts)
     if updates:
@@ -270,17 +287,7 @@ def _group_changes(
     if firing_left == 0:
         applied.resolved = True
         notified = connection.execute(select(exists().where(NOTICE.c.group_id == row["id"]))).scalar_one()
-        changes.update(
-            state="resolved",
-            open_key=None,
-            resolved_at=now,
-            resolved_by=batch.source,
-            next_escalation_at=None,
-            pending=None,
-            pending_at=None,
-            held_since=None,
-            resolution_pending=bool(notified),
-        )
+        changes.update(resolution(now, batch.source, bool(notified)))
         return changes
     if row["acked_at"] is not None:
         return changes

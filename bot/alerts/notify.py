@@ -1,11 +1,11 @@
-"""Store helpers shared by the lifecycle and escalation: reading a group, and writing notifications
-about it exactly once.
+"""Store helpers shared by the lifecycle, acks and escalation: reading a group, stopping its chain,
+and writing notifications about it exactly once.
 
 Exactly once: every notification about a group carries an idempotency key that names the step it
 stands for (``alert:<group>:fire:<n>``, ``alert:<group>:step:<n>``, ``alert:<group>:resolved``).
-It is written first (:func:`ensure_notification`: found, else created; the unique key settles a
-race), then linked to the group (:func:`link`, insert-or-ignore), and only then does the group's
-counter move, compare-and-set. A crash anywhere in between is repaired by doing the same again.
+It is written first (:func:`bot.engine.create.ensure_notification`: found, else created; the unique
+key settles a race), then linked to the group (:func:`link`, insert-or-ignore), and only then does
+the group's counter move, compare-and-set. A crash anywhere in between is repaired by doing the same again.
 """
 
 from __future__ import annotations
@@ -15,19 +15,16 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
 from bot.alerts.models import Policy
 from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
-from bot.directory.audience import AudienceError, audience_condition, parse_audience
-from bot.engine import ledger
-from bot.engine.ledger import NewNotification
-from bot.recipients.rules import DeliveryRules
+from bot.directory.audience import AudienceError, parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.store import Store
 from bot.tables import Delivery, Notification, Person
 
@@ -64,34 +61,6 @@ def notified_people(group_id: str) -> ColumnElement[bool]:
         PERSON.c.active.is_(True),
         PERSON.c.id.in_(select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id.in_(notices))),
     )
-
-
-def find_by_key(store: Store, key: str) -> str | None:
-    with store.begin() as connection:
-        value = connection.execute(
-            select(NOTIFICATION.c.id).where(NOTIFICATION.c.idempotency_key == key)
-        ).scalar_one_or_none()
-    return str(value) if value else None
-
-
-def ensure_notification(
-    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
-) -> tuple[str, bool]:
-    """The notification with ``new.idempotency_key``: the existing one, else ``new`` written now
-    (under ``rules``: preferences and quiet hours, as announcements). Returns ``(id, created)``.
-    """
-    assert new.idempotency_key, "alert notifications are keyed"
-    existing = find_by_key(store, new.idempotency_key)
-    if existing is not None:
-        return existing, False
-    try:
-        ledger.create_notification(store, new, people, rules)
-    except IntegrityError:
-        existing = find_by_key(store, new.idempotency_key)
-        if existing is None:
-            raise
-        return existing, False
-    return new.id, True
 
 
 def link(
@@ -137,6 +106,39 @@ def first_notification(connection: Connection, group_id: str) -> str | None:
 def group_row(connection: Connection, group_id: str) -> Mapping[str, Any] | None:
     row = connection.execute(select(GROUP).where(GROUP.c.id == group_id)).mappings().first()
     return dict(row) if row is not None else None
+
+
+# Column values that stop a group's escalation chain: the timer is cleared, an owed update or repeat
+# is dropped, and flood control no longer holds it.
+CHAIN_STOPPED: dict[str, Any] = {
+    "next_escalation_at": None,
+    "pending": None,
+    "pending_at": None,
+    "held_since": None,
+}
+
+
+def resolution(now: float, by: str, notified: bool | ColumnElement[bool]) -> dict[str, Any]:
+    """Column values of a group resolving ``now`` (``by`` a source or person): the chain stops, the
+    open key is freed, and a resolution notice is owed when anyone was ``notified``."""
+    return {
+        "state": "resolved",
+        "open_key": None,
+        "resolved_at": now,
+        "resolved_by": by,
+        **CHAIN_STOPPED,
+        "resolution_pending": notified,
+    }
+
+
+def stop_chain(
+    connection: Connection, group_id: str, *conditions: ColumnElement[bool], **changes: Any
+) -> bool:
+    """Stop the group's escalation chain with ``changes``, where ``conditions`` hold: a visible change
+    (``revision`` moves). False when the group did not match."""
+    values = {**CHAIN_STOPPED, "version": GROUP.c.version + 1, "revision": GROUP.c.revision + 1, **changes}
+    result = connection.execute(update(GROUP).where(GROUP.c.id == group_id, *conditions).values(values))
+    return bool(result.rowcount)
 
 
 def group_facts(connection: Connection, row: Mapping[str, Any]) -> GroupFacts:

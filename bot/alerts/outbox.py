@@ -30,7 +30,6 @@ from bot.alerts.notify import (
     NOTICE,
     alert_links,
     display_actor,
-    ensure_notification,
     first_notification,
     group_facts,
     link,
@@ -39,8 +38,7 @@ from bot.alerts.notify import (
 )
 from bot.app import Herald
 from bot.config import SEVERITIES
-from bot.engine import ledger
-from bot.engine.ledger import NewNotification
+from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.rules import delivery_rules
 
 log = logging.getLogger("herald.alerts")
@@ -146,7 +144,7 @@ def _notification(
     **extra: Any,
 ) -> NewNotification:
     return NewNotification(
-        id=ledger.new_notification_id(),
+        id=new_notification_id(),
         kind=kind,
         severity=row["severity"],
         title=title[:500],

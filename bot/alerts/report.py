@@ -5,15 +5,17 @@ Per group: ``first_delivery_s`` (from receipt to the first message handed to a p
 True when acknowledged within the target; False when acknowledged late, or not acknowledged once
 the target passed while it was firing; None when there is no target, or the group resolved on its
 own before the target passed, or the target has not passed yet. ``tiers_paged`` lists the
-escalation tiers notified. Summary: the share of judged groups acknowledged within target.
+escalation tiers notified. Summary (:func:`sla_summary`, which ``herald report`` also uses for
+delivery SLAs): the share of judged groups acknowledged within target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from bot.alerts.models import Policy
 from bot.alerts.notify import DELIVERY, GROUP, NOTICE
@@ -33,6 +35,21 @@ def ack_met(row: Mapping[str, Any], ack_within: float | None, now: float) -> boo
     return False
 
 
+def sla_summary(verdicts: Iterable[bool | None]) -> dict[str, Any]:
+    """Count SLA verdicts (True met, False missed, None not judged): ``judged``, ``met``, ``missed``
+    and ``met_pct`` (the share met, in percent; None when nothing was judged).
+
+    The one summary for both reports: notifications' delivery SLA and alert groups' ack SLA."""
+    judged = [verdict for verdict in verdicts if verdict is not None]
+    met = sum(1 for verdict in judged if verdict)
+    return {
+        "judged": len(judged),
+        "met": met,
+        "missed": len(judged) - met,
+        "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
+    }
+
+
 def alert_report(herald: Herald, since: float) -> dict[str, Any]:
     """Every alert group opened since ``since``, with its timings, and the ack SLA summary."""
     now = herald.clock.now()
@@ -44,41 +61,41 @@ def alert_report(herald: Herald, since: float) -> dict[str, Any]:
             ).mappings()
         ]
         ids = [row["id"] for row in rows]
-        first_sent: dict[str, float] = {}
-        notices: dict[str, list[dict[str, Any]]] = {}
-        if ids:
-            first_sent = {
-                str(gid): float(at)
-                for gid, at in connection.execute(
-                    select(NOTICE.c.group_id, func.min(DELIVERY.c.sent_at))
-                    .select_from(
-                        NOTICE.join(DELIVERY, DELIVERY.c.notification_id == NOTICE.c.notification_id)
-                    )
-                    .where(NOTICE.c.group_id.in_(ids), DELIVERY.c.sent_at.is_not(None))
-                    .group_by(NOTICE.c.group_id)
-                ).all()
-                if at is not None
-            }
-            for notice in connection.execute(
-                select(NOTICE).where(NOTICE.c.group_id.in_(ids)).order_by(NOTICE.c.at)
-            ).mappings():
-                notices.setdefault(notice["group_id"], []).append(dict(notice))
+        first_sent = _first_sent(connection, ids) if ids else {}
+        notices = _notices(connection, ids) if ids else {}
     items = [_item(row, first_sent.get(row["id"]), notices.get(row["id"], []), now) for row in rows]
-    judged = [item for item in items if item["ack_met"] is not None]
-    met = sum(1 for item in judged if item["ack_met"])
     return {
         "since": since,
         "groups": len(items),
         "firing": sum(1 for item in items if item["state"] == "firing"),
         "acknowledged": sum(1 for item in items if item["acked_at"] is not None),
-        "ack_sla": {
-            "judged": len(judged),
-            "met": met,
-            "missed": len(judged) - met,
-            "met_pct": round(100.0 * met / len(judged), 1) if judged else None,
-        },
+        "ack_sla": sla_summary(item["ack_met"] for item in items),
         "items": items,
     }
+
+
+def _first_sent(connection: Connection, ids: list[str]) -> dict[str, float]:
+    """Per group: when its first message was handed to a provider."""
+    return {
+        str(gid): float(at)
+        for gid, at in connection.execute(
+            select(NOTICE.c.group_id, func.min(DELIVERY.c.sent_at))
+            .select_from(NOTICE.join(DELIVERY, DELIVERY.c.notification_id == NOTICE.c.notification_id))
+            .where(NOTICE.c.group_id.in_(ids), DELIVERY.c.sent_at.is_not(None))
+            .group_by(NOTICE.c.group_id)
+        ).all()
+        if at is not None
+    }
+
+
+def _notices(connection: Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per group: its notices, oldest first."""
+    notices: dict[str, list[dict[str, Any]]] = {}
+    for notice in connection.execute(
+        select(NOTICE).where(NOTICE.c.group_id.in_(ids)).order_by(NOTICE.c.at)
+    ).mappings():
+        notices.setdefault(notice["group_id"], []).append(dict(notice))
+    return notices
 
 
 def _item(

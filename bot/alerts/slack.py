@@ -1,18 +1,14 @@
 """Alerts in Slack: one message per alert group in ``slack.alert_channel``, kept up to date.
 
-The message (``chat.postMessage``, then ``chat.update``) shows the group (``[FIRING:37] HighLatency``,
-severity, route, the first alerts), its timeline (paged, updates, each escalation step, who
-acknowledged and when, the resolution) and, while it fires, the Acknowledge and Resolve buttons
-(action ids ``alert_ack`` / ``alert_resolve``, value: the group id).
+The message (``chat.postMessage``, then ``chat.update``) is rendered by
+:func:`bot.alerts.slack_message.alert_message`; the group row holds the Slack side
+(:mod:`bot.alerts.slack_state`), so a restart resumes. :meth:`AlertSlack.sync` (the scheduler
+tick, a webhook's background task, a button) edits messages that are behind. A writer re-reads the
+revision after each edit and edits again if it moved, so the last edit always shows the latest
+state even when two writers cross.
 
-The group row holds the Slack side, so a restart resumes: ``slack_ts`` (``""`` while one process
-posts it; another takes over a claim older than :data:`CLAIM_STALE_AFTER`), ``slack_channel``, and
-``slack_revision``, the group ``revision`` the message shows. Every visible change bumps
-``revision``; :meth:`AlertSlack.sync` (the scheduler tick, a webhook's background task, a button)
-edits messages that are behind. A writer re-reads the revision after each edit and edits again if it
-moved, so the last edit always shows the latest state even when two writers cross.
-
-:func:`on_alert_action` is what the Bolt listener for the two buttons calls after acking.
+:func:`on_alert_action` is what the Bolt listener for the Acknowledge and Resolve buttons calls
+after acking.
 """
 
 from __future__ import annotations
@@ -21,274 +17,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import and_, func, or_, select, update
 
 from bot.alerts import acks
-from bot.alerts.messages import GroupFacts, alert_lines, firing_title
-from bot.alerts.models import AckOutcome, Policy
-from bot.alerts.notify import DELIVERY, GROUP, NOTICE, display_actor, group_facts
+from bot.alerts.models import AckOutcome
+from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION, GroupView, alert_message
+from bot.alerts.slack_state import behind, claim_post, load_view, record_post, record_shown, release_post
 from bot.app import Herald
-from bot.slack.blocks import slack_date
-from bot.store import Store
+from bot.slack.blocks import Block
+from bot.slack.client import web_client
 
 log = logging.getLogger("herald.alerts.slack")
 
-ACK_ACTION = "alert_ack"
-RESOLVE_ACTION = "alert_resolve"
-CLAIM_STALE_AFTER = 60.0
-RESUME_WITHIN = 3 * 86400.0
-SYNC_BATCH = 20
 MAX_CATCH_UP = 3
-
-Block = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class NoticeLine:
-    kind: str
-    step: int
-    audience: str
-    at: float
-    recipients: int
-
-
-@dataclass(frozen=True, slots=True)
-class GroupView:
-    """Everything the Slack message shows, read from the store."""
-
-    facts: GroupFacts
-    state: str
-    channels: tuple[str, ...]
-    acked_at: float | None
-    acked_by: str | None
-    resolved_at: float | None
-    resolved_by: str | None
-    next_escalation_at: float | None
-    next_audience: str | None
-    held_back: int
-    notices: tuple[NoticeLine, ...]
-    revision: int
-    slack_channel: str | None
-    slack_ts: str | None
-
-
-# -- rendering (pure) -------------------------------------------------------------------------------
-
-
-def _date(epoch: float) -> str:
-    return slack_date(epoch)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _button(text: str, action_id: str, value: str, style: str) -> Block:
-    return {
-        "type": "button",
-        "text": {"type": "plain_text", "text": text, "emoji": True},
-        "action_id": action_id,
-        "value": value,
-        "style": style,
-    }
-
-
-_NOTICE_TEXT = {
-    "opened": "Paged {audience}",
-    "update": "Update sent to {audience}",
-    "repeat": "Still firing: reminded {audience}",
-    "summary": "Paged {audience} (in a flood-control summary)",
-    "escalation": "Escalated to tier {tier}: {audience}",
-    "reminder": "Reminder to everyone paged",
-    "resolution": "Resolution notice sent to everyone notified",
-}
-
-
-def _timeline(view: GroupView) -> list[str]:
-    lines = []
-    for notice in view.notices:
-        template = _NOTICE_TEXT.get(notice.kind, notice.kind)
-        text = template.format(audience=f"`{_escape(notice.audience)}`", tier=notice.step)
-        people = f" ({notice.recipients} {'person' if notice.recipients == 1 else 'people'})"
-        lines.append(f"• {text}{people} · {_date(notice.at)}")
-    if view.held_back:
-        lines.append(f"• Flood control held back {view.held_back} notification(s) of this alert")
-    if view.acked_at is not None:
-        who = display_actor(view.acked_by) or "someone"
-        lines.append(f"• :eyes: Acknowledged by {_escape_actor(who)} · {_date(view.acked_at)}")
-    if view.resolved_at is not None:
-        resolver = display_actor(view.resolved_by)
-        by = f" by {_escape_actor(resolver)}" if resolver else ""
-        lines.append(f"• :white_check_mark: Resolved{by} · {_date(view.resolved_at)}")
-    elif view.next_escalation_at is not None and view.acked_at is None:
-        target = f"`{_escape(view.next_audience)}`" if view.next_audience else "everyone paged (reminder)"
-        lines.append(
-            f"• :hourglass_flowing_sand: Next: {target} at {_date(view.next_escalation_at)}"
-            " unless acknowledged"
-        )
-    return lines
-
-
-def _escape_actor(who: str) -> str:
-    return who if who.startswith("<@") else _escape(who)
-
-
-def alert_message(view: GroupView) -> tuple[str, list[Block]]:
-    """The alert group's Slack message: fallback text and blocks."""
-    facts = view.facts
-    if view.state == "resolved":
-        title = f"[RESOLVED] {facts.title}"
-        icon = ":white_check_mark:"
-    else:
-        title = firing_title(facts)
-        icon = ":eyes:" if view.acked_at is not None else ":rotating_light:"
-    text = f"[{facts.severity.upper()}] {title}"
-    blocks: list[Block] = [
-        _section(f"{icon} *{_escape(text)}*"),
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*Severity*\n{facts.severity}"},
-                {"type": "mrkdwn", "text": f"*Alert*\n`{facts.id}`"},
-                {"type": "mrkdwn", "text": f"*Route*\n{facts.route} → `{_escape(facts.audience)}`"},
-                {"type": "mrkdwn", "text": f"*Opened*\n{_date(facts.opened_at)}"},
-            ],
-        },
-    ]
-    listed = alert_lines(facts)
-    if listed and view.state != "resolved":
-        blocks.append(_section(_escape("\n".join(listed))))
-    timeline = _timeline(view)
-    if timeline:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(timeline)[:3000]}]}
-        )
-    if view.state == "firing":
-        buttons = [_button("Resolve", RESOLVE_ACTION, facts.id, "danger")]
-        if view.acked_at is None:
-            buttons.insert(0, _button("Acknowledge", ACK_ACTION, facts.id, "primary"))
-        blocks.append({"type": "actions", "block_id": f"alert_{facts.id}", "elements": buttons})
-    return text, blocks
-
-
-# -- reading and claiming ---------------------------------------------------------------------------
-
-
-def load_view(store: Store, group_id: str) -> GroupView | None:
-    with store.begin() as connection:
-        found = connection.execute(select(GROUP).where(GROUP.c.id == group_id)).mappings().first()
-        if found is None:
-            return None
-        row = dict(found)
-        facts = group_facts(connection, row)
-        notices = connection.execute(
-            select(
-                NOTICE.c.kind,
-                NOTICE.c.step,
-                NOTICE.c.audience,
-                NOTICE.c.at,
-                select(func.count(func.distinct(DELIVERY.c.person_id)))
-                .where(DELIVERY.c.notification_id == NOTICE.c.notification_id)
-                .scalar_subquery(),
-            )
-            .where(NOTICE.c.group_id == group_id)
-            .order_by(NOTICE.c.at, NOTICE.c.step)
-        ).all()
-    policy = Policy.from_json(row["policy"])
-    step = int(row["step"])
-    next_audience = policy.escalate[step] if step < len(policy.escalate) else None
-    return GroupView(
-        facts=facts,
-        state=row["state"],
-        channels=policy.channels,
-        acked_at=row["acked_at"],
-        acked_by=row["acked_by"],
-        resolved_at=row["resolved_at"],
-        resolved_by=row["resolved_by"],
-        next_escalation_at=row["next_escalation_at"],
-        next_audience=next_audience,
-        held_back=int(row["held_back"] or 0),
-        notices=tuple(NoticeLine(k, int(s), a, float(t), int(r or 0)) for k, s, a, t, r in notices),
-        revision=int(row["revision"]),
-        slack_channel=row["slack_channel"],
-        slack_ts=row["slack_ts"],
-    )
-
-
-def behind(store: Store, now: float, limit: int = SYNC_BATCH) -> list[str]:
-    """Groups whose message is missing or shows an older revision (recent ones only)."""
-    with store.begin() as connection:
-        return [
-            str(value)
-            for value in connection.execute(
-                select(GROUP.c.id)
-                .where(
-                    GROUP.c.opened_at >= now - RESUME_WITHIN,
-                    or_(GROUP.c.slack_ts.is_(None), GROUP.c.slack_revision < GROUP.c.revision),
-                )
-                .order_by(GROUP.c.opened_at)
-                .limit(limit)
-            ).scalars()
-        ]
-
-
-def claim_post(store: Store, group_id: str, now: float) -> bool:
-    """The right to post the group's message (compare-and-set; a stale claim is taken over)."""
-    with store.begin() as connection:
-        return bool(
-            connection.execute(
-                update(GROUP)
-                .where(
-                    GROUP.c.id == group_id,
-                    or_(
-                        GROUP.c.slack_ts.is_(None),
-                        and_(GROUP.c.slack_ts == "", GROUP.c.slack_claimed_at < now - CLAIM_STALE_AFTER),
-                    ),
-                )
-                .values(slack_ts="", slack_claimed_at=now)
-            ).rowcount
-        )
-
-
-def record_post(store: Store, group_id: str, channel: str, ts: str, revision: int) -> None:
-    """The message now exists: where, and which revision it shows."""
-    with store.begin() as connection:
-        connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == group_id)
-            .values(slack_channel=channel, slack_ts=ts, slack_revision=revision)
-        )
-
-
-def release_post(store: Store, group_id: str) -> None:
-    """Give back a claim to post (the post failed in a way worth retrying soon)."""
-    with store.begin() as connection:
-        connection.execute(
-            update(GROUP).where(GROUP.c.id == group_id, GROUP.c.slack_ts == "").values(slack_ts=None)
-        )
-
-
-def record_shown(store: Store, group_id: str, revision: int) -> int:
-    """Note that the message shows ``revision``; returns the group's current revision."""
-    with store.begin() as connection:
-        connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == group_id, GROUP.c.slack_revision < revision)
-            .values(slack_revision=revision)
-        )
-        return int(connection.execute(select(GROUP.c.revision).where(GROUP.c.id == group_id)).scalar_one())
-
-
-# -- the Slack side ---------------------------------------------------------------------------------
+_SLACK_ERRORS = (SlackApiError, SlackClientError, OSError, TimeoutError)
+_GONE = ("message_not_found", "channel_not_found")
 
 
 class _RateLimited(Exception):
@@ -315,14 +60,7 @@ class AlertSlack:
         slack = herald.settings.slack
         if slack.bot_token is None or not slack.alert_channel:
             return None
-        if client is None:
-            client = AsyncWebClient(
-                token=slack.bot_token.get_secret_value(),
-                base_url=slack.api_url,
-                retry_handlers=[],
-                logger=logging.getLogger("herald.slack.web"),
-            )
-        return cls(herald, client, slack.alert_channel)
+        return cls(herald, client if client is not None else web_client(slack), slack.alert_channel)
 
     async def sync(self, group_ids: Iterable[str] | None = None) -> None:
         """Bring these groups' messages (default: every one that is behind) up to date."""
@@ -359,7 +97,7 @@ class AlertSlack:
             return False
         try:
             response = await self.client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)
-        except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
+        except _SLACK_ERRORS as exc:
             if _rate_limited(exc):  # give the claim back: the next tick tries again
                 await asyncio.to_thread(release_post, store, group_id)
             # Otherwise the claim stays: another try once it is stale, so a failing Slack is not hammered.
@@ -374,11 +112,8 @@ class AlertSlack:
             await self.client.chat_update(
                 channel=view.slack_channel or self.channel, ts=view.slack_ts or "", text=text, blocks=blocks
             )
-        except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
-            if isinstance(exc, SlackApiError) and exc.response.get("error") in (
-                "message_not_found",
-                "channel_not_found",
-            ):
+        except _SLACK_ERRORS as exc:
+            if isinstance(exc, SlackApiError) and exc.response.get("error") in _GONE:
                 # The message is gone: mark it shown so it is not retried forever.
                 await asyncio.to_thread(record_shown, self.herald.store, view.facts.id, view.revision)
             self._failed("chat.update", view.facts.id, exc)

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.common import EXIT_USAGE, ConfigOption, config_path, fail, settings_from
+from bot.cli.common import EXIT_USAGE, ConfigOption, HeraldGroup, config_path, fail, settings_from
 from bot.config import ConfigError, load_settings, parse_duration, unconfigured
 from bot.store import StoreError, open_store, safe_url
 
 app = typer.Typer(
     name="herald",
+    cls=HeraldGroup,
     help="Herald: chat-ops notifications for IT support (Slack, webhooks, email, SMS).",
     no_args_is_help=True,
     add_completion=False,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.store import Store, StoreError, open_store
@@ -40,18 +41,29 @@ def config_path(option: Path | None) -> Path | None:
     return Path(env) if env else None
 
 
+def bad_configuration(exc: ConfigError) -> NoReturn:
+    """Exit 2 with the first problem on one line (``config check`` lists them all); never a value."""
+    more = len(exc.problems) - 1
+    hint = f" (and {more} more; run 'herald config check')" if more else ""
+    fail(f"bad configuration: {exc.problems[0]}{hint}")
+
+
 def settings_from(option: Path | None) -> Settings:
     try:
         return load_settings(config_path(option))
     except ConfigError as exc:
-        fail(
-            f"bad configuration: {exc.problems[0]}"
-            + (
-                f" (and {len(exc.problems) - 1} more; run 'herald config check')"
-                if len(exc.problems) > 1
-                else ""
-            )
-        )
+        bad_configuration(exc)
+
+
+class HeraldGroup(TyperGroup):
+    """The command group: a command meeting bad configuration anywhere (``demo`` builds its own
+    settings, which environment overrides still reach) ends with one line and exit 2, no traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context has no public name
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            bad_configuration(exc)
 
 
 def store_from(settings: Settings) -> Store:

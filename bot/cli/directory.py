@@ -20,8 +20,9 @@ from rich.text import Text
 from bot import runtime
 from bot.cli.common import EXIT_FAILED, EXIT_OK, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import CHANNEL_NAMES, Settings
-from bot.directory.audience import AudienceError, Reach, parse_audience, reach
-from bot.directory.records import DirectoryFileError
+from bot.directory.audience import AudienceError, parse_audience
+from bot.directory.files import DirectoryFileError
+from bot.directory.reach import Reach, reach
 from bot.directory.store import FileImport, import_file
 from bot.sync.errors import SyncError
 from bot.sync.runner import sync

@@ -1,4 +1,4 @@
-"""Audience queries: who a notification goes to.
+"""Audience queries: who a notification goes to. This module holds the language and its parser.
 
 The language (typed in Slack, config and the CLI; case-insensitive)::
 
@@ -17,38 +17,20 @@ selected.
 
 Three layers, each usable alone:
 
-- :func:`parse_audience` (pure) turns text into an :class:`Audience`, or raises
+- :func:`parse_audience` (pure, here) turns text into an :class:`Audience`, or raises
   :class:`AudienceError` whose message starts ``at N:`` (N is the 0-based character position) and
   says what was expected there.
-- :func:`audience_condition` compiles an :class:`Audience` into a SQL WHERE clause over the
-  ``person`` table, for ``select(...).where(cond)`` or ``INSERT ... SELECT``. Nothing is loaded
-  into Python.
-- :func:`reach` counts, in the database, who is selected and who each channel can reach.
-
-Reach reasons. ``Reach.unreachable`` maps channel → reason → count with reasons ``no_email`` /
-``no_phone`` (no address) and ``suppressed`` (the address is on the suppression list for that
-channel), plus ``opted_out`` when :func:`reach` is given opt-outs (the person turned the notice's kind
-off on that channel); a person is counted under the first reason that applies, in that order.
-``Reach.flat_unreachable()`` gives the one-level map of ``herald directory show --json``:
-``no_email``, ``no_phone``, ``suppressed_email``, ``suppressed_sms``.
-
-Matching is case-insensitive through SQL ``lower()``; SQLite's ``lower()`` folds ASCII letters only,
-so on SQLite ``site:ZÜRICH`` matches ``Zürich`` but not a stored ``ZÜRICH``.
+- :func:`bot.directory.audience_sql.audience_condition` compiles an :class:`Audience` into a SQL
+  WHERE clause over the ``person`` table.
+- :func:`bot.directory.reach.reach` counts, in the database, who is selected and who each channel
+  can reach.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select, true
-from sqlalchemy.engine import Connection
-from sqlmodel import SQLModel
-
-from bot.store import Store
-from bot.tables import Group, Person, PersonGroup, Suppression
 
 TermKind = Literal["everyone", "dept", "site", "group", "title", "person", "slack_user", "slack_group"]
 KEYS: dict[str, TermKind] = {
@@ -59,12 +41,6 @@ KEYS: dict[str, TermKind] = {
     "person": "person",
 }
 EXPECTED = "everyone, dept:, site:, group:, title:, person:, <@U…>, <!subteam^S…>"
-CHANNEL_REASONS = {"email": "no_email", "sms": "no_phone"}
-
-PERSON = SQLModel.metadata.tables[Person.__tablename__]
-PERSON_GROUP = SQLModel.metadata.tables[PersonGroup.__tablename__]
-GROUP = SQLModel.metadata.tables[Group.__tablename__]
-SUPPRESSION = SQLModel.metadata.tables[Suppression.__tablename__]
 
 _SLACK_ID = {"slack_user": re.compile(r"[UW][A-Z0-9]+"), "slack_group": re.compile(r"S[A-Z0-9]+")}
 _QUOTES = {'"': '"', "\u201c": "\u201d"}  # straight, and the curly pair macOS and Slack may type
@@ -220,201 +196,3 @@ class _Parser:
         if self.pos < len(self.text) and self.text[self.pos] == '"':
             raise AudienceError('unexpected \'"\' (quote a whole value: site:"New York")', self.pos)
         return match.group(0)
-
-
-# --- SQL -------------------------------------------------------------------------------------
-
-
-def audience_condition(
-    audience: Audience, slack_groups: Mapping[str, Collection[str]] | None = None
-) -> ColumnElement[bool]:
-    """A WHERE clause over ``person`` selecting the audience's active people.
-
-    ``slack_groups`` maps a Slack user group id to its members' Slack user ids (as Slack's
-    ``usergroups.users.list`` returns them); a ``<!subteam^S…>`` term also selects the members of a
-    directory group whose ``slack_usergroup_id`` is that id.
-    """
-    return and_(PERSON.c.active.is_(True), audience_match(audience, slack_groups))
-
-
-def audience_match(
-    audience: Audience, slack_groups: Mapping[str, Collection[str]] | None = None
-) -> ColumnElement[bool]:
-    """:func:`audience_condition` without the active filter (to count the inactive people it spares).
-
-    Every term compiles to a two-valued condition (never NULL), so NOT of a term is its complement:
-    ``-dept:finance`` selects people with no department too.
-    """
-    conditions = []
-    for term in audience.terms:
-        condition = _term_condition(term, slack_groups or {})
-        conditions.append(not_(condition) if term.negated else condition)
-    return and_(true(), *conditions)
-
-
-def _term_condition(term: Term, slack_groups: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
-    person = PERSON.c
-    lowered = [value.lower() for value in term.values]
-    if term.kind == "everyone":
-        return true()
-    if term.kind in ("dept", "site"):
-        column = person.department if term.kind == "dept" else person.site
-        return and_(column.is_not(None), func.lower(column).in_(lowered))
-    if term.kind == "title":
-        patterns = [func.lower(person.title).contains(value, autoescape=True) for value in lowered]
-        return and_(person.title.is_not(None), or_(*patterns))
-    if term.kind == "person":
-        return or_(
-            func.lower(person.id).in_(lowered),
-            and_(person.email.is_not(None), person.email.in_(lowered)),
-        )
-    if term.kind == "group":
-        return exists().where(
-            PERSON_GROUP.c.person_id == person.id,
-            func.lower(PERSON_GROUP.c.group_name).in_(lowered),
-        )
-    if term.kind == "slack_user":
-        return and_(person.slack_user_id.is_not(None), person.slack_user_id.in_(term.values))
-    return _slack_group_condition(term.values, slack_groups)
-
-
-def _slack_group_condition(
-    group_ids: Sequence[str], slack_groups: Mapping[str, Collection[str]]
-) -> ColumnElement[bool]:
-    person = PERSON.c
-    in_directory = exists().where(
-        PERSON_GROUP.c.person_id == person.id,
-        PERSON_GROUP.c.group_name == GROUP.c.name,
-        GROUP.c.slack_usergroup_id.in_(group_ids),
-    )
-    members = sorted({member.upper() for group_id in group_ids for member in slack_groups.get(group_id, ())})
-    if not members:
-        return in_directory
-    return or_(in_directory, and_(person.slack_user_id.is_not(None), person.slack_user_id.in_(members)))
-
-
-# --- reach -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PersonSummary:
-    id: str
-    name: str
-    email: str | None
-    phone: str | None
-    department: str | None
-    site: str | None
-    title: str | None
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Who an audience selects and who each channel reaches (see the module docstring for reasons)."""
-
-    count: int
-    inactive: int
-    reachable: Mapping[str, int]
-    unreachable: Mapping[str, Mapping[str, int]]
-    sample: tuple[PersonSummary, ...]
-
-    def flat_unreachable(self) -> dict[str, int]:
-        flat: dict[str, int] = {}
-        for channel, reasons in self.unreachable.items():
-            for reason, n in reasons.items():
-                flat[reason if reason.startswith("no_") else f"{reason}_{channel}"] = n
-        return flat
-
-
-def _address(channel: str) -> ColumnElement[str | None]:
-    return PERSON.c.email if channel == "email" else PERSON.c.phone
-
-
-def _suppressed(channel: str) -> ColumnElement[bool]:
-    # An uncorrelated IN: both databases read the suppression list once (SQLite into a temporary
-    # index, PostgreSQL into a hash), whatever the size of the audience. Emails are compared
-    # lower-case, as people's emails are stored.
-    address = SUPPRESSION.c.address
-    listed = select(func.lower(address) if channel == "email" else address).where(
-        SUPPRESSION.c.channel == channel
-    )
-    return _address(channel).in_(listed.scalar_subquery())
-
-
-def reach(
-    store: Store,
-    audience: Audience,
-    channels: Sequence[str] = ("email", "sms"),
-    slack_groups: Mapping[str, Collection[str]] | None = None,
-    sample: int = 10,
-    opted_out: Mapping[str, ColumnElement[bool]] | None = None,
-) -> Reach:
-    """Count the audience and its reach per channel with one aggregate query, plus a sample.
-
-    A query matching no one gives ``count == 0``; deciding whether that is an error is the caller's.
-    Raise ValueError for a channel other than email or sms. ``opted_out`` maps a channel to a
-    condition over ``person`` (who turned the notice's kind off there, from
-    :func:`bot.recipients.rules.opt_out_conditions`); those people count under reason ``opted_out``.
-    """
-    unknown = [channel for channel in channels if channel not in CHANNEL_REASONS]
-    if unknown:
-        raise ValueError(f"unknown channel {unknown[0]!r} (expected email or sms)")
-    active = PERSON.c.active.is_(True)
-
-    def total(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-    columns = [total(active), total(not_(active))]
-    for channel in channels:
-        address = _address(channel)
-        missing = or_(address.is_(None), address == "")
-        suppressed = _suppressed(channel)
-        opted = (opted_out or {}).get(channel, false())
-        columns += [
-            total(and_(active, missing)),
-            total(and_(active, not_(missing), suppressed)),
-            total(and_(active, not_(missing), not_(suppressed), opted)),
-        ]
-    with store.begin() as connection:
-        row = connection.execute(
-            select(*columns).select_from(PERSON).where(audience_match(audience, slack_groups))
-        ).one()
-        people = _sample(connection, audience_condition(audience, slack_groups), sample)
-    count, inactive = int(row[0]), int(row[1])
-    reachable: dict[str, int] = {}
-    unreachable: dict[str, dict[str, int]] = {}
-    for index, channel in enumerate(channels):
-        no_address, suppressed_n, opted_n = (int(n) for n in row[2 + 3 * index : 5 + 3 * index])
-        unreachable[channel] = {CHANNEL_REASONS[channel]: no_address, "suppressed": suppressed_n}
-        if opted_out is not None and channel in opted_out:
-            unreachable[channel]["opted_out"] = opted_n
-        reachable[channel] = count - no_address - suppressed_n - opted_n
-    return Reach(count, inactive, reachable, unreachable, people)
-
-
-def _sample(connection: Connection, condition: ColumnElement[bool], limit: int) -> tuple[PersonSummary, ...]:
-    if limit <= 0:
-        return ()
-    person = PERSON.c
-    rows = connection.execute(
-        select(
-            person.id,
-            person.name,
-            person.email,
-            person.phone,
-            person.department,
-            person.site,
-            person.title,
-        )
-        .where(condition)
-        .order_by(person.name, person.id)
-        .limit(limit)
-    ).all()
-    groups: dict[str, list[str]] = {}
-    if rows:
-        memberships = select(PERSON_GROUP.c.person_id, PERSON_GROUP.c.group_name).where(
-            PERSON_GROUP.c.person_id.in_([row.id for row in rows])
-        )
-        for person_id, name in connection.execute(memberships.order_by(PERSON_GROUP.c.group_name)):
-            groups.setdefault(person_id, []).append(name)
-    return tuple(PersonSummary(*row, groups=tuple(groups.get(row.id, ()))) for row in rows)

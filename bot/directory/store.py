@@ -8,7 +8,7 @@ people of the same source who were not in the batch. People are never deleted. A
 unchanged are told apart against the stored rows, loaded once, so re-importing the same data writes
 nothing and reports everyone unchanged.
 
-Errors: :class:`bot.directory.records.DirectoryFileError` from :func:`import_file` for an unusable file;
+Errors: :class:`bot.directory.files.DirectoryFileError` from :func:`import_file` for an unusable file;
 SQLAlchemy errors propagate, and the transaction is rolled back so a failed import changes nothing.
 """
 
@@ -26,7 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot.directory.records import ParsedPeople, PersonRecord, read_people
+from bot.directory.files import read_people
+from bot.directory.records import ParsedPeople, PersonRecord
 from bot.store import Store
 from bot.tables import Group, Person, PersonGroup
 
@@ -93,7 +94,7 @@ def import_file(
 ) -> FileImport:
     """Read, validate and store a directory file (the path of ``herald directory import``).
 
-    Raise :class:`~bot.directory.records.DirectoryFileError` before touching the database when the file
+    Raise :class:`~bot.directory.files.DirectoryFileError` before touching the database when the file
     cannot be used. Rejected rows are skipped; with ``deactivate_missing`` the people whose rows were
     rejected keep their state (they are in the file, only their row is wrong).
     """
@@ -126,42 +127,61 @@ def import_people(
     stamp = time.time() if now is None else now
     with store.begin() as connection:
         existing = _load_people(connection)
-        memberships = _load_memberships(connection)
-        groups = _GroupNames(connection)
-        writer = _Writer(connection, batch_size)
-        added = changed = unchanged = 0
-        seen: set[str] = set()
-        for person in people:
-            seen.add(person.id)
-            row = _stored_tuple(person, source)
-            names = groups.canonical(person.groups)
-            old_row, old_names = existing.get(person.id), memberships.get(person.id, ())
-            if old_row == row and sorted(old_names) == sorted(names):
-                unchanged += 1
-                continue
-            if old_row is None:
-                added += 1
-            else:
-                changed += 1
-            writer.person(person.id, row, stamp)
-            writer.memberships(person.id, old_names, names)
-        writer.flush()
-        groups.store(connection, batch_size)
+        added, changed, unchanged, seen = _upsert(connection, people, existing, source, stamp, batch_size)
         if added + changed >= ANALYZE_AFTER and connection.dialect.name == "postgresql":
             # Fresh statistics, so audience queries right after a bulk load get sane plans
             # (autovacuum's analyze may take a minute to notice).
             connection.execute(text(f"ANALYZE {PERSON.name}, {PERSON_GROUP.name}"))
-        deactivated, skipped = 0, False
-        if deactivate_missing and not seen:
-            skipped = True
-        elif deactivate_missing:
-            missing = [
-                person_id
-                for person_id, row in existing.items()
-                if row[-1] == source and row[-2] and person_id not in seen and person_id not in keep
-            ]
+        deactivated, skipped = 0, deactivate_missing and not seen
+        if deactivate_missing and seen:
+            missing = _missing(existing, source, seen, keep)
             deactivated = _deactivate(connection, missing, stamp, batch_size)
     return ImportResult(added, changed, unchanged, deactivated, skipped)
+
+
+def _missing(
+    existing: dict[str, tuple[object, ...]], source: str, seen: set[str], keep: Collection[str]
+) -> list[str]:
+    """The ids of active people from ``source`` neither seen in this import nor kept."""
+    return [
+        person_id
+        for person_id, row in existing.items()
+        if row[-1] == source and row[-2] and person_id not in seen and person_id not in keep
+    ]
+
+
+def _upsert(
+    connection: Connection,
+    people: Iterable[PersonRecord],
+    existing: dict[str, tuple[object, ...]],
+    source: str,
+    stamp: float,
+    batch_size: int,
+) -> tuple[int, int, int, set[str]]:
+    """Write the people who are new or changed, and their group memberships; ``(added, changed,
+    unchanged, ids seen)``."""
+    memberships = _load_memberships(connection)
+    groups = _GroupNames(connection)
+    writer = _Writer(connection, batch_size)
+    added = changed = unchanged = 0
+    seen: set[str] = set()
+    for person in people:
+        seen.add(person.id)
+        row = _stored_tuple(person, source)
+        names = groups.canonical(person.groups)
+        old_row, old_names = existing.get(person.id), memberships.get(person.id, ())
+        if old_row == row and sorted(old_names) == sorted(names):
+            unchanged += 1
+            continue
+        if old_row is None:
+            added += 1
+        else:
+            changed += 1
+        writer.person(person.id, row, stamp)
+        writer.memberships(person.id, old_names, names)
+    writer.flush()
+    groups.store(connection, batch_size)
+    return added, changed, unchanged, seen
 
 
 def _stored_tuple(person: PersonRecord, source: str) -> tuple[object, ...]:

@@ -1,4 +1,8 @@
-"""Today's cap on a channel: the smaller of ``daily_cap`` and the warm-up ramp.
+"""Every cap on a channel's sends: the day's counter, ``daily_cap`` and the warm-up ramp.
+
+``channel_counter`` counts claimed sends per channel and UTC day (a release gives them back); the claim
+locks and bumps it in its own transaction (:func:`bot.engine.ledger.claim`), so a cap holds across
+workers and restarts. Today's cap is the smaller of ``daily_cap`` and the warm-up ramp.
 
 A new sending domain or number that sends a lot at once is treated as a spammer, so a warm-up
 schedule (``smtp.warmup = [500, 1000, 2000, 5000]``) caps day 0 (the first UTC day anything was
@@ -12,8 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
 from bot.channel_specs import spec
@@ -34,6 +40,39 @@ def schedule(settings: Settings, channel: str) -> tuple[int, ...]:
 
 def _day(at: float) -> date:
     return datetime.fromtimestamp(at, UTC).date()
+
+
+def day_of(at: float) -> str:
+    """The UTC day of ``at`` as ``channel_counter`` keys it (``YYYY-MM-DD``)."""
+    return _day(at).isoformat()
+
+
+def bump_counter(store: Store, connection: Any, channel: str, day: str, count: int) -> None:
+    """Add ``count`` (negative: give back) to the channel's sends on ``day``."""
+    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
+    statement = dialect_insert(COUNTER).values(channel=channel, day=day, sent=count)
+    statement = statement.on_conflict_do_update(
+        index_elements=["channel", "day"], set_={"sent": COUNTER.c.sent + count}
+    )
+    connection.execute(statement)
+
+
+def lock_counter(store: Store, connection: Any, channel: str, day: str) -> int:
+    """Today's reserved sends, with the counter row locked until the transaction ends."""
+    bump_counter(store, connection, channel, day, 0)
+    query = select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day)
+    if not store.is_sqlite:
+        query = query.with_for_update()
+    return int(connection.execute(query).scalar_one())
+
+
+def sent_today(store: Store, channel: str, now: float) -> int:
+    """Sends claimed on ``channel`` in the UTC day of ``now`` (what today's cap is checked against)."""
+    with store.begin() as connection:
+        value = connection.execute(
+            select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day_of(now))
+        ).scalar_one_or_none()
+    return int(value or 0)
 
 
 def first_day(store: Store, channel: str) -> str | None:

@@ -1,52 +1,28 @@
-"""The delivery ledger: every write the engine makes, in batches.
+"""The delivery ledger: the writes that work the queue of deliveries, in batches.
 
-``channel_counter`` counts claimed sends per channel and UTC day (a release gives them back); it is
-what ``daily_cap`` is checked against, inside the claim's transaction.
-
-A notification and all of its deliveries are written in one transaction before anything is sent.
 Deliveries are claimed in deadline order under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
-SQLite has one writer, so its ``UPDATE … RETURNING`` is atomic anyway). Outcomes are recorded in
-batches: one transaction per batch, never one per message (see PERF-FACTS).
+SQLite has one writer, so its ``UPDATE … RETURNING`` is atomic anyway); a claim under a cap reserves
+its sends on the day's counter (:mod:`bot.engine.caps`) in the same transaction. Outcomes are recorded
+in batches: one transaction per batch, never one per message (see PERF-FACTS). Claimed-but-unsent
+deliveries are given back (release), expired leases reclaimed, notifications without open deliveries
+finished, and not-yet-sent deliveries cancelled. Notifications and their deliveries are written by
+:mod:`bot.engine.create`.
 
 Functions here are synchronous; the dispatcher runs them in a worker thread.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    and_,
-    case,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
+from sqlalchemy import and_, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.recipients import rules as recipient_rules
-from bot.recipients import soft_failures
-from bot.recipients.rules import DeliveryRules
+from bot.engine.caps import bump_counter, day_of, lock_counter
 from bot.store import Store
-from bot.tables import (
-    CLAIMABLE,
-    FINAL_STATES,
-    Attempt,
-    ChannelCounter,
-    Delivery,
-    Notification,
-    Person,
-    Suppression,
-)
+from bot.tables import CLAIMABLE, Delivery, Notification, Person, Suppression
 
 # The PostgreSQL NOTIFY channel on which work is announced; the payload names the delivery channels.
 WORK_CHANNEL = "herald_work"
@@ -55,154 +31,8 @@ DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
 NOTIFICATION = Notification.__table__  # type: ignore[attr-defined]
 PERSON = Person.__table__  # type: ignore[attr-defined]
 SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
-ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
-COUNTER = ChannelCounter.__table__  # type: ignore[attr-defined]
 
-ADDRESS_COLUMN = {"email": PERSON.c.email, "sms": PERSON.c.phone}
 OPEN_STATES = ("queued", "deferred", "sending")
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def new_notification_id() -> str:
-    """Short, unguessable, easy to type in Slack: ``n`` + 9 base-32 characters."""
-    return "n" + "".join(secrets.choice(_ALPHABET) for _ in range(9))
-
-
-@dataclass(frozen=True, slots=True)
-class NewNotification:
-    id: str
-    kind: str
-    severity: str
-    title: str
-    body: str
-    audience: str
-    channels: tuple[str, ...]
-    created_by: str
-    created_at: float
-    start_at: float
-    deadline: float
-    state: str = "queued"
-    parent_id: str | None = None
-    idempotency_key: str | None = None
-    meta: dict[str, Any] | None = None
-
-
-def create_notification(
-    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
-) -> int:
-    """Write the notification and one delivery per (person matching ``people``, channel) at once.
-
-    People without an address for a channel, or whose address is suppressed, get a delivery in state
-    ``suppressed`` (reason ``no_address`` / ``suppressed``) so reports show them; so do people who
-    turned the kind off on the channel (reason ``opted_out``, see :mod:`bot.recipients.rules`).
-    Deliveries of a quiet kind to people inside their quiet hours are ``deferred`` (reason
-    ``quiet_hours``) with ``due_at`` at the end of their window, unless that misses the deadline.
-    ``rules`` None: preferences with the default mandatory kinds, no quiet hours. Before writing,
-    addresses whose recent notifications all soft-failed are suppressed
-    (:mod:`bot.recipients.soft_failures`). Returns recipients.
-    """
-    rules = rules or DeliveryRules()
-    with store.begin() as connection:
-        soft_failures.sweep(connection, new.created_at, rules.soft_failures)
-        connection.execute(
-            insert(NOTIFICATION).values(
-                id=new.id,
-                kind=new.kind,
-                severity=new.severity,
-                title=new.title,
-                body=new.body,
-                audience=new.audience,
-                channels=",".join(new.channels),
-                state=new.state,
-                created_by=new.created_by,
-                created_at=new.created_at,
-                start_at=new.start_at,
-                deadline=new.deadline,
-                parent_id=new.parent_id,
-                idempotency_key=new.idempotency_key,
-                meta=json.dumps(new.meta or {}),
-                recipients=0,
-            )
-        )
-        for channel in new.channels:
-            address = ADDRESS_COLUMN[channel]
-            suppressed = exists().where(
-                and_(SUPPRESSION.c.channel == channel, SUPPRESSION.c.address == address)
-            )
-            no_address = address.is_(None) | (address == "")
-            opted_out = recipient_rules.opted_out(rules, new.severity, channel)
-            due_at = recipient_rules.quiet_due_at(
-                connection, rules, people, new.severity, new.start_at, new.deadline
-            )
-            quiet = due_at > new.start_at
-            state = case(
-                (no_address, "suppressed"),
-                (suppressed, "suppressed"),
-                (opted_out, "suppressed"),
-                (quiet, "deferred"),
-                else_="queued",
-            )
-            reason = case(
-                (no_address, "no_address"),
-                (suppressed, "suppressed"),
-                (opted_out, "opted_out"),
-                (quiet, "quiet_hours"),
-                else_=None,
-            )
-            rows = (
-                select(
-                    literal(new.id),
-                    PERSON.c.id,
-                    literal(channel),
-                    func.coalesce(address, ""),
-                    state,
-                    reason,
-                    literal(new.deadline),
-                    due_at,
-                    literal(new.created_at),
-                    literal(new.created_at),
-                    literal(0),
-                )
-                .select_from(recipient_rules.with_settings(PERSON))
-                .where(people)
-            )
-            connection.execute(
-                insert(DELIVERY).from_select(
-                    [
-                        "notification_id",
-                        "person_id",
-                        "channel",
-                        "address",
-                        "state",
-                        "reason",
-                        "deadline",
-                        "due_at",
-                        "created_at",
-                        "updated_at",
-                        "attempts",
-                    ],
-                    rows,
-                )
-            )
-        recipients = connection.execute(select(func.count()).select_from(PERSON).where(people)).scalar_one()
-        connection.execute(
-            update(NOTIFICATION).where(NOTIFICATION.c.id == new.id).values(recipients=recipients)
-        )
-        # Nothing sendable (everyone suppressed): the notification is final right away.
-        open_count = connection.execute(
-            select(func.count())
-            .select_from(DELIVERY)
-            .where(DELIVERY.c.notification_id == new.id, DELIVERY.c.state.in_(OPEN_STATES))
-        ).scalar_one()
-        if open_count == 0 and new.state == "queued":
-            connection.execute(
-                update(NOTIFICATION)
-                .where(NOTIFICATION.c.id == new.id)
-                .values(state="done", finished_at=new.created_at)
-            )
-        elif open_count:
-            announce_work(store, connection, new.channels)
-    return int(recipients)
 
 
 def announce_work(store: Store, connection: Any, channels: Iterable[str]) -> None:
@@ -236,7 +66,7 @@ def claim(
     day = day_of(now)
     with store.begin() if cap is not None else store.one_statement() as connection:
         if cap is not None:
-            limit = min(limit, cap - _lock_counter(store, connection, channel, day))
+            limit = min(limit, cap - lock_counter(store, connection, channel, day))
         if limit <= 0:
             return []
         if store.is_sqlite:
@@ -244,22 +74,25 @@ def claim(
         else:
             parameters = (worker, now + lease, now, channel, now, limit, channel, day)
             rows = [tuple(row) for row in connection.exec_driver_sql(_PG_CLAIM_SQL, parameters)]
-    claimed = [
-        Claimed(
-            id=id_,
-            notification_id=notification_id,
-            person_id=person_id,
-            channel=channel,
-            address=address,
-            deadline=deadline,
-            attempts=attempts,
-            created_at=created_at,
-            name=name or "",
-        )
-        for id_, notification_id, person_id, address, deadline, attempts, created_at, name in rows
-    ]
+    claimed = [_claimed(channel, row) for row in rows]
     claimed.sort(key=lambda item: (item.deadline, item.id))
     return claimed
+
+
+def _claimed(channel: str, row: tuple[Any, ...]) -> Claimed:
+    """A claim row (id, notification, person, address, deadline, attempts, created_at, name)."""
+    id_, notification_id, person_id, address, deadline, attempts, created_at, name = row
+    return Claimed(
+        id=id_,
+        notification_id=notification_id,
+        person_id=person_id,
+        channel=channel,
+        address=address,
+        deadline=deadline,
+        attempts=attempts,
+        created_at=created_at,
+        name=name or "",
+    )
 
 
 # PostgreSQL: lease, count towards the day's counter and fetch the names in one statement, one round
@@ -316,7 +149,12 @@ def _claim_sqlite(
     ).all()
     if not claimed:
         return []
-    _bump_counter(store, connection, channel, day, len(claimed))
+    bump_counter(store, connection, channel, day, len(claimed))
+    return _with_names(connection, claimed)
+
+
+def _with_names(connection: Any, claimed: list[Any]) -> list[tuple[Any, ...]]:
+    """Each claimed row with its person's name appended (one query for the batch)."""
     names = dict(
         connection.execute(
             select(PERSON.c.id, PERSON.c.name).where(PERSON.c.id.in_({row.person_id for row in claimed}))
@@ -343,11 +181,7 @@ class Outcome:
     notification_id: str = ""
 
 
-def day_of(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
-
-
-# SQLite (qmark): one executemany each for the delivery rows and the attempts.
+# SQLite (qmark): the delivery rows and the attempts, one executemany each.
 _RECORD_SQL = (
     "UPDATE delivery SET state = ?, reason = ?, detail = ?, "
     "provider_id = COALESCE(?, provider_id), sent_at = COALESCE(?, sent_at), due_at = ?, "
@@ -383,15 +217,32 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
     """
     if not outcomes:
         return
-    rows = []  # (id, state, reason, detail, provider_id, sent_at, due_at, at, attempt)
-    for o in outcomes:
-        detail = (o.detail or "")[:1000] or None
-        sent_at = o.at if o.state in ("sent", "delivered") else None
-        due_at = o.due_at if o.due_at is not None else o.at
-        rows.append(
-            (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
-        )
-    suppressions = {
+    rows = [_record_row(o) for o in outcomes]
+    suppressions = _suppressions(outcomes)
+    # Driver-level SQL (no per-row bind processing) that still goes through SQLAlchemy's error
+    # handling: a lost connection raises a DBAPIError and is dropped from the pool.
+    with store.begin() if suppressions else store.one_statement() as connection:
+        if store.is_sqlite:
+            _record_sqlite(connection, rows, worker)
+        else:
+            # A tuple: one execution whose parameters are arrays (a list would mean executemany).
+            columns = tuple(list(column) for column in zip(*rows, strict=True))
+            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker))
+        if suppressions:
+            connection.execute(_insert_ignore(store, SUPPRESSION, ["channel", "address"]), suppressions)
+
+
+def _record_row(o: Outcome) -> tuple[Any, ...]:
+    """(id, state, reason, detail, provider_id, sent_at, due_at, at, attempt) for the driver."""
+    detail = (o.detail or "")[:1000] or None
+    sent_at = o.at if o.state in ("sent", "delivered") else None
+    due_at = o.due_at if o.due_at is not None else o.at
+    return (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
+
+
+def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """One suppression row per (channel, address) a hard failure asked to suppress."""
+    rows = {
         (o.channel, o.address): {
             "channel": o.channel,
             "address": o.address,
@@ -402,63 +253,30 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
         for o in outcomes
         if o.suppress and o.address
     }
-    # Driver-level SQL (no per-row bind processing) that still goes through SQLAlchemy's error
-    # handling: a lost connection raises a DBAPIError and is dropped from the pool.
-    with store.begin() if suppressions else store.one_statement() as connection:
-        if store.is_sqlite:
-            connection.exec_driver_sql(
-                _RECORD_SQL,
-                [
-                    (state, why, note, pid, sent, due, at, id_, worker)
-                    for id_, state, why, note, pid, sent, due, at, _ in rows
-                ],
-            )
-            attempts = [
-                (id_, at, tried, why, note, pid, worker)
-                for id_, _, why, note, pid, _, _, at, tried in rows
-                if tried != "released"
-            ]
-            if attempts:
-                connection.exec_driver_sql(_ATTEMPT_SQL, attempts)
-        else:
-            # A tuple: one execution whose parameters are arrays (a list would mean executemany).
-            columns = tuple(list(column) for column in zip(*rows, strict=True))
-            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker))
-        if suppressions:
-            connection.execute(
-                _insert_ignore(store, SUPPRESSION, ["channel", "address"]), list(suppressions.values())
-            )
+    return list(rows.values())
+
+
+def _record_sqlite(connection: Any, rows: list[tuple[Any, ...]], worker: str) -> None:
+    """SQLite: one executemany for the delivery rows, one for the attempts."""
+    connection.exec_driver_sql(
+        _RECORD_SQL,
+        [
+            (state, why, note, pid, sent, due, at, id_, worker)
+            for id_, state, why, note, pid, sent, due, at, _ in rows
+        ],
+    )
+    attempts = [
+        (id_, at, tried, why, note, pid, worker)
+        for id_, _, why, note, pid, _, _, at, tried in rows
+        if tried != "released"
+    ]
+    if attempts:
+        connection.exec_driver_sql(_ATTEMPT_SQL, attempts)
 
 
 def _insert_ignore(store: Store, table: Any, keys: list[str]) -> Any:
     dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
     return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
-
-
-def _bump_counter(store: Store, connection: Any, channel: str, day: str, count: int) -> None:
-    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
-    statement = dialect_insert(COUNTER).values(channel=channel, day=day, sent=count)
-    statement = statement.on_conflict_do_update(
-        index_elements=["channel", "day"], set_={"sent": COUNTER.c.sent + count}
-    )
-    connection.execute(statement)
-
-
-def _lock_counter(store: Store, connection: Any, channel: str, day: str) -> int:
-    """Today's reserved sends, with the counter row locked until the transaction ends."""
-    _bump_counter(store, connection, channel, day, 0)
-    query = select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day)
-    if not store.is_sqlite:
-        query = query.with_for_update()
-    return int(connection.execute(query).scalar_one())
-
-
-def sent_today(store: Store, channel: str, now: float) -> int:
-    with store.begin() as connection:
-        value = connection.execute(
-            select(COUNTER.c.sent).where(COUNTER.c.channel == channel, COUNTER.c.day == day_of(now))
-        ).scalar_one_or_none()
-    return int(value or 0)
 
 
 def release(store: Store, worker: str, now: float, ids: Iterable[int] | None = None) -> int:
@@ -486,7 +304,7 @@ def release(store: Store, worker: str, now: float, ids: Iterable[int] | None = N
         for (channel,) in released:
             per_channel[channel] = per_channel.get(channel, 0) + 1
         for channel, count in per_channel.items():
-            _bump_counter(store, connection, channel, day_of(now), -count)
+            bump_counter(store, connection, channel, day_of(now), -count)
         if per_channel:
             announce_work(store, connection, per_channel)
     return len(released)
@@ -572,22 +390,3 @@ def cancel(store: Store, notification_id: str, now: float) -> int:
             .values(state="cancelled", finished_at=now)
         )
     return int(result.rowcount)
-
-
-def queued_ahead(store: Store, channel: str, deadline: float) -> int:
-    """Open deliveries of ``channel`` that would go before a delivery due by ``deadline``."""
-    with store.begin() as connection:
-        value = connection.execute(
-            select(func.count())
-            .select_from(DELIVERY)
-            .where(
-                DELIVERY.c.channel == channel,
-                DELIVERY.c.state.in_(OPEN_STATES),
-                DELIVERY.c.deadline <= deadline,
-            )
-        ).scalar_one()
-    return int(value)
-
-
-def is_final(state: str) -> bool:
-    return state in FINAL_STATES

@@ -9,7 +9,6 @@ One module per role:
 - :mod:`.suppressions` — the suppression list, SMS STOP/START, Twilio status callbacks;
 - :mod:`.soft_failures` — repeated soft failures put an address on the list;
 - :mod:`.sms` — pure: inbound keywords and Twilio status ranks;
-- :mod:`.warmup` — the daily cap and warm-up ramp per channel;
 - :mod:`.pages` — the preferences page (jinja2, autoescaped, no JavaScript, no external assets);
 - :mod:`.web` — the HTTP routes ``/u/{token}``, ``/hooks/twilio/status``, ``/hooks/twilio/inbound``.
 """

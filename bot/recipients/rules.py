@@ -113,7 +113,7 @@ def opted_out(rules: DeliveryRules, kind: str, channel: str) -> ColumnElement[bo
 def opt_out_conditions(
     rules: DeliveryRules, kind: str, channels: Collection[str]
 ) -> Mapping[str, ColumnElement[bool]]:
-    """Per channel, :func:`opted_out` (for :func:`bot.directory.audience.reach`'s ``opted_out``)."""
+    """Per channel, :func:`opted_out` (for :func:`bot.directory.reach.reach`'s ``opted_out``)."""
     return {channel: opted_out(rules, kind, channel) for channel in channels}
 
 

@@ -16,13 +16,10 @@ not match, 404 while ``twilio.auth_token`` is not set.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
@@ -37,6 +34,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from bot.alerts.acks import ack_by_phone
 from bot.app import Herald
 from bot.recipients import pages, preferences, suppressions
 from bot.recipients.rules import delivery_rules
@@ -115,81 +113,84 @@ def twiml(message: str | None) -> Response:
 
 
 async def acknowledge(herald: Herald, phone: str, text: str) -> str:
-    """``ACK …`` by SMS: hand it to :func:`bot.alerts.ack_by_phone` when the alerts module is there.
-
-    That function may be sync or async; a string it returns is the reply, a truthy value means done.
-    Without the module (or with nothing to acknowledge) the answer is :data:`NO_ALERT`.
-    """
-    try:
-        alerts = importlib.import_module("bot.alerts")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bot.alerts", "bot"):
-            raise
-        return NO_ALERT
-    handler = getattr(alerts, "ack_by_phone", None)
-    if handler is None:
-        return NO_ALERT
-    if inspect.iscoroutinefunction(handler):
-        result: Any = await handler(herald, phone, text)
-    else:
-        result = await asyncio.to_thread(handler, herald, phone, text)
-        if inspect.isawaitable(result):
-            result = await result
-    if isinstance(result, str):
-        return result or NO_ALERT
-    return "Acknowledged." if result else NO_ALERT
+    """``ACK …`` by SMS: :func:`bot.alerts.acks.ack_by_phone`'s reply, or :data:`NO_ALERT` when it
+    has none (the text is not an ACK it reads)."""
+    reply = await asyncio.to_thread(ack_by_phone, herald, phone, text)
+    return reply or NO_ALERT
 
 
 def recipient_routes(herald: Herald) -> list[BaseRoute]:
     """The routes to mount in ``herald serve`` (``build_web_app(..., routes=...)``)."""
-    rules = delivery_rules(herald.settings)
-    channels = herald.configured_channels()
-    env = pages.environment()
-    public_url = herald.settings.server.public_url
-    store = herald.store
+    handlers = RecipientHandlers(herald)
+    return [
+        Route("/u/{token}", handlers.page, methods=["GET", "POST"]),
+        Route("/hooks/twilio/inbound", handlers.inbound, methods=["POST"]),
+        Route("/hooks/twilio/status", handlers.status, methods=["POST"]),
+    ]
 
-    def html(body: str, status: int = 200) -> HTMLResponse:
+
+class RecipientHandlers:
+    """The handlers of :func:`recipient_routes`, sharing what they read from ``herald`` once."""
+
+    def __init__(self, herald: Herald) -> None:
+        self.herald = herald
+        self.rules = delivery_rules(herald.settings)
+        self.channels = herald.configured_channels()
+        self.env = pages.environment()
+        self.public_url = herald.settings.server.public_url
+        self.store = herald.store
+
+    def html(self, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status, headers=PAGE_HEADERS)
 
-    def person_for(token: str) -> str | None:
-        return read_token(herald.token_key(), token, herald.clock.now())
+    def person_for(self, token: str) -> str | None:
+        return read_token(self.herald.token_key(), token, self.herald.clock.now())
 
-    async def page(request: Request) -> Response:
-        token = request.path_params["token"]
-        person_id = await asyncio.to_thread(person_for, token)
+    async def page(self, request: Request) -> Response:
+        """``/u/{token}``: the preferences page on GET; a POST unsubscribes or saves the form."""
+        person_id = await asyncio.to_thread(self.person_for, request.path_params["token"])
         view = None
         if person_id is not None:
-            view = await asyncio.to_thread(preferences.load, store, rules, channels, person_id)
+            view = await asyncio.to_thread(preferences.load, self.store, self.rules, self.channels, person_id)
         if person_id is None or view is None:
-            return html(pages.render_not_found(env), 404)
+            return self.html(pages.render_not_found(self.env), 404)
         if request.method != "POST":
-            return html(pages.render_preferences(env, view))
+            return self.html(pages.render_preferences(self.env, view))
+        return await self.page_post(request, person_id, view)
+
+    async def page_post(
+        self, request: Request, person_id: str, view: preferences.PreferencesView
+    ) -> Response:
+        """A POST to the page: ``List-Unsubscribe=One-Click``, else the form's choices saved."""
         try:
             form = parse_form(request.headers.get("content-type", ""), await read_body(request))
         except BodyTooLarge:
-            return html(pages.render_problem(env, "Too much data", "The form sent was too large."), 413)
-        now = herald.clock.now()
+            problem = pages.render_problem(self.env, "Too much data", "The form sent was too large.")
+            return self.html(problem, 413)
+        now = self.herald.clock.now()
         if ("List-Unsubscribe", "One-Click") in form:
-            await asyncio.to_thread(preferences.unsubscribe_email, store, rules, person_id, now)
+            await asyncio.to_thread(preferences.unsubscribe_email, self.store, self.rules, person_id, now)
             log.info("one-click unsubscribe from email: person %s", person_id)
-            return html(pages.render_unsubscribed(env, view, str(request.url)))
+            return self.html(pages.render_unsubscribed(self.env, view, str(request.url)))
         try:
             choices = preferences.parse_choices(form, view.kinds, view.channels)
         except ValueError as exc:
-            return html(pages.render_preferences(env, view, errors=[str(exc)]), 400)
+            return self.html(pages.render_preferences(self.env, view, errors=[str(exc)]), 400)
+        store, rules, channels = self.store, self.rules, self.channels
         await asyncio.to_thread(preferences.save, store, rules, channels, person_id, choices, now)
         saved = await asyncio.to_thread(preferences.load, store, rules, channels, person_id)
-        return html(pages.render_preferences(env, saved or view, status=SAVED))
+        return self.html(pages.render_preferences(self.env, saved or view, status=SAVED))
 
-    async def twilio_params(request: Request) -> list[tuple[str, str]] | Response:
-        auth_token = herald.settings.twilio.auth_token
+    async def twilio_params(self, request: Request) -> list[tuple[str, str]] | Response:
+        """The posted parameters of a correctly signed Twilio request, else the response refusing it."""
+        auth_token = self.herald.settings.twilio.auth_token
         if auth_token is None:
             return PlainTextResponse("sms is not configured (twilio.auth_token)\n", 404)
         try:
             params = parse_form("application/x-www-form-urlencoded", await read_body(request))
         except BodyTooLarge:
             return PlainTextResponse("request body too large\n", 413)
-        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        url = self.public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signed = signature_ok(
             auth_token.get_secret_value(),
             url,
@@ -201,33 +202,37 @@ def recipient_routes(herald: Herald) -> list[BaseRoute]:
             return PlainTextResponse("bad or missing X-Twilio-Signature\n", 403)
         return params
 
-    async def inbound(request: Request) -> Response:
-        params = await twilio_params(request)
+    async def inbound(self, request: Request) -> Response:
+        """``POST /hooks/twilio/inbound``: an SMS to Herald's number, answered with TwiML."""
+        params = await self.twilio_params(request)
         if isinstance(params, Response):
             return params
         fields = dict(params)
         phone, text = fields.get("From", "").strip(), fields.get("Body", "")
         if not phone:
             return twiml(None)
-        command = read_inbound(text)
-        now = herald.clock.now()
+        return twiml(await self.answer(read_inbound(text), phone, text))
+
+    async def answer(self, command: Command, phone: str, text: str) -> str | None:
+        """Act on an inbound command; the reply to text back, or None for none."""
         if command is Command.OPT_OUT:
             # Twilio answers STOP itself, and refuses any reply to a number that opted out.
-            await asyncio.to_thread(suppressions.opt_out_sms, store, phone, now)
+            await asyncio.to_thread(suppressions.opt_out_sms, self.store, phone, self.herald.clock.now())
             log.info("sms opt-out by STOP from %s", phone)
-            return twiml(None)
+            return None
         if command is Command.OPT_IN:
-            await asyncio.to_thread(suppressions.opt_in_sms, store, phone)
+            await asyncio.to_thread(suppressions.opt_in_sms, self.store, phone)
             log.info("sms opt-in by START from %s", phone)
-            return twiml(None)
+            return None
         if command is Command.HELP:
-            return twiml(herald.settings.twilio.help_text)
+            return self.herald.settings.twilio.help_text
         if command is Command.ACK:
-            return twiml(await acknowledge(herald, phone, text.strip()))
-        return twiml(None)
+            return await acknowledge(self.herald, phone, text.strip())
+        return None
 
-    async def status(request: Request) -> Response:
-        params = await twilio_params(request)
+    async def status(self, request: Request) -> Response:
+        """``POST /hooks/twilio/status``: a delivery receipt, recorded; answered 204."""
+        params = await self.twilio_params(request)
         if isinstance(params, Response):
             return params
         fields = dict(params)
@@ -237,11 +242,5 @@ def recipient_routes(herald: Herald) -> list[BaseRoute]:
             to=fields.get("To", "").strip(),
             error_code=fields.get("ErrorCode", "").strip(),
         )
-        await asyncio.to_thread(suppressions.record_status, store, report, herald.clock.now())
+        await asyncio.to_thread(suppressions.record_status, self.store, report, self.herald.clock.now())
         return Response(status_code=204)
-
-    return [
-        Route("/u/{token}", page, methods=["GET", "POST"]),
-        Route("/hooks/twilio/inbound", inbound, methods=["POST"]),
-        Route("/hooks/twilio/status", status, methods=["POST"]),
-    ]

@@ -1,8 +1,7 @@
 """Builds Herald's Slack side from settings: the Web API client, the Bolt AsyncApp and its parts.
 
 Nothing here runs at import time; ``herald serve`` (and each test) calls :func:`build_slack`.
-The Web API client is ``AsyncWebClient(token, base_url=slack.api_url, retry_handlers=[])``: the
-SDK's own retries are off, so Herald's progress updater is the one layer that waits out a 429.
+The Web API client comes from :func:`bot.slack.client.web_client` (the SDK's own retries off).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import Herald
 from bot.metrics import HeraldMetrics
 from bot.slack.auth import Announcers, UserGroups
+from bot.slack.client import web_client
 from bot.slack.flows import AnnounceFlows
 from bot.slack.listeners import Listeners, register
 from bot.slack.progress import ProgressTracker
@@ -59,28 +59,17 @@ def build_slack(
     slack = herald.settings.slack
     if slack.bot_token is None:
         return None
-    client = AsyncWebClient(
-        token=slack.bot_token.get_secret_value(),
-        base_url=slack.api_url,
-        retry_handlers=[],
-        logger=logging.getLogger("herald.slack.web"),
-    )
+    client = web_client(slack)
     signing_secret = slack.signing_secret.get_secret_value() if slack.signing_secret else ""
-    bolt = AsyncApp(
-        name="herald",
-        client=client,
-        signing_secret=signing_secret,
-        process_before_response=True,
-        request_verification_enabled=True,
-        logger=logging.getLogger("herald.slack.bolt"),
-    )
+    bolt = bolt_app(client, signing_secret)
     tasks = TaskSet()
     groups = UserGroups(client, herald.clock)
-    announcers = Announcers(slack.announcers, groups)
     tracker = ProgressTracker(
         herald, client, tasks, metrics, owner, min_interval=progress_interval, poll_interval=poll_interval
     )
-    flows = AnnounceFlows(herald, client, announcers, groups, tracker, metrics, on_queued)
+    flows = AnnounceFlows(
+        herald, client, Announcers(slack.announcers, groups), groups, tracker, metrics, on_queued
+    )
     register(bolt, Listeners(flows, tasks, metrics))
     return SlackFrontDoor(
         bolt=bolt,
@@ -90,4 +79,16 @@ def build_slack(
         tasks=tasks,
         http_enabled=bool(signing_secret),
         app_token=slack.app_token.get_secret_value() if slack.app_token else None,
+    )
+
+
+def bolt_app(client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+    """The Bolt app: answers when a listener returns, verifies request signatures."""
+    return AsyncApp(
+        name="herald",
+        client=client,
+        signing_secret=signing_secret,
+        process_before_response=True,
+        request_verification_enabled=True,
+        logger=logging.getLogger("herald.slack.bolt"),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -96,8 +96,3 @@ def refusal_text(user_id: str) -> str:
         "Announcers are listed in Herald's `slack.announcers` setting (users or user groups); "
         "ask your Herald admin to add you."
     )
-
-
-def group_map(groups: Mapping[str, Collection[str]]) -> dict[str, list[str]]:
-    """A JSON-friendly copy of resolved groups (for the audit log)."""
-    return {group: sorted(members) for group, members in groups.items()}

@@ -193,10 +193,31 @@ def parse_modal_submission(
     def field(block: str) -> Mapping[str, Any]:
         return values.get(block, {}).get("value", {})
 
-    audience = strip_mention_labels(str(field("audience").get("value") or "").strip())
+    audience = strip_mention_labels(_typed(field("audience")))
     if not audience:
         errors["audience"] = "who should hear this? e.g. site:berlin or everyone"
-    selected = field("channels").get("selected_options") or []
+    channels = _modal_channels(field("channels"), errors)
+    chosen = field("severity").get("selected_option")
+    severity = str(chosen.get("value", "")) if isinstance(chosen, dict) else ""
+    if severity not in SEVERITIES:
+        errors["severity"] = "pick a severity"
+    title = _typed(field("title"))
+    if not title:
+        errors["title"] = "a title is needed"
+    start_at = _modal_start(field("start_at"), now, errors)
+    if errors:
+        raise ModalErrors(errors)
+    return ModalSubmission(
+        AnnounceCommand(severity, audience, channels, title, _typed(field("body"))), start_at
+    )
+
+
+def _typed(field: Mapping[str, Any]) -> str:
+    return str(field.get("value") or "").strip()
+
+
+def _modal_channels(field: Mapping[str, Any], errors: dict[str, str]) -> tuple[str, ...]:
+    selected = field.get("selected_options") or []
     channels = tuple(
         str(option["value"]) for option in selected if isinstance(option, dict) and "value" in option
     )
@@ -204,21 +225,15 @@ def parse_modal_submission(
         errors["channels"] = "pick at least one channel"
     elif unknown := [name for name in channels if name not in CHANNEL_NAMES]:
         errors["channels"] = f"unknown channel '{unknown[0]}'"
-    chosen = field("severity").get("selected_option")
-    severity = str(chosen.get("value", "")) if isinstance(chosen, dict) else ""
-    if severity not in SEVERITIES:
-        errors["severity"] = "pick a severity"
-    title = str(field("title").get("value") or "").strip()
-    if not title:
-        errors["title"] = "a title is needed"
-    body = str(field("body").get("value") or "").strip()
-    raw_start = field("start_at").get("selected_date_time")
+    return channels
+
+
+def _modal_start(field: Mapping[str, Any], now: float, errors: dict[str, str]) -> float | None:
+    """The schedule time; None for "send now" (none picked, or within the last minute)."""
+    raw_start = field.get("selected_date_time")
     start_at = float(raw_start) if isinstance(raw_start, int | float) else None
-    if start_at is not None:
-        if start_at < now - 60:
-            errors["start_at"] = "this time has passed; pick a later one or clear it to send now"
-        elif start_at <= now:
-            start_at = None
-    if errors:
-        raise ModalErrors(errors)
-    return ModalSubmission(AnnounceCommand(severity, audience, channels, title, body), start_at)
+    if start_at is None or start_at > now:
+        return start_at
+    if start_at < now - 60:
+        errors["start_at"] = "this time has passed; pick a later one or clear it to send now"
+    return None

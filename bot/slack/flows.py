@@ -1,9 +1,10 @@
 """What happens after a listener has acked: one use case per method, each ending in a reply.
 
 Each flow checks who is asking, calls one service function (in a worker thread: the service is
-synchronous and talks to the database), and renders the result with :mod:`bot.slack.blocks`.
-Errors meant for the user (:class:`~bot.service.AnnounceError`) become an ephemeral warning;
-anything else is logged and the user is told Herald failed, never shown a traceback.
+synchronous and talks to the database), and renders the result with
+:mod:`bot.slack.announce_blocks` or :mod:`bot.slack.status_blocks`. Errors meant for the user
+(:class:`~bot.service.AnnounceError`) become an ephemeral warning; anything else is logged and the
+user is told Herald failed, never shown a traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bot import service
 from bot.app import Herald
 from bot.metrics import HeraldMetrics
 from bot.service import AnnounceError, AnnounceRequest, Preview
-from bot.slack import blocks, pending
+from bot.slack import announce_blocks, blocks, pending, status_blocks
 from bot.slack.auth import Announcers, UserGroups, refusal_text, subteams_in
 from bot.slack.blocks import Block
 from bot.slack.commands import AnnounceCommand
@@ -66,6 +67,26 @@ def field_of(error: AnnounceError) -> str:
         if block in text:
             return {"channel": "channels", "start": "start_at"}.get(block, block)
     return "audience"
+
+
+def preview_facts(request: AnnounceRequest, result: Preview) -> announce_blocks.PreviewFacts:
+    """What the preview shows: the request, and the engine's reach and forecast for it."""
+    return announce_blocks.PreviewFacts(
+        severity=request.severity,
+        title=request.title,
+        body=request.body,
+        audience=request.audience,
+        channels=request.channels,
+        recipients=result.recipients,
+        reachable={name: ch.reachable for name, ch in result.channels.items()},
+        unreachable={name: ch.unreachable for name, ch in result.channels.items()},
+        sms_segments=result.sms_segments,
+        finish_at=result.forecast.finish_at,
+        forecast_seconds=result.forecast.seconds,
+        meets_sla=result.forecast.meets,
+        deliver_within=result.deliver_within,
+        start_at=request.start_at,
+    )
 
 
 class AnnounceFlows:
@@ -157,9 +178,18 @@ class AnnounceFlows:
                 {"audience": request.audience, "error": str(exc), "channel": origin.channel_id},
             )
             return Previewed(error=exc)
-        token = pending.new_token()
+        token = await self._keep_pending(origin, request, result)
+        confirm = announce_blocks.needs_confirmation(
+            request.audience, result.recipients, self.herald.settings.slack.confirm_above
+        )
+        return Previewed(
+            message=announce_blocks.preview_message(preview_facts(request, result), token, confirm)
+        )
+
+    async def _keep_pending(self, origin: Origin, request: AnnounceRequest, result: Preview) -> str:
+        """Store the request until Send; returns the token the preview's buttons carry."""
         entry = pending.Pending(
-            token=token,
+            token=pending.new_token(),
             user_id=origin.user_id,
             channel_id=origin.channel_id,
             request=request,
@@ -168,26 +198,7 @@ class AnnounceFlows:
             created_at=self.herald.clock.now(),
         )
         await asyncio.to_thread(pending.save, self.herald, entry)
-        facts = blocks.PreviewFacts(
-            severity=request.severity,
-            title=request.title,
-            body=request.body,
-            audience=request.audience,
-            channels=request.channels,
-            recipients=result.recipients,
-            reachable={name: ch.reachable for name, ch in result.channels.items()},
-            unreachable={name: ch.unreachable for name, ch in result.channels.items()},
-            sms_segments=result.sms_segments,
-            finish_at=result.forecast.finish_at,
-            forecast_seconds=result.forecast.seconds,
-            meets_sla=result.forecast.meets,
-            deliver_within=result.deliver_within,
-            start_at=request.start_at,
-        )
-        confirm = blocks.needs_confirmation(
-            request.audience, result.recipients, self.herald.settings.slack.confirm_above
-        )
-        return Previewed(message=blocks.preview_message(facts, token, confirm))
+        return entry.token
 
     async def preview_typed(self, origin: Origin, command: AnnounceCommand, reply: Reply) -> None:
         """``/announce <severity> to <audience> via <channels>: <title> | <body>`` → preview."""
@@ -231,13 +242,13 @@ class AnnounceFlows:
         else:
             text = f":outbox_tray: Sending `{notification_id}`; progress is posted in <#{channel}>."
             self.tracker.track(notification_id)
-        await reply(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}], replace=True)
+        await reply(text, [blocks.section(text)], replace=True)
 
     async def discard(self, origin: Origin, token: str, reply: Reply) -> None:
         """The preview's Cancel: nothing was stored, so say so and audit it."""
         await self._call(service.audit, origin.user_id, "slack.discard", token, True, {})
         text = "Cancelled; nothing was sent."
-        await reply(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}], replace=True)
+        await reply(text, [blocks.section(text)], replace=True)
 
     # -- cancel, status, list, home --------------------------------------------------------------
 
@@ -255,24 +266,24 @@ class AnnounceFlows:
         self.tracker.poke(notification_id)
         noun = "message" if count == 1 else "messages"
         text = f"Cancelled `{notification_id}`: {count} {noun} will not be sent."
-        await reply(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+        await reply(text, [blocks.section(text)])
 
     async def status(self, notification_id: str, reply: Reply) -> None:
         status = await self._call(service.status, notification_id)
         if status is None:
             await reply(*blocks.error_message(f"There is no notification {notification_id}."))
             return
-        await reply(*blocks.status_message(status, self.herald.clock.now()))
+        await reply(*status_blocks.status_message(status, self.herald.clock.now()))
 
     async def list(self, reply: Reply) -> None:
         scheduled = await self._call(service.scheduled)
         recent = await self._call(service.recent, 10)
-        await reply(*blocks.list_message(scheduled, recent))
+        await reply(*status_blocks.list_message(scheduled, recent))
 
     async def home(self, user_id: str) -> None:
         """``app_home_opened``: publish the last notifications with their SLA state."""
         recent = await self._call(service.recent, 10)
-        view = blocks.home_view(recent, await self.announcers.allows(user_id))
+        view = status_blocks.home_view(recent, await self.announcers.allows(user_id))
         try:
             await self.client.views_publish(user_id=user_id, view=view)
         except (SlackApiError, SlackClientError) as exc:

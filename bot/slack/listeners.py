@@ -24,9 +24,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import slack as alert_slack
+from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION
 from bot.metrics import HeraldMetrics
 from bot.service import AnnounceRequest
-from bot.slack import blocks, pending
+from bot.slack import announce_blocks, blocks, pending
 from bot.slack.auth import refusal_text
 from bot.slack.blocks import Block
 from bot.slack.commands import (
@@ -71,6 +72,16 @@ def _origin(body: dict[str, Any]) -> Origin:
     return Origin(str(user.get("id", "")), str(channel))
 
 
+def _submitter(body: dict[str, Any], view: dict[str, Any]) -> Origin:
+    """Who submitted the modal, and the channel its ``private_metadata`` remembers (else a DM)."""
+    user = str((body.get("user") or {}).get("id", ""))
+    try:
+        channel = str(json.loads(view.get("private_metadata") or "{}").get("channel_id") or "")
+    except ValueError:
+        channel = ""
+    return Origin(user, channel or user)
+
+
 class Listeners:
     """The listeners of one app; each method is registered on the Bolt app by :func:`register`."""
 
@@ -92,7 +103,7 @@ class Listeners:
             await ack(text=text, blocks=message_blocks)
             return
         if isinstance(parsed, HelpCommand):
-            text, message_blocks = blocks.help_message()
+            text, message_blocks = announce_blocks.help_message()
             await ack(text=text, blocks=message_blocks)
             return
         await ack()
@@ -115,7 +126,7 @@ class Listeners:
     async def _open_modal(self, origin: Origin, trigger_id: str, reply: Reply) -> None:
         if not await self.flows.may_announce(origin, "slack.announce", "(form)", reply):
             return
-        view = blocks.announce_modal(origin.channel_id, self.flows.herald.configured_channels())
+        view = announce_blocks.announce_modal(origin.channel_id, self.flows.herald.configured_channels())
         await self.flows.client.views_open(trigger_id=trigger_id, view=view)
 
     async def send(
@@ -146,12 +157,7 @@ class Listeners:
     ) -> None:
         """The modal's Preview: field errors go back in the ack; the preview is posted ephemerally."""
         self.metrics.slack_requests.labels(kind="view").inc()
-        user = str((body.get("user") or {}).get("id", ""))
-        try:
-            channel = str(json.loads(view.get("private_metadata") or "{}").get("channel_id") or "")
-        except ValueError:
-            channel = ""
-        origin = Origin(user, channel or user)
+        origin = _submitter(body, view)
         try:
             submission = parse_modal_submission(view["state"]["values"], self.flows.herald.clock.now())
         except ModalErrors as exc:
@@ -165,22 +171,23 @@ class Listeners:
             )
             return
         done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET)
+        reply = ephemeral_reply(client, origin)
         if task in done and not task.cancelled() and task.exception() is None:
-            outcome: Previewed | str = task.result()
-            if isinstance(outcome, str):
-                await ack(response_action="errors", errors={"audience": outcome})
-                return
-            if outcome.error is not None:
-                await ack(response_action="errors", errors={field_of(outcome.error): str(outcome.error)})
-                return
-            await ack()
-            reply = ephemeral_reply(client, origin)
-            if outcome.message is not None:
-                self._spawn(reply(*outcome.message), reply, "modal-preview-post")
+            await self._ack_preview(ack, task.result(), reply)
             return
         await ack()
-        reply = ephemeral_reply(client, origin)
         self._spawn(self._late_preview(task, reply), reply, "modal-preview-late")
+
+    async def _ack_preview(self, ack: AsyncAck, outcome: Previewed | str, reply: Reply) -> None:
+        """A preview ready within the ack budget: its errors travel in the ack, its message after."""
+        if isinstance(outcome, str):
+            await ack(response_action="errors", errors={"audience": outcome})
+        elif outcome.error is not None:
+            await ack(response_action="errors", errors={field_of(outcome.error): str(outcome.error)})
+        else:
+            await ack()
+            if outcome.message is not None:
+                self._spawn(reply(*outcome.message), reply, "modal-preview-post")
 
     async def _modal_preview(self, origin: Origin, request: AnnounceRequest) -> Previewed | str:
         """The preview, or the refusal text for someone who may not announce."""
@@ -231,7 +238,7 @@ def register(app: AsyncApp, listeners: Listeners) -> None:
     app.action(blocks.SEND_ACTION)(listeners.send)
     app.action(blocks.CANCEL_ACTION)(listeners.cancel)
     app.view(blocks.MODAL_CALLBACK)(listeners.submit)
-    app.action(alert_slack.ACK_ACTION)(listeners.alert_action)
-    app.action(alert_slack.RESOLVE_ACTION)(listeners.alert_action)
+    app.action(ACK_ACTION)(listeners.alert_action)
+    app.action(RESOLVE_ACTION)(listeners.alert_action)
     app.event("app_home_opened")(listeners.home_opened)
     app.error(listeners.error)

@@ -32,7 +32,7 @@ from bot import service
 from bot.app import Herald
 from bot.engine import workers
 from bot.metrics import HeraldMetrics
-from bot.slack.blocks import estimate_eta, progress_message, tally
+from bot.slack.status_blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet
 from bot.store import Store
 from bot.tables import Notification
@@ -223,21 +223,29 @@ class ProgressTracker:
         status = await self._status(notification_id)
         if status is None:
             return None
-        meta = status.get("meta") or {}
         now = self.herald.clock.now()
-        if meta.get("slack_ts"):
-            # Resuming (a restart, or a replica that died): only if its owner is gone.
-            live = set(await asyncio.to_thread(workers.live_workers, self.herald.store, now))
-            taken = await asyncio.to_thread(take_over, self.herald.store, notification_id, self.owner, live)
-            if taken is None:
-                return None
-            return _Message(str(taken["slack_channel"]), str(taken["slack_ts"]))
+        if (status.get("meta") or {}).get("slack_ts"):
+            return await self._resume(notification_id, now)
         if status.get("state") == "cancelled":  # cancelled before it started: nothing to show
             await asyncio.to_thread(set_meta, self.herald.store, notification_id, slack_done=True)
             return None
         claimed = await asyncio.to_thread(claim_posting, self.herald.store, notification_id, self.owner, now)
         if claimed is None:
             return None
+        return await self._post(notification_id, status, claimed, now)
+
+    async def _resume(self, notification_id: str, now: float) -> _Message | None:
+        """Resuming (a restart, or a replica that died): the posted message, only if its owner is gone."""
+        live = set(await asyncio.to_thread(workers.live_workers, self.herald.store, now))
+        taken = await asyncio.to_thread(take_over, self.herald.store, notification_id, self.owner, live)
+        if taken is None:
+            return None
+        return _Message(str(taken["slack_channel"]), str(taken["slack_ts"]))
+
+    async def _post(
+        self, notification_id: str, status: Mapping[str, Any], claimed: Mapping[str, Any], now: float
+    ) -> _Message | None:
+        """Post the first progress message in the command's channel, else as a DM to the sender."""
         text, blocks = progress_message(status, now, eta_of(status, now), is_final(status, now))
         for channel in dict.fromkeys([str(claimed["slack_channel"]), str(claimed.get("slack_user") or "")]):
             if not channel:

@@ -30,8 +30,9 @@ from sqlalchemy import func, select
 from bot.app import Herald
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.directory.records import DirectoryFileError, ParsedPeople, RowError, read_people, validate_rows
-from bot.directory.store import import_people
+from bot.directory.files import DirectoryFileError, read_people
+from bot.directory.records import ParsedPeople, RowError, validate_rows
+from bot.directory.store import ImportResult, import_people
 from bot.store import Store
 from bot.sync.errors import SyncError
 from bot.sync.ldap_source import fetch_entries, fewer_collections
@@ -154,22 +155,26 @@ async def _sync(store: Store, settings: Settings, clock: Clock, actor: str, star
         keep=parsed.rejected_ids,
         now=clock.now(),
     )
-    summary = SyncSummary(
+    summary = _summary(source, fetched, result, clock.now() - started)
+    detail = summary.as_dict(max_errors=AUDITED_ERRORS)
+    await asyncio.to_thread(record, store, ACTION, source, actor, clock.now(), detail)
+    return summary
+
+
+def _summary(source: str, fetched: Fetched, result: ImportResult, seconds: float) -> SyncSummary:
+    return SyncSummary(
         source=source,
         added=result.added,
         changed=result.changed,
         unchanged=result.unchanged,
         deactivated=result.deactivated,
-        rejected=parsed.rejected,
-        errors=tuple(parsed.errors),
+        rejected=fetched.parsed.rejected,
+        errors=tuple(fetched.parsed.errors),
         notes=tuple(fetched.notes),
         slack_matched=fetched.slack_matched,
         deactivation_skipped=result.deactivation_skipped,
-        seconds=clock.now() - started,
+        seconds=seconds,
     )
-    detail = summary.as_dict(max_errors=AUDITED_ERRORS)
-    await asyncio.to_thread(record, store, ACTION, source, actor, clock.now(), detail)
-    return summary
 
 
 async def fetch(settings: Settings, clock: Clock) -> Fetched:

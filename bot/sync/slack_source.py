@@ -30,7 +30,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock
 from bot.config import SlackSettings
-from bot.directory.records import InvalidField, PersonRecord, RawRow, parse_phone, parse_timezone
+from bot.directory.fields import InvalidField, parse_phone, parse_timezone
+from bot.directory.records import PersonRecord, RawRow
 from bot.sync.errors import Reason, SyncError
 
 PAGE_LIMIT = 200
@@ -107,17 +108,8 @@ async def list_users(slack: SlackSettings, clock: Clock) -> SlackUsers:
             requests += 1
             response = await client.users_list(limit=PAGE_LIMIT, cursor=cursor or None)
         except SlackApiError as exc:
-            wait = rate_limit_wait(exc)
-            if wait is None:
-                error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
-                reason: Reason = "auth" if error in _AUTH_ERRORS else "source"
-                raise SyncError(f"slack users.list failed: {error}", reason) from exc
             waits, in_a_row = waits + 1, in_a_row + 1
-            if in_a_row > MAX_RATE_LIMITED:
-                raise SyncError(
-                    f"slack users.list: still rate limited after {MAX_RATE_LIMITED} waits", "source"
-                ) from exc
-            await clock.sleep(wait)
+            await clock.sleep(_rate_limit_pause(exc, in_a_row))
             continue
         except (SlackClientError, OSError, TimeoutError) as exc:
             raise SyncError(f"slack users.list: cannot reach {slack.api_url}: {exc}", "network") from exc
@@ -129,6 +121,21 @@ async def list_users(slack: SlackSettings, clock: Clock) -> SlackUsers:
         cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
         if not cursor:
             return SlackUsers(users, requests, waits)
+
+
+def _rate_limit_pause(exc: SlackApiError, in_a_row: int) -> float:
+    """Seconds to wait before asking ``users.list`` again after ``exc``, the ``in_a_row``-th rate
+    limit in a row; :class:`SyncError` for any other error, or after too many waits in a row."""
+    wait = rate_limit_wait(exc)
+    if wait is None:
+        error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+        reason: Reason = "auth" if error in _AUTH_ERRORS else "source"
+        raise SyncError(f"slack users.list failed: {error}", reason) from exc
+    if in_a_row > MAX_RATE_LIMITED:
+        raise SyncError(
+            f"slack users.list: still rate limited after {MAX_RATE_LIMITED} waits", "source"
+        ) from exc
+    return wait
 
 
 def enrich(people: Sequence[PersonRecord], users: Iterable[SlackUser]) -> tuple[list[PersonRecord], int]:

@@ -1,0 +1,246 @@
+"""Block Kit before Send: the ``/announce`` form, the preview with Send / Cancel, and the help.
+
+Pure builders over the primitives of :mod:`bot.slack.blocks`; the form's block ids are the ones
+:func:`bot.slack.commands.parse_modal_submission` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.config import CHANNEL_NAMES, SEVERITIES
+from bot.slack.blocks import (
+    CANCEL_ACTION,
+    MODAL_CALLBACK,
+    SEND_ACTION,
+    Block,
+    Message,
+    button,
+    context,
+    escape,
+    format_duration,
+    headline,
+    people,
+    plain,
+    plural,
+    section,
+    slack_date,
+)
+from bot.slack.commands import HELP, USAGE
+
+_REASONS = {
+    "no_address": "no address",
+    "no_email": "no email",
+    "no_phone": "no phone",
+    "suppressed": "suppressed or opted out",
+    "opted_out": "opted out",
+    "bounced": "bounced",
+    "quiet_hours": "quiet hours (deferred)",
+}
+
+
+# -- preview -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewFacts:
+    """What a preview shows, gathered from the request and the engine's preview."""
+
+    severity: str
+    title: str
+    body: str
+    audience: str
+    channels: tuple[str, ...]
+    recipients: int
+    reachable: Mapping[str, int]
+    unreachable: Mapping[str, Mapping[str, int]]
+    sms_segments: int
+    finish_at: float
+    forecast_seconds: float
+    meets_sla: bool
+    deliver_within: float
+    start_at: float | None = None
+
+
+def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bool:
+    """``everyone`` and audiences above ``confirm_above`` people need a second confirmation."""
+    return recipients > confirm_above or any(word.lower() == "everyone" for word in audience.split())
+
+
+def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
+    """The ephemeral preview with Send / Cancel; ``token`` names the stored pending request."""
+    blocks = [
+        {"type": "header", "text": plain("Preview: " + headline(facts.severity, facts.title))},
+        section("\n".join(_reach_lines(facts))),
+    ]
+    if facts.body:
+        blocks.append(section(_quote(facts.body)))
+    blocks.append(section(_forecast_line(facts)))
+    if not facts.meets_sla:
+        blocks.append(section(_sla_warning(facts)))
+    send = _send_button(facts, token, confirm)
+    blocks.append(
+        {"type": "actions", "block_id": "announce_preview", "elements": [send, _cancel_button(token)]}
+    )
+    text = (
+        f"Preview: {headline(facts.severity, facts.title)} to {facts.recipients} {people(facts.recipients)}"
+    )
+    return text, blocks
+
+
+def _reach_lines(facts: PreviewFacts) -> list[str]:
+    lines = [f"*To* `{escape(facts.audience)}`: *{facts.recipients}* {people(facts.recipients)}"]
+    for channel in facts.channels:
+        lines.append(f"• *{channel}*: {facts.reachable.get(channel, 0)} reachable" + _why(facts, channel))
+    if "sms" in facts.channels:
+        lines.append(
+            f"• SMS length: {facts.sms_segments} {plural(facts.sms_segments, 'segment')} per message"
+        )
+    return lines
+
+
+def _sla_warning(facts: PreviewFacts) -> str:
+    return (
+        f":warning: *This will miss the {facts.severity} SLA*: the last message is projected "
+        f"{format_duration(facts.forecast_seconds)} after start, but {facts.severity} must be "
+        f"delivered within {format_duration(facts.deliver_within)}. Narrow the audience, "
+        "drop a channel, or send anyway."
+    )
+
+
+def _send_button(facts: PreviewFacts, token: str, confirm: bool) -> Block:
+    send = button("Schedule" if facts.start_at else "Send", SEND_ACTION, token, "primary")
+    if confirm:
+        send["confirm"] = {
+            "title": plain("Send to everyone?" if "everyone" in facts.audience.lower() else "Large audience"),
+            "text": {
+                "type": "mrkdwn",
+                "text": f"This goes to *{facts.recipients}* {people(facts.recipients)}. Are you sure?",
+            },
+            "confirm": plain(f"Yes, send to {facts.recipients}"),
+            "deny": plain("Go back"),
+            "style": "danger",
+        }
+    return send
+
+
+def _cancel_button(value: str) -> Block:
+    return button("Cancel", CANCEL_ACTION, value)
+
+
+def _why(facts: PreviewFacts, channel: str) -> str:
+    reasons = {reason: n for reason, n in facts.unreachable.get(channel, {}).items() if n}
+    if not reasons:
+        return ""
+    total = sum(reasons.values())
+    parts = ", ".join(
+        f"{n} {_REASONS.get(reason, reason.replace('_', ' '))}" for reason, n in reasons.items()
+    )
+    return f", {total} unreachable ({parts})"
+
+
+def _forecast_line(facts: PreviewFacts) -> str:
+    start = f"Starts {slack_date(facts.start_at)}. " if facts.start_at else ""
+    mark = ":white_check_mark: meets" if facts.meets_sla else ":x: misses"
+    pattern = "{time}" if facts.forecast_seconds < 12 * 3600 else "{date_short_pretty} {time}"
+    return (
+        f"{start}Projected completion {slack_date(facts.finish_at, pattern)} "
+        f"({format_duration(facts.forecast_seconds)} after start); SLA {facts.severity}: "
+        f"within {format_duration(facts.deliver_within)}, {mark}."
+    )
+
+
+def _quote(body: str, limit: int = 600) -> str:
+    clipped = body if len(body) <= limit else body[:limit].rstrip() + "…"
+    return "\n".join("> " + escape(line) for line in clipped.splitlines() or [""])
+
+
+# -- the form ----------------------------------------------------------------------------------------
+
+
+def announce_modal(
+    channel_id: str,
+    channels: Sequence[str] = CHANNEL_NAMES,
+    initial_audience: str = "",
+) -> dict[str, Any]:
+    """The ``/announce`` form; ``private_metadata`` remembers where the command was typed."""
+    offered = [name for name in CHANNEL_NAMES if name in channels] or ["email"]
+    blocks: list[Block] = [
+        _text_input("audience", "Audience", "dept:Finance site:Berlin -group:contractors", initial_audience),
+        _channels_input(offered),
+        _severity_input(),
+        _text_input("title", "Title", "Patch Tuesday"),
+        _text_input("body", "Message", "Servers reboot at 22:00 CET.", multiline=True),
+        {
+            "type": "input",
+            "block_id": "start_at",
+            "optional": True,
+            "label": plain("Send later (optional)"),
+            "element": {"type": "datetimepicker", "action_id": "value"},
+        },
+        context(f"Or type it: `{USAGE}`"),
+    ]
+    return {
+        "type": "modal",
+        "callback_id": MODAL_CALLBACK,
+        "title": plain("Announce"),
+        "submit": plain("Preview"),
+        "close": plain("Cancel"),
+        "private_metadata": json.dumps({"channel_id": channel_id}),
+        "blocks": blocks,
+    }
+
+
+def _option(value: str, label: str | None = None) -> dict[str, Any]:
+    return {"text": plain(label or value), "value": value}
+
+
+def _text_input(
+    block_id: str, label: str, placeholder: str, initial: str = "", multiline: bool = False
+) -> Block:
+    element: Block = {
+        "type": "plain_text_input",
+        "action_id": "value",
+        "multiline": multiline,
+        "placeholder": plain(placeholder),
+    }
+    if initial:
+        element["initial_value"] = initial
+    return {"type": "input", "block_id": block_id, "label": plain(label), "element": element}
+
+
+def _channels_input(offered: Sequence[str]) -> Block:
+    return {
+        "type": "input",
+        "block_id": "channels",
+        "label": plain("Channels"),
+        "element": {
+            "type": "checkboxes",
+            "action_id": "value",
+            "options": [
+                _option(name, name.upper() if name == "sms" else name.capitalize()) for name in offered
+            ],
+            "initial_options": [_option("email", "Email")],
+        },
+    }
+
+
+def _severity_input() -> Block:
+    return {
+        "type": "input",
+        "block_id": "severity",
+        "label": plain("Severity"),
+        "element": {
+            "type": "static_select",
+            "action_id": "value",
+            "placeholder": plain("Pick a severity"),
+            "options": [_option(name, name.capitalize()) for name in SEVERITIES],
+        },
+    }
+
+
+def help_message() -> Message:
+    return f"usage: {USAGE}", [section(HELP)]

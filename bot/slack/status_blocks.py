@@ -1,0 +1,252 @@
+"""Block Kit after Send: the live progress message, ``/announce status`` and ``list``, the Home tab.
+
+Pure builders over a status document (:func:`bot.service.status`): per-channel state counts are
+summed into a :class:`Tally`, and the stored SLA verdict (``sla.met``: True, False, None while
+open) is shown as met / missed / open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.blocks import (
+    CANCEL_ACTION,
+    Block,
+    Message,
+    button,
+    context,
+    escape,
+    format_duration,
+    headline,
+    people,
+    plain,
+    progress_bar,
+    section,
+    slack_date,
+)
+
+SENT_STATES = ("sent", "delivered")
+FAILED_STATES = ("failed", "expired")
+LEFT_STATES = ("queued", "deferred", "sending")
+_SLA_MARK = {True: ":white_check_mark: met", False: ":x: missed", None: ":hourglass_flowing_sand: open"}
+
+
+# -- counts ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Deliveries of one notification, summed over channels."""
+
+    total: int
+    sent: int
+    failed: int
+    suppressed: int
+    cancelled: int
+    left: int
+
+    @property
+    def done(self) -> int:
+        return self.total - self.left
+
+
+def tally(channels: Mapping[str, Mapping[str, int]]) -> Tally:
+    """Sum the per-channel state counts of a status document."""
+    counts: dict[str, int] = {}
+    for states in channels.values():
+        for state, count in states.items():
+            counts[state] = counts.get(state, 0) + int(count)
+    return Tally(
+        total=sum(counts.values()),
+        sent=sum(counts.get(s, 0) for s in SENT_STATES),
+        failed=sum(counts.get(s, 0) for s in FAILED_STATES),
+        suppressed=counts.get("suppressed", 0),
+        cancelled=counts.get("cancelled", 0),
+        left=sum(counts.get(s, 0) for s in LEFT_STATES),
+    )
+
+
+def estimate_eta(done: int, left: int, elapsed: float) -> float | None:
+    """Seconds until ``left`` more are done at the rate so far; None before anything is done."""
+    if left <= 0:
+        return 0.0
+    if done <= 0 or elapsed <= 0:
+        return None
+    return left * elapsed / done
+
+
+def sla_mark(met: bool | None) -> str:
+    """The SLA verdict as shown: met, missed, or open (not judged yet)."""
+    return _SLA_MARK.get(met, _SLA_MARK[None])
+
+
+# -- progress and status -----------------------------------------------------------------------------
+
+
+def progress_message(
+    status: Mapping[str, Any], now: float, eta: float | None = None, final: bool | None = None
+) -> Message:
+    """The live message after Send: bar, counts, ETA; when final, counts, slowest delivery, SLA.
+
+    ``final`` defaults to "done or cancelled with nothing left in flight".
+    """
+    counts = tally(status.get("channels") or {})
+    ident, title = str(status.get("id", "")), headline(str(status["severity"]), str(status["title"]))
+    state = str(status.get("state", ""))
+    if final is None:
+        final = state in ("done", "cancelled") and counts.left == 0
+    blocks: list[Block] = [section(f"*{escape(title)}*  `{ident}`")]
+    blocks.append(section(_progress_line(status, counts, now, eta, final)))
+    per_channel = _per_channel_line(status.get("channels") or {})
+    if per_channel:
+        blocks.append(context(per_channel))
+    if not final and state != "cancelled":
+        blocks.append({"type": "actions", "block_id": "announce_progress", "elements": [_stop_button(ident)]})
+    return f"{title}: {_progress_verb(state, counts, final)} ({_counts_line(counts)})", blocks
+
+
+def _percent(counts: Tally) -> int:
+    return 100 if counts.total == 0 else (100 * counts.done) // counts.total
+
+
+def _progress_line(
+    status: Mapping[str, Any], counts: Tally, now: float, eta: float | None, final: bool
+) -> str:
+    """The main line: the final verdict, the scheduled time, or the bar with counts and ETA."""
+    state = str(status.get("state", ""))
+    start_at = float(status.get("start_at") or 0.0)
+    summary = _counts_line(counts)
+    if final:
+        return _final_line(status, counts)
+    if state == "scheduled" and start_at > now:
+        return f":calendar: Scheduled for {slack_date(start_at)}. {summary}"
+    eta_text = f" · ETA {format_duration(eta)}" if eta is not None and state != "cancelled" else ""
+    lead = ":no_entry_sign: Cancelling; sends already under way finish.\n" if state == "cancelled" else ""
+    bar = f"`{progress_bar(counts.done, counts.total)}` {_percent(counts)}%"
+    return f"{lead}{bar}\n{summary}{eta_text}"
+
+
+def _progress_verb(state: str, counts: Tally, final: bool) -> str:
+    if final:
+        return "cancelled" if state == "cancelled" else "finished"
+    return "cancelling" if state == "cancelled" else f"{_percent(counts)}%"
+
+
+def _stop_button(notification_id: str) -> Block:
+    stop = button("Cancel the rest", CANCEL_ACTION, notification_id, "danger")
+    stop["confirm"] = {
+        "title": plain("Cancel this announcement?"),
+        "text": {"type": "mrkdwn", "text": "Messages not yet sent will not be sent."},
+        "confirm": plain("Cancel the rest"),
+        "deny": plain("Keep sending"),
+    }
+    return stop
+
+
+def _counts_line(counts: Tally) -> str:
+    parts = [f"sent {counts.sent}", f"failed {counts.failed}", f"suppressed {counts.suppressed}"]
+    if counts.cancelled:
+        parts.append(f"cancelled {counts.cancelled}")
+    parts.append(f"left {counts.left}")
+    return " · ".join(parts)
+
+
+def _final_line(status: Mapping[str, Any], counts: Tally) -> str:
+    state = str(status.get("state"))
+    sla = status.get("sla") or {}
+    finished = status.get("finished_at")
+    started = status.get("start_at") or status.get("created_at")
+    took = (
+        f" in {format_duration(float(finished) - float(started))}"
+        if finished is not None and started is not None
+        else ""
+    )
+    head = ":no_entry_sign: *Cancelled*" if state == "cancelled" else f":checkered_flag: *Finished*{took}"
+    slowest = sla.get("last_delivery_s")
+    slowest_text = f" · slowest delivery {format_duration(float(slowest))}" if slowest is not None else ""
+    within = sla.get("deliver_within_s")
+    sla_text = f"SLA (within {format_duration(float(within))}): " if within is not None else "SLA: "
+    return f"{head}. {_counts_line(counts)}{slowest_text}\n{sla_text}{sla_mark(sla.get('met'))}"
+
+
+def _per_channel_line(channels: Mapping[str, Mapping[str, int]]) -> str:
+    parts = []
+    for channel, states in channels.items():
+        shown = ", ".join(f"{state} {n}" for state, n in sorted(states.items()) if n)
+        parts.append(f"*{channel}*: {shown or 'nothing'}")
+    return " | ".join(parts)
+
+
+def status_message(status: Mapping[str, Any], now: float) -> Message:
+    """``/announce status ID``: the same summary as the progress message, without buttons."""
+    text, blocks = progress_message(status, now)
+    blocks = [block for block in blocks if block.get("type") != "actions"]
+    recipients = int(status.get("recipients") or 0)
+    created = status.get("created_at")
+    when = f" · created {slack_date(float(created))}" if created else ""
+    blocks.append(context(f"{recipients} {people(recipients)} · state {status.get('state')}{when}"))
+    return text, blocks
+
+
+# -- list and Home -----------------------------------------------------------------------------------
+
+
+def list_message(scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]]) -> Message:
+    """``/announce list``: what is scheduled (cancel with ``/announce cancel ID``), then recent ones."""
+    blocks: list[Block] = [section("*Scheduled*")]
+    if scheduled:
+        for item in scheduled:
+            start = item.get("start_at")
+            when = f" starts {slack_date(float(start))}" if start else ""
+            blocks.append(section(f"`{item.get('id')}` {_item_title(item)}{when}{_item_route(item)}"))
+        blocks.append(context("Cancel one with `/announce cancel ID`."))
+    else:
+        blocks.append(context("Nothing scheduled."))
+    blocks.append(section("*Recent*"))
+    blocks.extend(_recent_lines(recent))
+    return f"{len(scheduled)} scheduled, {len(recent)} recent", blocks
+
+
+def _item_title(item: Mapping[str, Any]) -> str:
+    return escape(headline(str(item.get("severity", "")), str(item.get("title", ""))))
+
+
+def _item_route(item: Mapping[str, Any]) -> str:
+    audience = item.get("audience")
+    channels = item.get("channels")
+    via = ",".join(channels) if isinstance(channels, list | tuple) else (channels or "")
+    route = f" to `{escape(str(audience))}`" if audience else ""
+    return route + (f" via {via}" if via and isinstance(via, str) else "")
+
+
+def _recent_lines(recent: Iterable[Mapping[str, Any]]) -> list[Block]:
+    lines = []
+    for item in recent:
+        counts = tally(item.get("channels") or {})
+        mark = sla_mark((item.get("sla") or {}).get("met"))
+        lines.append(
+            f"`{item.get('id')}` {_item_title(item)} · {item.get('state')} · "
+            f"sent {counts.sent}/{counts.total} · SLA {mark}"
+        )
+    if not lines:
+        return [context("No notifications yet.")]
+    return [section("\n".join(lines))]
+
+
+def home_view(recent: Sequence[Mapping[str, Any]], may_announce: bool) -> dict[str, Any]:
+    """The App Home tab: the last notifications and their SLA state."""
+    intro = (
+        "Type `/announce` in any channel to send an announcement, or `/announce help`."
+        if may_announce
+        else "You are not an announcer; ask an admin to add you to `slack.announcers`."
+    )
+    blocks: list[Block] = [
+        {"type": "header", "text": plain("Herald")},
+        section(intro),
+        {"type": "divider"},
+        section("*Last notifications*"),
+        *_recent_lines(recent),
+    ]
+    return {"type": "home", "blocks": blocks}
