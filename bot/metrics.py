@@ -3,9 +3,9 @@
 Two kinds. Read from the database on every scrape (the truth, whichever process did the work):
 ``herald_deliveries{channel,state}``, ``herald_queue_depth{channel}`` (due and waiting),
 ``herald_queue_oldest_seconds{channel}``, ``herald_notifications{state}``,
-``herald_sla_missed_notifications``, ``herald_database_up``. Counted by this process:
-HTTP requests and latency, Slack requests, 429s from Slack, progress edits, announcements, scheduler
-ticks, and (when a dispatcher runs here) sends by outcome and reason
+``herald_sla_missed_notifications``, ``herald_database_up``, ``herald_channel_up{channel}``.
+Counted by this process: HTTP requests and latency, Slack requests, 429s from Slack, progress edits,
+announcements, scheduler ticks, and (when a dispatcher runs here) sends by outcome and reason
 (``herald_sends_total{channel,outcome,reason}``), throttle waits and send latency.
 
 Scraping runs database queries, so the web layer calls :func:`render` in a worker thread.
@@ -34,6 +34,7 @@ from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock
+from bot.engine.health import outages
 from bot.engine.workers import STALE_AFTER, WORKER
 from bot.store import Store
 from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification, table_of
@@ -176,7 +177,17 @@ class LedgerCollector(Collector):
                 ["worker", "host"],
                 [(worker, 1) for worker in live_workers_with_hosts(self.store, now)],
             ),
+            self._channel_up(),
         ]
+
+    def _channel_up(self) -> Metric:
+        """1 per channel unless its breaker is open (:mod:`bot.engine.health`)."""
+        down = outages(self.store)
+        channels = dict.fromkeys([*self.channels, *down])
+        values = [((channel,), 0.0 if channel in down else 1.0) for channel in channels]
+        return _gauge(
+            "herald_channel_up", "0 while a channel is down (its deliveries held).", ["channel"], values
+        )
 
     def _delivery_families(self, rows: _LedgerRows, now: float) -> list[Metric]:
         """Deliveries by channel and state, and the queue: zeros for every known channel and state."""

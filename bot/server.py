@@ -23,11 +23,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import BaseRoute
 
 from bot import service
+from bot.alerts.outages import outage_notifier
 from bot.app import Herald
 from bot.clock import Clock
 from bot.config import Settings
 from bot.engine import workers
 from bot.engine.dispatcher import Dispatcher
+from bot.engine.health import held_by
 from bot.engine.leader import Leadership
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.metrics import HeraldMetrics
@@ -86,7 +88,8 @@ class HeraldServer:
         self.herald = herald or Herald.build(settings, clock=clock)
         self.worker_id = worker_id or new_worker_id("serve")
         self.metrics = HeraldMetrics(self.herald.store, self.herald.clock, self.herald.configured_channels())
-        self.dispatcher = Dispatcher(self.herald, self.worker_id) if dispatch else None
+        notify = outage_notifier(self.herald)
+        self.dispatcher = Dispatcher(self.herald, self.worker_id, notify=notify) if dispatch else None
         if self.dispatcher is not None:
             self.metrics.attach_dispatcher(self.dispatcher)
         self.slack: SlackFrontDoor | None = build_slack(
@@ -263,7 +266,8 @@ class HeraldServer:
 async def wait_for(herald: Herald, notification_id: str, show_progress: bool) -> dict[str, Any]:
     """Dispatch (alongside any running serve/worker) until every delivery is final."""
     stop = asyncio.Event()
-    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False)
+    notify = outage_notifier(herald)
+    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False, notify=notify)
     task = asyncio.create_task(dispatcher.run(stop))
     progress = None
     if show_progress:
@@ -291,6 +295,10 @@ async def wait_for(herald: Herald, notification_id: str, show_progress: bool) ->
                 progress.update(bar, completed=total - current["left"])
             if current["left"] == 0 and current["state"] in ("done", "cancelled"):
                 return current
+            if current["left"] and herald.clock.now() > current["deadline"]:
+                held = await asyncio.to_thread(held_by, herald.store, notification_id)
+                if held:  # past the deadline, and only an outage keeps the rest: stop waiting
+                    return {**current, "held_by": [outage.describe() for outage in held]}
             if task.done():
                 task.result()
                 return current

@@ -186,6 +186,19 @@ class ThrottleSlot(SQLModel, table=True):
     next_at: float = Field(default=0.0)
 
 
+class ChannelHealth(SQLModel, table=True):
+    """Per channel, whether it is down (a circuit breaker the whole cluster shares; see bot.engine.health)."""
+
+    __tablename__ = "channel_health"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    down_since: float | None = Field(default=None)
+    reason: str = Field(default="", max_length=32)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    probe_at: float = Field(default=0.0)
+    probes: int = Field(default=0)  # failed probes in a row: the backoff grows with them
+
+
 class WorkerLock(SQLModel, table=True):
     """One row per running dispatcher; SQLite uses it to refuse a second one."""
 

@@ -7,7 +7,11 @@ Exception tree::
 
     DeliveryError                 base; carries ``reason`` and ``detail``
     ├── TransientError            try again later; ``retry_after`` (seconds) when the peer said so
-    │                             reasons: network, timeout, rate_limited, server_error, busy, unknown
+    │   │                         reasons: network, timeout, rate_limited, server_error, busy, unknown
+    │   ├── UncertainError        the request may have reached the provider (see below)
+    │   └── ChannelDownError      the channel itself cannot send, whoever the recipient: credentials
+    │                             refused, a sender the account does not own, the provider
+    │                             unreachable. reasons: auth, config, tls, network, timeout
     └── PermanentError            never retry this message to this address
                                   ``suppress=True`` when the address itself is bad or opted out
                                   reasons: rejected_recipient, invalid_address, opted_out,
@@ -46,6 +50,7 @@ class Reason(StrEnum):
     REJECTED_MESSAGE = "rejected_message"
     AUTH = "auth"
     CONFIG = "config"
+    TLS = "tls"
 
 
 BACK_PRESSURE = frozenset({Reason.RATE_LIMITED, Reason.BUSY})
@@ -93,6 +98,14 @@ class TransientError(DeliveryError):
 
 class UncertainError(TransientError):
     """The request may have reached the provider; re-sending may duplicate the message."""
+
+
+class ChannelDownError(TransientError):
+    """The channel cannot send to anyone until an operator or the provider fixes it.
+
+    Never the recipient's fault: the caller holds the channel's deliveries (it neither fails them nor
+    suppresses the address) and probes until the channel answers again.
+    """
 
 
 class PermanentError(DeliveryError):

@@ -41,6 +41,7 @@ from twilio.rest import api as _api  # noqa: F401
 
 from channels.base import (
     Channel,
+    ChannelDownError,
     DeliveryError,
     Notice,
     PermanentError,
@@ -57,9 +58,6 @@ CONNECT_TIMEOUT = 5.0  # seconds; a connect that fails sent nothing, so it stays
 
 # Twilio error code -> (reason, suppress the address). https://www.twilio.com/docs/api/errors
 _PERMANENT: dict[int, tuple[str, bool]] = {
-    20003: ("auth", False),  # authentication failed
-    20005: ("auth", False),  # account not active
-    20404: ("config", False),  # no such resource: wrong account SID or api_url
     21211: ("invalid_address", True),  # invalid 'To' number
     21217: ("invalid_address", True),  # number does not appear to be valid
     21265: ("invalid_address", True),  # 'To' is a short code
@@ -74,17 +72,23 @@ _PERMANENT: dict[int, tuple[str, bool]] = {
     30004: ("rejected_recipient", False),  # blocked by the recipient or carrier
     21408: ("config", False),  # the region of 'To' is not enabled for this account
     21608: ("config", False),  # trial account: 'To' is not a verified number
-    21212: ("config", False),  # invalid 'From' number
-    21601: ("config", False),  # 'From' cannot send SMS
-    21603: ("config", False),  # neither 'From' nor 'MessagingServiceSid'
     21606: ("config", False),  # 'From' cannot send to this destination
-    21659: ("config", False),  # 'From' is not a Twilio number
-    21660: ("config", False),  # 'From' belongs to another account
-    30032: ("config", False),  # toll-free sender not verified
-    30034: ("config", False),  # US A2P 10DLC sender not registered
     21602: ("rejected_message", False),  # body missing
     21617: ("rejected_message", False),  # body longer than 1,600 characters
     30007: ("rejected_message", False),  # filtered by the carrier as spam
+}
+# The account or its sender cannot send at all: the channel is down, whoever the recipient.
+_CHANNEL_DOWN: dict[int, str] = {
+    20003: "auth",  # authentication failed
+    20005: "auth",  # account not active
+    20404: "config",  # no such resource: wrong account SID or api_url
+    21212: "config",  # invalid 'From' number
+    21601: "config",  # 'From' cannot send SMS
+    21603: "config",  # neither 'From' nor 'MessagingServiceSid'
+    21659: "config",  # 'From' is not a Twilio number
+    21660: "config",  # 'From' belongs to another account
+    30032: "config",  # toll-free sender not verified
+    30034: "config",  # US A2P 10DLC sender not registered
 }
 _TRANSIENT: dict[int, str] = {
     20429: "rate_limited",
@@ -167,15 +171,18 @@ def classify_twilio_error(
 ) -> DeliveryError:
     """Turn a Twilio error answer (HTTP status, Twilio error code, Retry-After header) into an error.
 
-    Known codes decide first (see ``_PERMANENT``/``_TRANSIENT``): bad or opted-out numbers are
-    permanent with ``suppress=True``; sender, account and region problems are permanent ``config``
-    or ``auth`` errors. Then the status: 429 ``rate_limited`` (with the peer's ``retry_after``),
-    5xx ``server_error``, 401/403 ``auth``, 404 ``config``. Any other 4xx is
+    Known codes decide first (see ``_CHANNEL_DOWN``/``_PERMANENT``/``_TRANSIENT``): account and
+    sender problems mean the channel is down (``auth``, ``config``); bad or opted-out numbers are
+    permanent with ``suppress=True``; region problems are permanent ``config``. Then the status:
+    429 ``rate_limited`` (with the peer's ``retry_after``), 5xx ``server_error``, 401/403 channel
+    down ``auth``, 404 channel down ``config``. Any other 4xx is
     ``TransientError("unknown")``: a new Twilio code should not suppress anyone, and the
     dispatcher caps retries of reason ``unknown`` at a small number.
     """
     wait = parse_retry_after(retry_after)
     text = f"twilio {code}: {detail}" if code is not None and code != status else detail
+    if code in _CHANNEL_DOWN:
+        return ChannelDownError(_CHANNEL_DOWN[code], text)
     if code in _PERMANENT:
         reason, suppress = _PERMANENT[code]
         return PermanentError(reason, text, suppress=suppress)
@@ -186,9 +193,9 @@ def classify_twilio_error(
     if status >= 500:
         return TransientError("server_error", text, retry_after=wait)
     if status in (401, 403):
-        return PermanentError("auth", text)
+        return ChannelDownError("auth", text)
     if status == 404:
-        return PermanentError("config", text)
+        return ChannelDownError("config", text)
     return TransientError("unknown", text, retry_after=wait)
 
 
@@ -196,15 +203,15 @@ def classify_transport_error(exc: BaseException) -> DeliveryError:
     """Turn an aiohttp/asyncio failure into an error, by whether the request may have reached Twilio.
 
     A failed connect (refused, reset during the handshake, DNS, TLS, connect timeout) sent nothing:
-    ``TransientError("network")``. A timeout once connected is ``UncertainError("timeout")``; a
-    connection lost once connected is ``UncertainError("network")``. A malformed api_url is
-    ``PermanentError("config")``.
+    ``ChannelDownError("network")`` (Twilio cannot be reached). A timeout once connected is
+    ``UncertainError("timeout")``; a connection lost once connected is ``UncertainError("network")``.
+    A malformed api_url is ``ChannelDownError("config")``.
     """
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentError("config", detail)
+        return ChannelDownError("config", detail)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return TransientError("network", detail)
+        return ChannelDownError("network", detail)
     if isinstance(exc, TimeoutError):
         return UncertainError("timeout", detail)
     return UncertainError("network", detail)

@@ -21,8 +21,8 @@ reply                                   outcome
                                         throttling, greylisting)
 452 with 4.5.3 (too many recipients)    transient ``rate_limited``
 other 4xx                               transient ``server_error``
-530, 534, 535, 538, or 5.7.8/5.7.9     permanent ``auth``
-5xx at connect/HELO/STARTTLS            permanent ``config``
+530, 534, 535, 538, or 5.7.8/5.7.9     channel down ``auth``
+5xx at connect/HELO/STARTTLS            channel down ``config``
 5xx at MAIL FROM                        permanent ``rejected_message`` (never
                                         suppresses: it is about the sender)
 5xx at RCPT TO                          permanent ``rejected_recipient``
@@ -40,10 +40,12 @@ Only an enhanced status code (RFC 3463) ever suppresses an address: a bare
 Herald sends one recipient per transaction, so a 5.1.x after DATA is about
 that recipient.
 
-Exceptions: timeouts are transient ``timeout`` (a duplicate email is acceptable,
-so no :class:`UncertainError`); connection failures are transient ``network``;
-a certificate that does not verify and a missing server extension (STARTTLS,
-AUTH) are permanent ``config``; any other exception is transient ``unknown``.
+Exceptions: while opening a session (``connecting``), a refused or timed-out connection and a TLS
+failure mean the relay cannot be used at all: :class:`ChannelDownError` ``network``, ``timeout``,
+``tls``; so is a missing server extension (STARTTLS, AUTH): ``config``. Once connected, timeouts
+are transient ``timeout`` (a duplicate email is acceptable, so no :class:`UncertainError`) and
+connection failures transient ``network``; any other exception is transient ``unknown``.
+A channel-down error never fails a delivery nor suppresses an address.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from channels.base import DeliveryError, PermanentError, TransientError
+from channels.base import ChannelDownError, DeliveryError, PermanentError, TransientError
 
 Stage = Literal["connect", "mail", "rcpt", "data"]
 
@@ -99,11 +101,11 @@ def _classify_transient(code: int, enhanced: tuple[int, int, int] | None, detail
 
 def _classify_permanent(
     code: int, enhanced: tuple[int, int, int] | None, stage: Stage, detail: str
-) -> PermanentError:
+) -> DeliveryError:
     if code in _AUTH_CODES or enhanced in ((5, 7, 8), (5, 7, 9)):
-        return PermanentError("auth", detail)
+        return ChannelDownError("auth", detail)
     if stage == "connect":
-        return PermanentError("config", detail)
+        return ChannelDownError("config", detail)
     if stage == "mail":
         return PermanentError("rejected_message", detail)
     bad_address = (
@@ -131,14 +133,14 @@ def classify_smtp_exception(exc: BaseException, *, connecting: bool = False) -> 
         return _reply_error(first.code, first.message, "rcpt")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return _reply_error(exc.code, exc.message, _stage_of(exc))
-    if isinstance(exc, TimeoutError):  # includes aiosmtplib.SMTPTimeoutError
-        return TransientError("timeout", _describe(exc))
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermanentError("config", f"tls certificate: {_describe(exc)}")
+    if isinstance(exc, ssl.SSLCertVerificationError) or (connecting and isinstance(exc, ssl.SSLError)):
+        return ChannelDownError("tls", _describe(exc))
     if isinstance(exc, aiosmtplib.SMTPNotSupported) or (connecting and type(exc) is aiosmtplib.SMTPException):
-        return PermanentError("config", _describe(exc))
+        return ChannelDownError("config", _describe(exc))
+    if isinstance(exc, TimeoutError):  # includes aiosmtplib.SMTPTimeoutError
+        return (ChannelDownError if connecting else TransientError)("timeout", _describe(exc))
     if isinstance(exc, OSError):  # ConnectionError: SMTPServerDisconnected, SMTPConnectError, refused...
-        return TransientError("network", _describe(exc))
+        return (ChannelDownError if connecting else TransientError)("network", _describe(exc))
     return TransientError("unknown", _describe(exc))
 
 

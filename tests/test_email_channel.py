@@ -13,7 +13,7 @@ import pytest
 from conftest import require_program
 
 from bot.standins.smtp import SmtpStandIn
-from channels.base import Notice, PermanentError, Recipient, TransientError
+from channels.base import ChannelDownError, Notice, PermanentError, Recipient, TransientError
 from channels.email import EmailChannel, EmailSettings, PreparedEmail
 
 NOTICE = Notice("n-1", "maintenance", "Patch Tuesday", "Servers reboot at 22:00 CET.", mandatory=False)
@@ -180,9 +180,9 @@ async def test_auth_plain_with_good_and_bad_credentials() -> None:
         anonymous, _ = await open_channel(smtp)
         try:
             await good.send(prepared, person(1))
-            with pytest.raises(PermanentError) as wrong_password:
+            with pytest.raises(ChannelDownError) as wrong_password:
                 await bad.send(prepared, person(2))
-            with pytest.raises(PermanentError) as no_login:
+            with pytest.raises(ChannelDownError) as no_login:
                 await anonymous.send(prepared, person(3))
         finally:
             for channel in (good, bad, anonymous):
@@ -192,13 +192,13 @@ async def test_auth_plain_with_good_and_bad_credentials() -> None:
     assert no_login.value.reason == "auth" and "530" in no_login.value.detail
 
 
-async def test_connection_refused_is_a_transient_network_error() -> None:
+async def test_connection_refused_is_the_channel_down() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     channel = EmailChannel(settings(port))
     try:
-        with pytest.raises(TransientError) as caught:
+        with pytest.raises(ChannelDownError) as caught:
             await channel.send(channel.prepare(NOTICE), person(1))
     finally:
         await channel.aclose()
@@ -352,11 +352,11 @@ async def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
     assert [m.tls for m in smtp.messages] == [True]
 
 
-async def test_an_untrusted_certificate_is_a_config_error(certificate: tuple[Path, Path]) -> None:
+async def test_an_untrusted_certificate_is_the_channel_down(certificate: tuple[Path, Path]) -> None:
     async with SmtpStandIn(tls_context=server_context(certificate), require_starttls=True) as smtp:
         channel, prepared = await open_channel(smtp, security="starttls")  # no cert_bundle
         try:
-            with pytest.raises(PermanentError) as caught:
+            with pytest.raises(ChannelDownError) as caught:
                 await channel.send(prepared, person(1))
         finally:
             await channel.aclose()
@@ -365,14 +365,14 @@ async def test_an_untrusted_certificate_is_a_config_error(certificate: tuple[Pat
             await relaxed.send(prepared, person(2))
         finally:
             await relaxed.aclose()
-    assert caught.value.reason == "config" and "certificate" in caught.value.detail
+    assert caught.value.reason == "tls" and "certificate" in caught.value.detail
     assert [m.rcpt_tos for m in smtp.messages] == [["user2@example.com"]]
 
 
-async def test_starttls_required_but_not_offered_is_a_config_error(smtp: SmtpStandIn) -> None:
+async def test_starttls_required_but_not_offered_is_the_channel_down(smtp: SmtpStandIn) -> None:
     channel, prepared = await open_channel(smtp, security="starttls")
     try:
-        with pytest.raises(PermanentError) as caught:
+        with pytest.raises(ChannelDownError) as caught:
             await channel.send(prepared, person(1))
     finally:
         await channel.aclose()

@@ -13,6 +13,7 @@ import pytest
 from bot.standins.twilio import Fault, TwilioStandIn
 from channels.base import (
     Channel,
+    ChannelDownError,
     DeliveryError,
     Notice,
     PermanentError,
@@ -105,7 +106,7 @@ async def test_api_url_with_or_without_trailing_slash(
         (21614, PermanentError, "invalid_address", True, None),
         (21408, PermanentError, "config", False, None),
         (21612, PermanentError, "rejected_recipient", False, None),
-        (20003, PermanentError, "auth", False, None),
+        (20003, ChannelDownError, "auth", None, None),
         (500, TransientError, "server_error", None, None),
         (503, TransientError, "server_error", None, None),
         (502, TransientError, "server_error", None, None),  # plain-text body
@@ -164,11 +165,11 @@ async def test_rate_limit_of_the_server(settings: SmsSettings) -> None:
     assert (caught.value.reason, caught.value.retry_after) == ("rate_limited", 1.0)
 
 
-async def test_wrong_token_is_an_auth_error(settings: SmsSettings) -> None:
+async def test_wrong_token_is_the_channel_down(settings: SmsSettings) -> None:
     async with SmsChannel(replace(settings, auth_token="wrong")) as sms:
-        with pytest.raises(PermanentError) as caught:
+        with pytest.raises(ChannelDownError) as caught:
             await sms.send(sms.prepare(ALERT), Recipient(TO))
-    assert (caught.value.reason, caught.value.suppress) == ("auth", False)
+    assert caught.value.reason == "auth" and "20003" in caught.value.detail
 
 
 async def test_connection_refused_was_never_sent(settings: SmsSettings) -> None:
@@ -178,7 +179,7 @@ async def test_connection_refused_was_never_sent(settings: SmsSettings) -> None:
     async with SmsChannel(replace(settings, api_url=f"http://127.0.0.1:{port}")) as sms:
         with pytest.raises(TransientError) as caught:
             await sms.send(sms.prepare(ALERT), Recipient(TO))
-    assert type(caught.value) is TransientError  # not UncertainError: nothing reached Twilio
+    assert type(caught.value) is ChannelDownError  # not UncertainError: nothing reached Twilio
     assert caught.value.reason == "network"
 
 

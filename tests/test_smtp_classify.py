@@ -7,7 +7,7 @@ import ssl
 import aiosmtplib
 import pytest
 
-from channels.base import DeliveryError, PermanentError, TransientError
+from channels.base import ChannelDownError, DeliveryError, PermanentError, TransientError
 from channels.smtp_classify import (
     Stage,
     classify_smtp_exception,
@@ -16,7 +16,7 @@ from channels.smtp_classify import (
     enhanced_status,
 )
 
-T, P = "transient", "permanent"
+T, P, D = "transient", "permanent", "channel down"
 
 REPLIES: list[tuple[int, str, Stage, str | None, str | None, bool]] = [
     # code, message, stage -> kind, reason, suppress
@@ -51,12 +51,12 @@ REPLIES: list[tuple[int, str, Stage, str | None, str | None, bool]] = [
     (552, "5.2.2 Mailbox full", "rcpt", P, "rejected_recipient", False),
     (554, "5.6.0 Message content rejected", "data", P, "rejected_message", False),
     (552, "5.3.4 Message size exceeds fixed limit", "data", P, "rejected_message", False),
-    (530, "5.7.0 Authentication required", "mail", P, "auth", False),
-    (535, "5.7.8 Authentication credentials invalid", "connect", P, "auth", False),
-    (534, "5.7.9 Authentication mechanism is too weak", "connect", P, "auth", False),
-    (554, "5.7.8 Error: authentication failed", "connect", P, "auth", False),
-    (554, "No SMTP service here", "connect", P, "config", False),
-    (502, "5.5.1 Command not implemented", "connect", P, "config", False),
+    (530, "5.7.0 Authentication required", "mail", D, "auth", False),
+    (535, "5.7.8 Authentication credentials invalid", "connect", D, "auth", False),
+    (534, "5.7.9 Authentication mechanism is too weak", "connect", D, "auth", False),
+    (554, "5.7.8 Error: authentication failed", "connect", D, "auth", False),
+    (554, "No SMTP service here", "connect", D, "config", False),
+    (502, "5.5.1 Command not implemented", "connect", D, "config", False),
     (354, "End data with <CR><LF>.<CR><LF>", "data", T, "unknown", False),
     (199, "odd", "rcpt", T, "unknown", False),
     (600, "odd", "rcpt", T, "unknown", False),
@@ -72,7 +72,7 @@ def test_classify_smtp_reply(
         assert error is None
         return
     assert error is not None
-    assert isinstance(error, TransientError if kind == T else PermanentError)
+    assert isinstance(error, {T: TransientError, P: PermanentError, D: ChannelDownError}[kind])
     assert not (kind == P and isinstance(error, TransientError))
     assert error.reason == reason
     assert getattr(error, "suppress", False) is suppress
@@ -127,10 +127,16 @@ EXCEPTIONS: list[tuple[BaseException, type[DeliveryError], str, bool, bool]] = [
     ),
     (aiosmtplib.SMTPDataError(451, "4.3.0 try later"), TransientError, "server_error", False, False),
     (aiosmtplib.SMTPDataError(421, "4.3.2 closing"), TransientError, "busy", False, True),
-    (aiosmtplib.SMTPAuthenticationError(535, "5.7.8 bad credentials"), PermanentError, "auth", False, False),
-    (aiosmtplib.SMTPConnectResponseError(554, "no service"), PermanentError, "config", False, True),
+    (
+        aiosmtplib.SMTPAuthenticationError(535, "5.7.8 bad credentials"),
+        ChannelDownError,
+        "auth",
+        False,
+        False,
+    ),
+    (aiosmtplib.SMTPConnectResponseError(554, "no service"), ChannelDownError, "config", False, True),
     (aiosmtplib.SMTPConnectResponseError(421, "busy"), TransientError, "busy", False, True),
-    (aiosmtplib.SMTPHeloError(501, "bad helo"), PermanentError, "config", False, False),
+    (aiosmtplib.SMTPHeloError(501, "bad helo"), ChannelDownError, "config", False, False),
     (aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"), TransientError, "network", False, True),
     (
         aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 1"),
@@ -151,11 +157,11 @@ EXCEPTIONS: list[tuple[BaseException, type[DeliveryError], str, bool, bool]] = [
     ),
     (aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"), TransientError, "timeout", False, True),
     (TimeoutError(), TransientError, "timeout", False, True),
-    (ssl.SSLCertVerificationError(1, "certificate verify failed"), PermanentError, "config", False, True),
+    (ssl.SSLCertVerificationError(1, "certificate verify failed"), ChannelDownError, "tls", False, True),
     (ssl.SSLError(1, "wrong version number"), TransientError, "network", False, True),
     (
         aiosmtplib.SMTPNotSupported("SMTP STARTTLS extension not supported by server."),
-        PermanentError,
+        ChannelDownError,
         "config",
         False,
         True,
@@ -185,10 +191,25 @@ def test_classify_smtp_exception(
 )
 def test_a_missing_extension_while_connecting_is_a_config_error(message: str) -> None:
     error = classify_smtp_exception(aiosmtplib.SMTPException(message), connecting=True)
-    assert isinstance(error, PermanentError) and error.reason == "config" and message in error.detail
+    assert isinstance(error, ChannelDownError) and error.reason == "config" and message in error.detail
     assert classify_smtp_exception(aiosmtplib.SMTPException(message)).reason == "unknown"
 
 
 def test_a_delivery_error_passes_through() -> None:
     error = PermanentError("invalid_address", "x", suppress=True)
     assert classify_smtp_exception(error) is error
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "network"),
+        (aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"), "timeout"),
+        (ssl.SSLError(1, "wrong version number"), "tls"),
+    ],
+)
+def test_a_relay_that_cannot_be_reached_is_the_channel_down(exc: BaseException, reason: str) -> None:
+    """Every connection refused or timing out says the relay is unusable, not that a recipient is bad."""
+    error = classify_smtp_exception(exc, connecting=True)
+    assert type(error) is ChannelDownError and error.reason == reason
+    assert type(classify_smtp_exception(exc)) is TransientError  # once connected: this message only

@@ -6,10 +6,17 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from channels.base import DeliveryError, PermanentError, TransientError, UncertainError, parse_retry_after
+from channels.base import (
+    ChannelDownError,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+    UncertainError,
+    parse_retry_after,
+)
 from channels.sms import classify_transport_error, classify_twilio_error
 
-T, P, U = TransientError, PermanentError, UncertainError
+T, P, U, D = TransientError, PermanentError, UncertainError, ChannelDownError
 
 
 @pytest.mark.parametrize(
@@ -42,19 +49,21 @@ T, P, U = TransientError, PermanentError, UncertainError
         (400, 21602, None, P, "rejected_message", False, None),
         (400, 21617, None, P, "rejected_message", False, None),
         (0, 30007, None, P, "rejected_message", False, None),
-        # ours to fix: sender, region, account
+        # ours to fix, for this destination only: region, trial-account limits
         (400, 21408, None, P, "config", False, None),
         (400, 21606, None, P, "config", False, None),
-        (400, 21212, None, P, "config", False, None),
-        (400, 21603, None, P, "config", False, None),
         (400, 21608, None, P, "config", False, None),
-        (400, 21660, None, P, "config", False, None),
-        (400, 30034, None, P, "config", False, None),
-        (404, 20404, None, P, "config", False, None),
-        (404, 404, None, P, "config", False, None),
-        (401, 20003, None, P, "auth", False, None),
-        (403, 20005, None, P, "auth", False, None),
-        (403, None, None, P, "auth", False, None),
+        # ours to fix, for everyone: the account or its sender cannot send; the channel is down
+        (400, 21212, None, D, "config", None, None),
+        (400, 21603, None, D, "config", None, None),
+        (400, 21659, None, D, "config", None, None),
+        (400, 21660, None, D, "config", None, None),
+        (400, 30034, None, D, "config", None, None),
+        (404, 20404, None, D, "config", None, None),
+        (404, 404, None, D, "config", None, None),
+        (401, 20003, None, D, "auth", None, None),
+        (403, 20005, None, D, "auth", None, None),
+        (403, None, None, D, "auth", None, None),
         # a code we do not know: retry a few times, never suppress
         (400, 21999, None, T, "unknown", None, None),
         (400, None, None, T, "unknown", None, None),
@@ -111,11 +120,11 @@ _KEY = ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
 @pytest.mark.parametrize(
     ("exc", "kind", "reason"),
     [
-        # nothing was sent: plain transient
-        (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "refused")), T, "network"),
-        (aiohttp.ClientConnectorError(_KEY, ConnectionResetError(104, "reset")), T, "network"),
-        (aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "name unknown")), T, "network"),
-        (aiohttp.ConnectionTimeoutError("connect timeout"), T, "network"),
+        # nothing was sent, and Twilio cannot be reached: the channel is down
+        (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "refused")), D, "network"),
+        (aiohttp.ClientConnectorError(_KEY, ConnectionResetError(104, "reset")), D, "network"),
+        (aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "name unknown")), D, "network"),
+        (aiohttp.ConnectionTimeoutError("connect timeout"), D, "network"),
         # the request may have reached Twilio: uncertain
         (TimeoutError(), U, "timeout"),
         (aiohttp.SocketTimeoutError("read timeout"), U, "timeout"),
@@ -124,7 +133,7 @@ _KEY = ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
         (aiohttp.ClientPayloadError("truncated"), U, "network"),
         (ConnectionResetError(104, "reset"), U, "network"),
         # ours to fix
-        (aiohttp.InvalidURL("not a url"), P, "config"),
+        (aiohttp.InvalidURL("not a url"), D, "config"),
     ],
 )
 def test_classify_transport_error(exc: BaseException, kind: type[DeliveryError], reason: str) -> None:

@@ -21,7 +21,7 @@ from bot.alerts.intake import parse_generic
 from bot.alerts.lifecycle import ingest
 from bot.alerts.models import IntakeResult, PayloadError
 from bot.app import Herald
-from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held
 from bot.cli.delivery import open_herald
 from bot.engine import workers
 from bot.render import format_status
@@ -118,6 +118,8 @@ def _wait_and_report(herald: Herald, result: IntakeResult, as_json: bool) -> Non
     ]
     final = {**finals[0], "alert_group": _group_of(result)}
     print(json.dumps(final, indent=2) if as_json else format_status(final))
+    for item in finals:
+        report_held(item)
     if any(item["sla"]["met"] is False for item in finals):
         raise typer.Exit(EXIT_FAILED)
 

@@ -71,3 +71,9 @@ def store_from(settings: Settings) -> Store:
         return open_store(settings.database.url)
     except StoreError as exc:
         fail(str(exc))
+
+
+def report_held(final: dict[str, Any]) -> None:
+    """Name the outages that held a notification past its deadline (``--wait`` gave up on them)."""
+    for outage in final.get("held_by", ()):
+        print(f"herald: {final['id']}: deadline passed with deliveries held: {outage}", file=sys.stderr)

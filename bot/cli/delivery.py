@@ -13,7 +13,7 @@ import typer
 
 from bot import runtime, service
 from bot.app import Herald
-from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held, settings_from, store_from
 from bot.config import parse_duration
 from bot.engine import workers
 from bot.render import format_preview, format_report, format_status
@@ -151,6 +151,7 @@ def _announce(
         return
     final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
     print(json.dumps(final, indent=2) if as_json else format_status(final))
+    report_held(final)
     if final["sla"]["met"] is False:
         raise typer.Exit(EXIT_FAILED)
 

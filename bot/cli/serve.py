@@ -18,6 +18,7 @@ import typer
 from bot import runtime
 from bot.alerts.escalation import TICK_EVERY as ALERT_TICK_EVERY
 from bot.alerts.escalation import alert_tick
+from bot.alerts.outages import outage_notifier
 from bot.alerts.web import alert_routes
 from bot.app import Herald
 from bot.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, fail, settings_from, store_from
@@ -86,7 +87,7 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
     stop = asyncio.Event()
     _on_signals(stop)
     herald = Herald.build(settings, store=store_from(settings))
-    dispatcher = Dispatcher(herald, worker_id)
+    dispatcher = Dispatcher(herald, worker_id, notify=outage_notifier(herald))
     try:
         await asyncio.to_thread(dispatcher.start_checks)
     except SecondDispatcherError as exc:

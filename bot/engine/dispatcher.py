@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import Herald
 from bot.engine import ledger, workers
+from bot.engine.health import OutageNotifier
 from bot.engine.listen import listen_for_work
 from bot.engine.runner import ChannelRunner
 from bot.store import database_reason
@@ -27,11 +28,16 @@ SHARES_EVERY = 2.0  # how often a dispatcher follows workers coming and going
 class Dispatcher:
     """Runs one :class:`ChannelRunner` per configured channel until ``stop`` is set."""
 
-    def __init__(self, herald: Herald, worker_id: str, registered: bool = True) -> None:
+    def __init__(
+        self, herald: Herald, worker_id: str, registered: bool = True, notify: OutageNotifier | None = None
+    ) -> None:
+        """``notify`` tells operators when a channel goes down or comes back (:mod:`bot.engine.health`)."""
         self.herald = herald
         self.worker_id = worker_id
         self.registered = registered
-        self.runners = {name: ChannelRunner(herald, worker_id, name) for name in herald.configured_channels()}
+        self.runners = {
+            name: ChannelRunner(herald, worker_id, name, notify) for name in herald.configured_channels()
+        }
 
     def start_checks(self) -> None:
         """Register this dispatcher; raises SecondDispatcherError on a SQLite database already served."""

@@ -5,6 +5,8 @@
 - a transient error → ``deferred`` with exponential backoff and jitter (or the peer's
   ``retry_after``) until ``retry_for`` has passed since the delivery was created, then ``expired``;
   errors no classifier knows (reason ``unknown``) get only ``max_unknown`` attempts;
+- a channel-down error (the channel cannot send to anyone: see :mod:`bot.engine.health`) →
+  ``deferred`` with reason ``channel_down``, due at once and never expiring: held, not failed;
 - an uncertain send (SMS timeout after the request went out; Twilio has no idempotency key):
   urgent notices (the mandatory kinds of ``[kinds] mandatory``) are retried, since a duplicate page
   beats a missed one; other kinds are recorded as ``sent`` with reason ``uncertain`` and never sent
@@ -17,9 +19,18 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from bot.engine.health import CHANNEL_DOWN
 from bot.engine.ledger import Claimed, Outcome
 from bot.tables import DeliveryState
-from channels.base import DeliveryError, PermanentError, Reason, Receipt, TransientError, UncertainError
+from channels.base import (
+    ChannelDownError,
+    DeliveryError,
+    PermanentError,
+    Reason,
+    Receipt,
+    TransientError,
+    UncertainError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,10 @@ def decide(
         failed = {"reason": result.reason, "detail": result.detail, "suppress": result.suppress}
         return out(DeliveryState.FAILED, "permanent", **failed)
     assert isinstance(result, TransientError)
+    if isinstance(result, ChannelDownError):
+        return out(
+            DeliveryState.DEFERRED, "channel_down", reason=CHANNEL_DOWN, detail=str(result), due_at=now
+        )
     if isinstance(result, UncertainError) and not urgent:
         return out(DeliveryState.SENT, "uncertain", reason="uncertain", detail=result.detail)
     attempt = "uncertain" if isinstance(result, UncertainError) else "transient"

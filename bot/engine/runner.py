@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.app import Herald
 from bot.channel_specs import spec
 from bot.engine import caps, ledger
+from bot.engine.health import Breaker, OutageNotifier, hold_due
 from bot.engine.ledger import Claimed
 from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.shares import ConnectionShare, Slots, fair_share
@@ -52,7 +53,9 @@ class _Start(Enum):
 class ChannelRunner:
     """Claims and sends one channel's deliveries for this dispatcher (see the module docstring)."""
 
-    def __init__(self, herald: Herald, worker_id: str, name: str) -> None:
+    def __init__(
+        self, herald: Herald, worker_id: str, name: str, notify: OutageNotifier | None = None
+    ) -> None:
         self.herald = herald
         self.worker_id = worker_id
         self.name = name
@@ -83,6 +86,7 @@ class ChannelRunner:
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
         self.db_backoff = 0.0
+        self.breaker = Breaker(herald, name, notify)
 
     def claim_size(self) -> int:
         """A claim's worth of deliveries, within ``batch_size``.
@@ -122,6 +126,8 @@ class ChannelRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and send until ``stop``; then finish what is in flight and record every outcome."""
+        with contextlib.suppress(SQLAlchemyError):  # else the first bookkeeping round reads it
+            await self.breaker.refresh()
         helpers = [asyncio.create_task(self._bookkeeping(stop)), asyncio.create_task(self.commit.run())]
         ahead: asyncio.Task[tuple[float, list[Claimed]]] | None = None
         try:
@@ -141,6 +147,9 @@ class ChannelRunner:
             # again at the next poll (a wake-up cannot help before a share comes).
             self.wake.clear()
             await self._idle(stop, poll)
+            return None
+        if self.breaker.outage is not None and ahead is None:
+            await self._probe(stop)
             return None
         try:
             now, batch = await (ahead or asyncio.create_task(self._claim()))
@@ -169,6 +178,20 @@ class ChannelRunner:
         self.db_backoff = 0.0
         return next_claim[0] if next_claim else None
 
+    async def _probe(self, stop: asyncio.Event) -> None:
+        """While the channel is down: send one held delivery when this dispatcher holds the probe."""
+        lease = self.herald.settings.dispatcher.lease
+        wait = await self.breaker.take_probe(lease)
+        if wait > 0:
+            await self._idle(stop, min(wait, self.herald.settings.dispatcher.poll_interval))
+            return
+        now, batch = await self._claim(most=1)
+        if batch:
+            self.breaker.probing = batch[0].id
+            await self._send_batch(batch, stop, now + lease)
+            while self.breaker.probing is not None and self.in_flight and not stop.is_set():
+                await asyncio.wait(set(self.in_flight))
+
     async def _release_ahead(self, ahead: asyncio.Task[tuple[float, list[Claimed]]] | None) -> None:
         if ahead is None:
             return
@@ -187,7 +210,7 @@ class ChannelRunner:
                 await task
         await self.flush()
 
-    async def _claim(self) -> tuple[float, list[Claimed]]:
+    async def _claim(self, most: int | None = None) -> tuple[float, list[Claimed]]:
         self.wake.clear()  # a wake-up from now on means work this claim may not see
         now = self.herald.clock.now()
         batch = await asyncio.to_thread(
@@ -197,7 +220,7 @@ class ChannelRunner:
             self.worker_id,
             now,
             self.herald.settings.dispatcher.lease,
-            self.claim_size(),
+            most or self.claim_size(),
             self._cap_today(now),
         )
         return now, batch
@@ -248,6 +271,8 @@ class ChannelRunner:
                 give_back.append(item.id)
         if give_back:
             await self._release(give_back)
+            if self.breaker.outage is not None:
+                await asyncio.to_thread(hold_due, self.herald.store, self.name, self.herald.clock.now())
 
     async def _start(self, item: Claimed, stop: asyncio.Event, lease_until: float) -> _Start:
         """Cancel check, slot, pace and lease check for one delivery; then its send runs on its own."""
@@ -255,6 +280,8 @@ class ChannelRunner:
             return _Start.STOP
         if item.notification_id in self.notices.cancelled:
             return _Start.GIVE_BACK  # released as cancelled: stop what has not been sent
+        if self.breaker.holds(item.id):
+            return _Start.STOP  # the channel went down: nothing more starts but the probe
         notice = self.notices[item.notification_id]
         if not await self.slots.acquire():
             return _Start.STOP  # this dispatcher's connection share went to others: they send the rest
@@ -285,6 +312,7 @@ class ChannelRunner:
             await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
         self.stats.count(outcome, now - started)
         self.commit.add(outcome)
+        await self.breaker.observe(item.id, result)
 
     async def _bookkeeping(self, stop: asyncio.Event) -> None:
         """Every FLUSH_EVERY: record, finish notifications, follow back-pressure, cancels and leases."""
@@ -307,6 +335,7 @@ class ChannelRunner:
             await self.finish()
             await self.pacer.refresh()  # back-pressure another worker met
         await self.notices.refresh_cancelled()
+        await self.breaker.refresh()
         if now - last["reclaim"] >= RECLAIM_EVERY:
             last["reclaim"] = now
             await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
