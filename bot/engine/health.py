@@ -26,13 +26,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.app import Herald
 from bot.store import Store
-from bot.tables import CLAIMABLE, OPEN_STATES, ChannelHealth, Delivery, DeliveryState
+from bot.tables import CLAIMABLE, OPEN_STATES, ChannelHealth, Delivery, DeliveryState, table_of
 from channels.base import ChannelDownError, DeliveryError, Receipt
 
 log = logging.getLogger("herald.dispatcher")
 
-HEALTH = ChannelHealth.__table__  # type: ignore[attr-defined]
-DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+HEALTH = table_of(ChannelHealth)
+DELIVERY = table_of(Delivery)
 
 CHANNEL_DOWN = "channel_down"  # the reason held deliveries carry
 PROBE_FIRST = 2.0
