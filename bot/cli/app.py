@@ -124,6 +124,7 @@ def db_prune(
 
 def _register() -> None:
     from bot.cli import alert as cli_alert
+    from bot.cli import audit as cli_audit
     from bot.cli import delivery as cli_delivery
     from bot.cli import directory as cli_directory
     from bot.cli import serve as cli_serve
@@ -134,6 +135,7 @@ def _register() -> None:
     cli_alert.register(app)
     cli_serve.register(app)
     cli_suppressions.register(app)
+    cli_audit.register(app)
 
 
 _register()
