@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TWILIO_SID, TWILIO_TOKEN, Peers
+from conftest import TWILIO_SID, TWILIO_TOKEN, Peers, require_program
+from ldap_server import SERVICE_DN, SERVICE_PASSWORD, LdapServer
 from sqlalchemy import select
 
 from bot.standins.slack import SlackStandIn
@@ -182,3 +183,32 @@ def test_without_probe_config_check_connects_to_nothing(
         result.stdout.splitlines()[-1]
     ]
     assert slack.calls == []
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    require_program("slapd")
+    server = LdapServer(tmp_path_factory.mktemp("slapd"))
+    server.configure()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_ldap_bind(cli: Any, peers: Peers, slapd: LdapServer, db_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "herald.toml"
+    ldap = f'[directory]\nsource = "ldap"\n[directory.ldap]\nurl = "{slapd.url}"\nbind_dn = "{SERVICE_DN}"\n'
+    config.write_text(peers.config(db_url, ldap), encoding="utf-8")
+    run = ["config", "check", "--probe", "--config", str(config)]
+
+    good = cli(*run, env={"HERALD_DIRECTORY__LDAP__BIND_PASSWORD": SERVICE_PASSWORD})
+    assert good.exit_code == 0, good.stdout + good.stderr
+    assert f"\nok  ldap {slapd.url} (bind as {SERVICE_DN})\n" in good.stdout
+
+    bad = cli(*run, env={"HERALD_DIRECTORY__LDAP__BIND_PASSWORD": "Wrong-ldap-pw"})
+    assert bad.exit_code == 1
+    assert "Wrong-ldap-pw" not in bad.stdout + bad.stderr and SERVICE_PASSWORD not in bad.stdout
+    assert f"\nFAIL ldap: {slapd.url}: bind as '{SERVICE_DN}' refused: " in bad.stdout
+    assert bad.stderr.endswith("did not answer: ldap\n")
