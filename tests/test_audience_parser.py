@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from bot.directory.audience import EXPECTED, Audience, AudienceError, Term, parse_audience
@@ -92,3 +97,81 @@ def test_rejects_with_position_and_expectation(text: str, message: str) -> None:
         parse_audience(text)
     assert str(caught.value) == message
     assert message.startswith(f"at {caught.value.position}: {caught.value.reason}")
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+def test_refuses_a_query_over_2000_characters_before_parsing() -> None:
+    text = "dept:" + "x" * 1996  # 2,001 characters, one term
+    with pytest.raises(AudienceError) as caught:
+        parse_audience(text)
+    assert str(caught.value) == "at 2000: query too long: 2,001 characters (at most 2,000)"
+    assert parse_audience(text[:-1]).terms[0].values == ("x" * 1995,)
+
+
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        (" ".join(f"site:s{i}" for i in range(201)), len(" ".join(f"site:s{i}" for i in range(200))) + 1),
+        ("title:" + ",".join("x" * 200 + "y"), 6 + 2 * 200),
+        ("dept:a,b " + " ".join("everyone" for _ in range(199)), 9 + 9 * 198),
+    ],
+    ids=["201 terms", "201 values in one term", "200 terms and one more value"],
+)
+def test_refuses_more_than_200_terms_counting_values(text: str, position: int) -> None:
+    with pytest.raises(AudienceError) as caught:
+        parse_audience(text)
+    assert str(caught.value) == f"at {position}: too many terms (at most 200, counting each ',' value)"
+
+
+def test_200_terms_are_accepted() -> None:
+    assert len(parse_audience(" ".join(f"site:s{i}" for i in range(200))).terms) == 200
+    assert len(parse_audience("title:" + ",".join("x" * 200)).terms[0].values) == 200
+
+
+def test_parsing_is_linear_in_the_text() -> None:
+    """Past the cap too (the parser is used for config routes): no copy of the rest per term. Before,
+    50,000 terms took over 8 s; a quadratic parser needs 100x the time for 10x the text."""
+    from bot.directory import audience
+
+    def seconds(terms: int) -> float:
+        parser = audience._Parser(" ".join(f"dept:d{i}" for i in range(terms)))
+        parser.counted = -(10**9)  # lift the term cap for the measurement
+        started = time.perf_counter()
+        parser.parse()
+        return time.perf_counter() - started
+
+    small, large = min(seconds(5_000) for _ in range(3)), min(seconds(50_000) for _ in range(3))
+    assert large < small * 30, (small, large)
+
+
+def test_directory_show_refuses_a_long_query_in_one_line(cli: Any, db_url: str) -> None:
+    env = {"HERALD_DATABASE__URL": db_url}
+    text = " ".join(f"dept:d{i}" for i in range(500))  # ~4,900 characters: SQLite's expression limit before
+    result = cli("directory", "show", text, env=env)
+    assert (result.exit_code, result.stdout) == (2, "")
+    too_long = "query too long: 4,889 characters (at most 2,000)"
+    assert result.stderr == f"herald: bad audience: at 2000: {too_long}\n"
+    many = " ".join(f"dept:d{i}" for i in range(201))  # 1,899 characters
+    result = cli("directory", "show", many, env=env)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("herald: bad audience: at ") and result.stderr.count("\n") == 1
+    assert "too many terms (at most 200" in result.stderr
+
+
+def test_directory_show_runs_a_query_at_the_limits(cli: Any, db_url: str, tmp_path: Path) -> None:
+    """200 terms, each compiled to SQL, stay under SQLite's expression depth (and PostgreSQL's)."""
+    env = {"HERALD_DATABASE__URL": db_url}
+    people = tmp_path / "people.csv"
+    people.write_text("id,name,email,title\nann,Ann,ann@example.com,Zx\n", encoding="utf-8")
+    assert cli("directory", "import", str(people), env=env).exit_code == 0
+    for text in (
+        " ".join(["title:z"] + ["-title:q"] * 199),
+        "title:" + ",".join(["z"] + [f"q{i}" for i in range(199)]),
+        " ".join(["person:ann"] + [f"-group:g{i},h" for i in range(99)] + ["everyone"]),
+    ):
+        assert len(text) <= 2000
+        result = cli("directory", "show", "--json", "--", text, env=env)
+        assert (result.exit_code, result.stderr) == (0, ""), text
+        assert json.loads(result.stdout)["count"] == 1

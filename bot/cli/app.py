@@ -7,8 +7,16 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.common import EXIT_USAGE, ConfigOption, HeraldGroup, config_path, fail, settings_from
-from bot.config import ConfigError, load_settings, parse_duration, unconfigured
+from bot.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    HeraldGroup,
+    config_path,
+    fail,
+    settings_from,
+)
+from bot.config import ConfigError, Settings, load_settings, parse_duration, unconfigured
 from bot.store import StoreError, open_store, safe_url
 
 app = typer.Typer(
@@ -26,7 +34,12 @@ app.add_typer(db_app, name="db")
 
 
 @config_app.command("check")
-def config_check(config: ConfigOption = None) -> None:
+def config_check(
+    config: ConfigOption = None,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Also connect to every configured provider; exit 1 if one fails.")
+    ] = False,
+) -> None:
     """Validate configuration; print every missing or invalid key, never a secret."""
     path = config_path(config)
     try:
@@ -39,6 +52,27 @@ def config_check(config: ConfigOption = None) -> None:
     for note in unconfigured(settings):
         print(f"note: {note}")
     print(f"ok: {path or 'embedded defaults'} (database {safe_url(settings.database.url)})")
+    if probe:
+        _probe(settings)
+
+
+def _probe(settings: Settings) -> None:
+    """One line per provider; the run audited when the database answers; exit 1 on any failure."""
+    from bot.cli import probe as cli_probe
+
+    probes = cli_probe.probe_all(settings)
+    for result in probes:
+        print(result.line())
+    if probes[0].ok:  # the database
+        problem = cli_probe.audit(settings, probes)
+        if problem is not None:
+            print(f"note: probe not audited: {problem}", file=sys.stderr)
+    failed = [result.provider for result in probes if not result.ok]
+    if failed:
+        print(
+            f"{len(failed)} of {len(probes)} provider(s) did not answer: {', '.join(failed)}", file=sys.stderr
+        )
+        raise typer.Exit(EXIT_FAILED)
 
 
 @db_app.command("upgrade")
@@ -90,6 +124,7 @@ def db_prune(
 
 def _register() -> None:
     from bot.cli import alert as cli_alert
+    from bot.cli import audit as cli_audit
     from bot.cli import delivery as cli_delivery
     from bot.cli import directory as cli_directory
     from bot.cli import serve as cli_serve
@@ -100,6 +135,7 @@ def _register() -> None:
     cli_alert.register(app)
     cli_serve.register(app)
     cli_suppressions.register(app)
+    cli_audit.register(app)
 
 
 _register()

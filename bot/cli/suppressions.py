@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from bot.app import Herald
 from bot.channel_specs import CHANNELS
 from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.recipients import suppressions
 from bot.render import time_text
+from bot.service import audit
 
 suppressions_app = typer.Typer(
     help="The suppression list: bounced, invalid and opted-out addresses.", no_args_is_help=True
@@ -58,12 +60,23 @@ def remove(
     address: Annotated[str, typer.Argument(metavar="ADDRESS")],
     config: ConfigOption = None,
 ) -> None:
-    """Take an address off the list, so Herald sends to it again."""
+    """Take an address off the list, so Herald sends to it again. Audited (``suppression.remove``)."""
     name = _channel(channel)
     assert name is not None
-    store = store_from(settings_from(config))
+    settings = settings_from(config)
+    store = store_from(settings)
     try:
         removed = suppressions.remove(store, name, address)
+        if removed:
+            normalised = suppressions.normalise(name, address)
+            audit(
+                Herald.build(settings, store=store),
+                "cli",
+                "suppression.remove",
+                normalised,
+                True,
+                {"channel": name},
+            )
     finally:
         store.dispose()
     if not removed:

@@ -43,6 +43,11 @@ KEYS: dict[str, TermKind] = {
 EXPECTED = "everyone, dept:, site:, group:, title:, person:, <@U…>, <!subteam^S…>"
 
 _SLACK_ID = {"slack_user": re.compile(r"[UW][A-Z0-9]+"), "slack_group": re.compile(r"S[A-Z0-9]+")}
+_WORD = re.compile(r"[^\s:]*")
+_TOKEN = re.compile(r"\S*")
+_BARE_VALUE = re.compile(r'[^\s,"]+')
+MAX_CHARS = 2000  # longer queries are refused before any parsing
+MAX_TERMS = 200  # each term and each further comma-separated value counts one
 _QUOTES = {'"': '"', "\u201c": "\u201d"}  # straight, and the curly pair macOS and Slack may type
 
 
@@ -84,6 +89,12 @@ class Audience:
         return " ".join(str(term) for term in self.terms)
 
 
+def _matched(pattern: re.Pattern[str], text: str, pos: int) -> str:
+    """What ``pattern`` matches at ``pos`` (no copy of the rest of the text), or ``""``."""
+    match = pattern.match(text, pos)
+    return match.group(0) if match else ""
+
+
 def _quote(value: str) -> str:
     return f'"{value}"' if re.search(r'[\s,"]', value) else value
 
@@ -92,7 +103,14 @@ def _quote(value: str) -> str:
 
 
 def parse_audience(text: str) -> Audience:
-    """Parse an audience query; raise :class:`AudienceError` naming the position and what was expected."""
+    """Parse an audience query; raise :class:`AudienceError` naming the position and what was expected.
+
+    A query over :data:`MAX_CHARS` characters is refused before parsing, one over :data:`MAX_TERMS`
+    terms (values count: ``dept:a,b`` is two) as the parser reaches the first term too many. Parsing
+    is linear in the length of the text.
+    """
+    if len(text) > MAX_CHARS:
+        raise AudienceError(f"query too long: {len(text):,} characters (at most {MAX_CHARS:,})", MAX_CHARS)
     return _Parser(text).parse()
 
 
@@ -100,6 +118,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.counted = 0  # terms and values so far, against MAX_TERMS
 
     def parse(self) -> Audience:
         terms: list[Term] = []
@@ -107,9 +126,15 @@ class _Parser:
         if self.pos >= len(self.text):
             raise AudienceError(f"empty audience (expected {EXPECTED})", 0)
         while self.pos < len(self.text):
+            self._count()
             terms.append(self._term())
             self._skip_space()
         return Audience(tuple(terms))
+
+    def _count(self) -> None:
+        self.counted += 1
+        if self.counted > MAX_TERMS:
+            raise AudienceError(f"too many terms (at most {MAX_TERMS}, counting each ',' value)", self.pos)
 
     def _skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -125,23 +150,19 @@ class _Parser:
             if self._at_separator():
                 raise AudienceError("expected a term after '-'", self.pos)
         start = self.pos
-        rest = self.text[start:]
-        if rest.startswith("<@"):
+        if self.text.startswith("<@", start):
             return Term("slack_user", (self._slack_id("slack_user", "<@"),), negated)
-        if rest.lower().startswith("<!subteam^"):
+        if self.text[start : start + len("<!subteam^")].lower() == "<!subteam^":
             return Term("slack_group", (self._slack_id("slack_group", "<!subteam^"),), negated)
-        match = re.match(r"[^\s:]*", rest)
-        word = match.group(0) if match else ""
+        word = _matched(_WORD, self.text, start)
         self.pos += len(word)
         if self.pos < len(self.text) and self.text[self.pos] == ":" and word.lower() in KEYS:
             self.pos += 1
             return Term(KEYS[word.lower()], self._values(f"'{word}:'"), negated)
         if word.lower() == "everyone" and self._at_separator():
             return Term("everyone", (), negated)
-        token = re.match(r"\S*", rest)
-        raise AudienceError(
-            f"unknown term {token.group(0) if token else rest!r} (expected {EXPECTED})", start
-        )
+        token = _matched(_TOKEN, self.text, start)
+        raise AudienceError(f"unknown term {token!r} (expected {EXPECTED})", start)
 
     def _slack_id(self, kind: str, opener: str) -> str:
         start = self.pos
@@ -169,6 +190,7 @@ class _Parser:
             if self.text[self.pos] != ",":
                 raise AudienceError(f"expected a space or ',' after {values[-1]!r}", self.pos)
             self.pos += 1
+            self._count()
             after = "','"
 
     def _value(self) -> str:
@@ -189,7 +211,7 @@ class _Parser:
                 raise AudienceError("expected '>' to close '<mailto:'", start)
             self.pos = end + 1
             return self.text[start + len("<mailto:") : end].split("|", 1)[0]
-        match = re.match(r'[^\s,"]+', self.text[start:])
+        match = _BARE_VALUE.match(self.text, start)
         if match is None:
             raise AudienceError(f'unexpected {first!r} (quote a whole value: site:"New York")', start)
         self.pos += len(match.group(0))

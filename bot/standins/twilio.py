@@ -1,6 +1,8 @@
 """A local stand-in for Twilio's Messages API, for ``herald demo``, the tests and the benchmarks.
 
-It follows the published contract of ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``:
+It follows the published contract of ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``
+(and of ``GET /2010-04-01/Accounts/{AccountSid}.json``, the account fetch ``config check --probe``
+makes: the Account resource, or 401/20003 and 404/20404 as below):
 HTTP Basic auth with the account SID and auth token, a form with ``To``, ``From`` and/or
 ``MessagingServiceSid``, ``Body`` and an optional ``StatusCallback``, and Twilio's JSON bodies:
 201 with the Message resource, or ``{"code", "message", "more_info", "status"}`` on error
@@ -116,6 +118,7 @@ class TwilioStandIn:
         self.in_flight = 0
         self.max_in_flight = 0
         self.url = ""
+        self._auth_token = auth_token
         self._authorization = "Basic " + base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         self._bucket = _TokenBucket(max_rate, clock) if max_rate > 0 else None
         self._now = now
@@ -126,6 +129,7 @@ class TwilioStandIn:
         """Listen and return the base URL (``http://127.0.0.1:PORT``), which is also ``self.url``."""
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create_message)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}.json", self._fetch_account)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -199,6 +203,31 @@ class TwilioStandIn:
         )
         self.messages.append(message)
         return web.json_response(self._resource(message), status=201)
+
+    async def _fetch_account(self, request: web.Request) -> web.StreamResponse:
+        """The Account resource (not counted in ``requests``, which counts sends)."""
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), self._authorization.encode()):
+            return twilio_error(20003, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+        if request.match_info["account_sid"] != self.account_sid:
+            return twilio_error(20404)
+        uri = f"/2010-04-01/Accounts/{self.account_sid}"
+        created = format_datetime(self._now())
+        resources = ("Messages", "IncomingPhoneNumbers", "Calls", "Usage")
+        return web.json_response(
+            {
+                "auth_token": self._auth_token,  # Twilio returns it too: a probe must never print it
+                "date_created": created,
+                "date_updated": created,
+                "friendly_name": "Herald stand-in",
+                "owner_account_sid": self.account_sid,
+                "sid": self.account_sid,
+                "status": "active",
+                "subresource_uris": {name.lower(): f"{uri}/{name}.json" for name in resources},
+                "type": "Full",
+                "uri": f"{uri}.json",
+            }
+        )
 
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault == "timeout":
