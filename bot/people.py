@@ -18,7 +18,7 @@ in the database, whatever the size of the audience.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +118,27 @@ def sla_met(people: People, target: float, *, running: bool, missed: bool) -> bo
     if running:
         return None
     return not missed and people.reach >= target
+
+
+def sla_document(
+    row: Mapping[str, Any],
+    sent: tuple[float | None, float | None],
+    people: People,
+    target: float,
+    *,
+    running: bool,
+    missed: bool,
+) -> dict[str, Any]:
+    """The ``sla`` part of the status JSON of the notification ``row`` (``start_at``, ``deadline``),
+    given its first and last ``sent`` times; a delivery sent after the deadline is a miss too."""
+    first_sent, last_sent = sent
+    start = row["start_at"]
+    late = last_sent is not None and last_sent > row["deadline"]
+    return {
+        "deliver_within_s": row["deadline"] - start,
+        "first_delivery_s": (first_sent - start) if first_sent is not None else None,
+        "last_delivery_s": (last_sent - start) if last_sent is not None else None,
+        "reach": people.reach,
+        "reach_target": target,
+        "met": sla_met(people, target, running=running, missed=missed or late),
+    }

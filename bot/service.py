@@ -22,7 +22,7 @@ from bot.directory.reach import reach
 from bot.engine import caps, ledger
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
-from bot.people import People, people_counts, sla_met
+from bot.people import People, people_counts, sla_document
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification
 
@@ -278,7 +278,6 @@ def _status_dict(
 ) -> dict[str, Any]:
     """SPEC's status JSON from the notification ``row``, its (channel, state, count) rows, its first
     and last ``sent`` times and its :class:`~bot.people.People`."""
-    first_sent, last_sent = sent
     channels: dict[str, dict[str, int]] = {
         name: dict.fromkeys(DELIVERY_STATES, 0) for name in (row["channels"] or "").split(",") if name
     }
@@ -288,17 +287,14 @@ def _status_dict(
         if state in ledger.OPEN_STATES:
             left += int(count)
     now = herald.clock.now()
-    within = row["deadline"] - row["start_at"]
     expired = any(c.get("expired", 0) for c in channels.values())
-    last_s = (last_sent - row["start_at"]) if last_sent is not None else None
-    late = last_sent is not None and last_sent > row["deadline"]
     target = herald.settings.sla_for(row["severity"]).reach
     running = bool(left) and now <= row["deadline"]
-    met = sla_met(people, target, running=running, missed=late or expired or left > 0)
+    sla = sla_document(row, sent, people, target, running=running, missed=expired or left > 0)
     state = row["state"]
     if state == "scheduled" and row["start_at"] <= now:
         state = "queued"
-    if state == "queued" and last_sent is not None:
+    if state == "queued" and sent[1] is not None:
         state = "sending"
     return {
         "id": row["id"],
@@ -316,14 +312,7 @@ def _status_dict(
         "left": left,
         "channels": channels,
         "people": people.as_json(),
-        "sla": {
-            "deliver_within_s": within,
-            "first_delivery_s": (first_sent - row["start_at"]) if first_sent is not None else None,
-            "last_delivery_s": last_s,
-            "reach": people.reach,
-            "reach_target": target,
-            "met": met,
-        },
+        "sla": sla,
         "meta": json.loads(row["meta"] or "{}"),
     }
 
