@@ -127,14 +127,16 @@ class SlaPolicy(Section):
     ack_within: Duration | None = None
     escalate: list[str] = Field(default_factory=list)
     repeat_interval: Duration = 4 * 3600.0
+    # The share of reachable people who must be reached by the deadline for the SLA to be met.
+    reach: float = Field(1.0, ge=0.0, le=1.0)
 
 
 DEFAULT_SLA: dict[str, dict[str, Any]] = {
     "critical": {"deliver_within": "2m", "ack_within": "10m"},
     "outage": {"deliver_within": "5m", "ack_within": "15m"},
     "security": {"deliver_within": "15m", "ack_within": "30m"},
-    "maintenance": {"deliver_within": "4h"},
-    "info": {"deliver_within": "24h"},
+    "maintenance": {"deliver_within": "4h", "reach": 0.99},
+    "info": {"deliver_within": "24h", "reach": 0.99},
 }
 
 

@@ -3,9 +3,11 @@
 Two kinds. Read from the database on every scrape (the truth, whichever process did the work):
 ``herald_deliveries{channel,state}``, ``herald_queue_depth{channel}`` (due and waiting),
 ``herald_queue_oldest_seconds{channel}``, ``herald_notifications{state}``,
-``herald_sla_missed_notifications``, ``herald_database_up``, ``herald_channel_up{channel}``.
-Counted by this process: HTTP requests and latency, Slack requests, 429s from Slack, progress edits,
-announcements, scheduler ticks, and (when a dispatcher runs here) sends by outcome and reason
+``herald_sla_missed_notifications``, ``herald_alerts_unrouted_total`` (alert groups whose route
+audience selected nobody reachable, kept in ``key_value``), ``herald_database_up``,
+``herald_channel_up{channel}``. Counted by this process: HTTP requests and latency, Slack requests,
+429s from Slack, progress edits, announcements, scheduler ticks, and (when a dispatcher runs here)
+sends by outcome and reason
 (``herald_sends_total{channel,outcome,reason}``), throttle waits and send latency.
 
 Scraping runs database queries, so the web layer calls :func:`render` in a worker thread.
@@ -33,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.alerts.notify import unrouted_total
 from bot.clock import Clock
 from bot.engine.health import outages
 from bot.engine.workers import STALE_AFTER, WORKER
@@ -171,6 +174,11 @@ class LedgerCollector(Collector):
                 [],
                 [((), rows.missed)],
             ),
+            _counter(
+                "herald_alerts_unrouted",
+                "Alert groups whose route audience selected no reachable person (sent to the default route).",
+                rows.unrouted,
+            ),
             _gauge(
                 "herald_dispatcher_up",
                 "Dispatchers (serve or worker) with a live heartbeat.",
@@ -220,6 +228,13 @@ def _gauge(name: str, text: str, labels: list[str], values: Iterable[tuple[Seque
     return family
 
 
+def _counter(name: str, text: str, value: float) -> Metric:
+    """A counter kept in the database (exposed as ``<name>_total``)."""
+    family = CounterMetricFamily(name, text)
+    family.add_metric([], float(value))
+    return family
+
+
 @dataclass(frozen=True)
 class _LedgerRows:
     """What one scrape reads from the ledger, in one transaction."""
@@ -228,6 +243,7 @@ class _LedgerRows:
     waiting: list[tuple[str, int, float]]  # channel, due deliveries, the oldest's due time
     by_state: list[tuple[tuple[str], int]]  # notifications by state
     missed: int
+    unrouted: int  # alert groups whose route audience selected nobody reachable, ever
 
     @classmethod
     def query(cls, store: Store, now: float) -> _LedgerRows:
@@ -253,11 +269,13 @@ class _LedgerRows:
             missed = connection.execute(
                 select(func.count(distinct(DELIVERY.c.notification_id))).where(late)
             ).scalar_one()
+            unrouted = unrouted_total(connection)
         return cls(
             [(str(c), str(s), int(n)) for c, s, n in counts],
             [(str(c), int(n), float(due)) for c, n, due in waiting],
             [((str(state),), int(n)) for state, n in by_state],
             int(missed),
+            unrouted,
         )
 
 

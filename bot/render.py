@@ -7,6 +7,7 @@ the operator's terminal, ring its bell or reorder what it shows.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,24 @@ def time_text(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def reach_text(reach: float | None) -> str:
+    """``97.5%``: rounded down, so a reach short of everyone never shows as 100%."""
+    if reach is None:
+        return "-"
+    return f"{math.floor(reach * 1000) / 10:g}%"
+
+
+def people_line(people: dict[str, int], sla: dict[str, Any]) -> str:
+    """``people: reached 5, unreached 1, unreachable 2; reach 83.3% (target 100%)``."""
+    parts = [f"reached {people['reached']}", f"unreached {people['unreached']}"]
+    parts.append(f"unreachable {people['unreachable']}")
+    if people.get("cancelled"):
+        parts.append(f"cancelled {people['cancelled']}")
+    target = sla.get("reach_target")
+    goal = f" (target {reach_text(target)})" if target is not None else ""
+    return f"people: {', '.join(parts)}; reach {reach_text(sla.get('reach'))}{goal}"
+
+
 def channel_lines(channels: dict[str, dict[str, int]]) -> list[str]:
     """``  email: sent 12, failed 1`` per channel, states in a fixed order, zeros left out."""
     lines = []
@@ -95,6 +114,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"state {status['state']}; {status['recipients']} recipients; {status['left']} left",
     ]
     lines.extend(channel_lines(status["channels"]))
+    lines.append(people_line(status["people"], sla))
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"
@@ -110,6 +130,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"SLA: {sla['met']} met, {sla['missed']} missed of {sla['judged']} finished ({pct})",
     ]
     lines.extend(channel_lines(report["channels"]))
+    lines.append(people_line(report["people"], {"reach": report["people"]["reach"]}))
     alerts = report.get("alerts")
     if alerts and alerts["groups"]:
         ack = alerts["ack_sla"]
@@ -117,7 +138,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"alerts: {alerts['groups']} groups, {alerts['firing']} firing, "
             f"{alerts['acknowledged']} acknowledged; "
-            f"ack SLA {ack['met']} met, {ack['missed']} missed ({ack_pct})"
+            f"ack SLA {ack['met']} met, {ack['missed']} missed ({ack_pct}); "
+            f"paged people reach {reach_text(alerts['people']['reach'])}"
         )
     for worker, outcomes in sorted((report.get("workers") or {}).items()):
         parts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items()))
@@ -126,6 +148,7 @@ def format_report(report: dict[str, Any]) -> str:
         met = {True: "met", False: "MISSED", None: "pending"}[item["sla"]["met"]]
         lines.append(
             f"  {item['id']} {time_text(item['created_at'])} [{item['severity']}] {item['title'][:40]}"
-            f" - {item['recipients']} people, SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
+            f" - {item['recipients']} people, reach {reach_text(item['sla']['reach'])},"
+            f" SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
         )
     return _lines(lines)

@@ -22,6 +22,7 @@ from bot.directory.reach import reach
 from bot.engine import caps, ledger
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
+from bot.people import People, people_counts, sla_document
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
@@ -264,12 +265,19 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
                 DELIVERY.c.notification_id == notification_id
             )
         ).one()
-    return _status_dict(herald, dict(row._mapping), counts, first_sent, last_sent)
+        people = people_counts(connection, notification_id)
+    return _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
 
 
 def _status_dict(
-    herald: Herald, row: Mapping[str, Any], counts: Any, first_sent: float | None, last_sent: float | None
+    herald: Herald,
+    row: Mapping[str, Any],
+    counts: Any,
+    sent: tuple[float | None, float | None],
+    people: People,
 ) -> dict[str, Any]:
+    """SPEC's status JSON from the notification ``row``, its (channel, state, count) rows, its first
+    and last ``sent`` times and its :class:`~bot.people.People`."""
     channels: dict[str, dict[str, int]] = {
         name: dict.fromkeys(DELIVERY_STATES, 0) for name in (row["channels"] or "").split(",") if name
     }
@@ -279,18 +287,14 @@ def _status_dict(
         if state in ledger.OPEN_STATES:
             left += int(count)
     now = herald.clock.now()
-    within = row["deadline"] - row["start_at"]
     expired = any(c.get("expired", 0) for c in channels.values())
-    last_s = (last_sent - row["start_at"]) if last_sent is not None else None
-    if left and now <= row["deadline"]:
-        met: bool | None = None  # still running, deadline not reached
-    else:
-        late = last_sent is not None and last_sent > row["deadline"]
-        met = not (late or expired or (left > 0))
+    target = herald.settings.sla_for(row["severity"]).reach
+    running = bool(left) and now <= row["deadline"]
+    sla = sla_document(row, sent, people, target, running=running, missed=expired or left > 0)
     state = row["state"]
     if state == "scheduled" and row["start_at"] <= now:
         state = "queued"
-    if state == "queued" and last_sent is not None:
+    if state == "queued" and sent[1] is not None:
         state = "sending"
     return {
         "id": row["id"],
@@ -307,12 +311,8 @@ def _status_dict(
         "finished_at": row["finished_at"],
         "left": left,
         "channels": channels,
-        "sla": {
-            "deliver_within_s": within,
-            "first_delivery_s": (first_sent - row["start_at"]) if first_sent is not None else None,
-            "last_delivery_s": last_s,
-            "met": met,
-        },
+        "people": people.as_json(),
+        "sla": sla,
         "meta": json.loads(row["meta"] or "{}"),
     }
 
@@ -348,7 +348,9 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
 
     items = recent(herald, limit=0, since=since)
     totals: dict[str, dict[str, int]] = {}
+    people = People()
     for item in items:
+        people += People(**item["people"])
         for channel, states in item["channels"].items():
             bucket = totals.setdefault(channel, {})
             for state, count in states.items():
@@ -357,6 +359,7 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         "since": since,
         "notifications": len(items),
         "channels": totals,
+        "people": {**people.as_json(), "reach": people.reach},
         "sla": sla_summary(item["sla"]["met"] for item in items),
         "items": items,
         "alerts": alert_report(herald, since),

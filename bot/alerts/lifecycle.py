@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import bindparam, exists, func, insert, select, update
@@ -31,11 +31,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.models import Alert, AlertBatch, IntakeResult, Policy
-from bot.alerts.notify import GROUP, INSTANCE, NOTICE, resolution
+from bot.alerts.notify import (
+    GROUP,
+    INSTANCE,
+    NOTICE,
+    Unrouted,
+    count_unrouted,
+    log_unrouted,
+    resolution,
+    selects_reachable,
+)
 from bot.alerts.outbox import flush
 from bot.alerts.routing import (
     RouteChoice,
     choose_route,
+    default_choice,
     group_key,
     group_labels,
     group_title,
@@ -44,6 +54,7 @@ from bot.alerts.routing import (
 )
 from bot.app import Herald
 from bot.config import Settings
+from bot.recipients.rules import delivery_rules
 
 UPDATE_INTERVAL = 60.0
 MAX_CAS_TRIES = 8
@@ -71,19 +82,21 @@ class GroupPlan:
     choice: RouteChoice
     severity: str
     grouped: dict[str, str]
+    fallback: RouteChoice  # the default route: paged instead when the route selects nobody reachable
     alerts: dict[str, Alert] = field(default_factory=dict)  # by fingerprint; the last one wins
 
 
 def plan_batch(settings: Settings, configured: Sequence[str], batch: AlertBatch) -> list[GroupPlan]:
     """Route each alert and gather the batch by group key (pure)."""
     known = tuple(settings.sla)
+    fallback = default_choice(settings.routes, configured)
     plans: dict[str, GroupPlan] = {}
     for alert in batch.alerts:
         choice = choose_route(settings.routes, alert.labels, configured)
         severity = severity_for(choice, alert.labels, known)
         grouped = group_labels(choice.group_by, alert.labels)
         key = group_key(choice, severity, grouped)
-        plan = plans.setdefault(key, GroupPlan(key, choice, severity, grouped))
+        plan = plans.setdefault(key, GroupPlan(key, choice, severity, grouped, fallback))
         plan.alerts[alert.fingerprint] = alert
     return list(plans.values())
 
@@ -98,12 +111,16 @@ class _Applied:
     new_firing: int = 0
     resent: int = 0
     resolved: bool = False
+    unrouted: Unrouted | None = None
 
 
 def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
     """Store ``batch`` (the caller may answer 2xx once this returns), then create what is owed."""
     plans = plan_batch(herald.settings, herald.configured_channels(), batch)
     applied = [_apply(herald, batch, plan) for plan in plans]
+    for done in applied:
+        if done.unrouted is not None and done.group_id:
+            log_unrouted(herald.settings, done.group_id, done.unrouted)
     flushed = flush(herald)
     groups = tuple(a.group_id for a in applied if a.group_id)
     touched = set(groups)
@@ -136,8 +153,9 @@ def _apply_once(
     if row is None:
         if not any(alert.status == "firing" for alert in plan.alerts.values()):
             return _Applied(None)  # resolved alerts of a group that is not open: nothing to do
-        group_id = _open_group(settings, connection, batch, plan, now)
-        applied = _Applied(group_id, opened=True)
+        choice, unrouted = _reachable_route(settings, connection, plan)
+        group_id = _open_group(settings, connection, batch, replace(plan, choice=choice), now)
+        applied = _Applied(group_id, opened=True, unrouted=unrouted)
         _upsert_alerts(connection, group_id, plan.alerts, {}, now, applied)
         return applied
     group_id = row["id"]
@@ -178,6 +196,21 @@ def _firing_left(connection: Connection, group_id: str) -> int:
             .where(INSTANCE.c.group_id == group_id, INSTANCE.c.status == "firing")
         ).scalar_one()
     )
+
+
+def _reachable_route(
+    settings: Settings, connection: Connection, plan: GroupPlan
+) -> tuple[RouteChoice, Unrouted | None]:
+    """The plan's route, or, when its audience selects no reachable person, the route with the
+    default route's audience and channels (counted in ``herald_alerts_unrouted_total``)."""
+    rules = delivery_rules(settings)
+    choice, fallback = plan.choice, plan.fallback
+    if selects_reachable(connection, choice.audience, choice.channels, rules, plan.severity):
+        return choice, None
+    count_unrouted(connection)
+    reachable = selects_reachable(connection, fallback.audience, fallback.channels, rules, plan.severity)
+    unrouted = Unrouted(choice.name, choice.audience, fallback.audience, reachable)
+    return replace(choice, audience=fallback.audience, channels=fallback.channels), unrouted
 
 
 def _open_group(

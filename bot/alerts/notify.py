@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Integer, String, and_, cast, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -23,10 +24,13 @@ from bot.alerts.messages import MAX_LISTED, AlertLine, GroupFacts
 from bot.alerts.models import Policy
 from bot.alerts.routing import DEFAULT_AUDIENCE
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
+from bot.channel_specs import CHANNELS
+from bot.config import Settings
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
+from bot.recipients.rules import DeliveryRules, opted_out
 from bot.store import Store
-from bot.tables import Delivery, Notification, Person, table_of
+from bot.tables import Delivery, KeyValue, Notification, Person, Suppression, table_of
 
 log = logging.getLogger("herald.alerts")
 
@@ -36,6 +40,9 @@ NOTICE = table_of(AlertNotice)
 NOTIFICATION = table_of(Notification)
 DELIVERY = table_of(Delivery)
 PERSON = table_of(Person)
+SUPPRESSION = table_of(Suppression)
+KEY_VALUE = table_of(KeyValue)
+UNROUTED_KEY = "alerts_unrouted"  # key_value row: alert groups whose route audience selected nobody
 
 FIRING_KINDS = ("opened", "update", "repeat", "summary")
 CHAIN_KINDS = ("escalation", "reminder")
@@ -50,6 +57,80 @@ def people_for(audience: str) -> ColumnElement[bool]:
         log.error("alert audience %r does not parse (%s); paging %s instead", audience, exc, DEFAULT_AUDIENCE)
         parsed = parse_audience(DEFAULT_AUDIENCE)
     return audience_condition(parsed)
+
+
+def selects_reachable(
+    connection: Connection, audience: str, channels: Iterable[str], rules: DeliveryRules, severity: str
+) -> bool:
+    """Does ``audience`` select someone a delivery on one of ``channels`` could reach: active, with an
+    address that is not suppressed, who did not turn ``severity`` off there?"""
+    usable = []
+    for channel in channels:
+        if channel not in CHANNELS:
+            continue
+        address = PERSON.c[CHANNELS[channel].address_column]
+        listed = exists().where(SUPPRESSION.c.channel == channel, SUPPRESSION.c.address == address)
+        usable.append(
+            and_(address.is_not(None), address != "", ~listed, ~opted_out(rules, severity, channel))
+        )
+    if not usable:
+        return False
+    found = select(exists().where(people_for(audience), or_(*usable)))
+    return bool(connection.execute(found).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Unrouted:
+    """A group whose route (``route``, audience ``audience``) selected no reachable person: it pages
+    ``fallback`` (the default route's audience), which selects someone reachable or not."""
+
+    route: str
+    audience: str
+    fallback: str
+    reachable: bool
+
+
+def log_unrouted(settings: Settings, group_id: str, unrouted: Unrouted) -> None:
+    """The one ERROR line an unrouted alert group gets, saying where it goes instead."""
+    channel = settings.slack.alert_channel
+    shown = f"shown in slack.alert_channel {channel}" if channel else "slack.alert_channel is not set"
+    if channel and settings.slack.bot_token is None:
+        shown = "not shown in Slack (slack.bot_token is not set)"
+    if unrouted.reachable:
+        outcome = f"paging the default route's audience {unrouted.fallback!r} instead; {shown}"
+    else:
+        outcome = f"the default route's audience {unrouted.fallback!r} selects nobody reachable either"
+        outcome += f": nobody is paged; {shown}"
+    log.error(
+        "alert group %s: %s audience %r selects no reachable person; %s",
+        group_id,
+        unrouted.route,
+        unrouted.audience,
+        outcome,
+    )
+
+
+def count_unrouted(connection: Connection) -> None:
+    """Add one to the stored count of unrouted alert groups (``herald_alerts_unrouted_total``)."""
+    dialect_insert = sqlite.insert if connection.dialect.name == "sqlite" else postgresql.insert
+    connection.execute(
+        dialect_insert(KEY_VALUE)
+        .values(key=UNROUTED_KEY, value="0")
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    connection.execute(
+        update(KEY_VALUE)
+        .where(KEY_VALUE.c.key == UNROUTED_KEY)
+        .values(value=cast(cast(KEY_VALUE.c.value, Integer) + 1, String))
+    )
+
+
+def unrouted_total(connection: Connection) -> int:
+    """How many alert groups so far had a route audience that selected no reachable person."""
+    value = connection.execute(
+        select(KEY_VALUE.c.value).where(KEY_VALUE.c.key == UNROUTED_KEY)
+    ).scalar_one_or_none()
+    return int(value) if value else 0
 
 
 def notified_people(group_id: str) -> ColumnElement[bool]:

@@ -5,7 +5,9 @@ Per group: ``first_delivery_s`` (from receipt to the first message handed to a p
 True when acknowledged within the target; False when acknowledged late, or not acknowledged once
 the target passed while it was firing; None when there is no target, or the group resolved on its
 own before the target passed, or the target has not passed yet. ``tiers_paged`` lists the
-escalation tiers notified. Summary (:func:`sla_summary`, which ``herald report`` also uses for
+escalation tiers notified. ``people`` and ``reach`` count the people its pages were for (every
+notification about the group but the resolution notice; :mod:`bot.people`: a person reached by any
+page in time is reached). Summary (:func:`sla_summary`, which ``herald report`` also uses for
 delivery SLAs): the share of judged groups acknowledged within target.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from bot.alerts.models import Policy
 from bot.alerts.notify import DELIVERY, GROUP, NOTICE
 from bot.app import Herald
+from bot.people import People, people_query
 
 
 def ack_met(row: Mapping[str, Any], ack_within: float | None, now: float) -> bool | None:
@@ -63,13 +66,20 @@ def alert_report(herald: Herald, since: float) -> dict[str, Any]:
         ids = [row["id"] for row in rows]
         first_sent = _first_sent(connection, ids) if ids else {}
         notices = _notices(connection, ids) if ids else {}
+        people = _people(connection, ids) if ids else {}
     items = [_item(row, first_sent.get(row["id"]), notices.get(row["id"], []), now) for row in rows]
+    total = People()
+    for item in items:
+        found = people.get(item["id"], People())
+        item.update(people=found.as_json(), reach=found.reach)
+        total += found
     return {
         "since": since,
         "groups": len(items),
         "firing": sum(1 for item in items if item["state"] == "firing"),
         "acknowledged": sum(1 for item in items if item["acked_at"] is not None),
         "ack_sla": sla_summary(item["ack_met"] for item in items),
+        "people": {**total.as_json(), "reach": total.reach},
         "items": items,
     }
 
@@ -86,6 +96,14 @@ def _first_sent(connection: Connection, ids: list[str]) -> dict[str, float]:
         ).all()
         if at is not None
     }
+
+
+def _people(connection: Connection, ids: list[str]) -> dict[str, People]:
+    """Per group: the people its pages were for (one aggregate query for every group)."""
+    pages = NOTICE.join(DELIVERY, DELIVERY.c.notification_id == NOTICE.c.notification_id)
+    where = and_(NOTICE.c.group_id.in_(ids), NOTICE.c.kind != "resolution")
+    rows = connection.execute(people_query(pages, where, [NOTICE.c.group_id])).all()
+    return {str(group_id): People(*(int(n) for n in counts)) for group_id, *counts in rows}
 
 
 def _notices(connection: Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -8,6 +8,10 @@ Rules (what ``[[routes]]`` means):
 - When none matches, the built-in default route takes it: audience ``group:oncall``
   (:data:`DEFAULT_AUDIENCE`), every configured channel, grouped by ``alertname``. An alert is never
   dropped for want of a route; if nobody is in ``oncall`` it is still stored and shown in Slack.
+- Nothing goes to nobody: when a group opens and its route's audience selects no reachable person
+  (active, with a usable address on one of the route's channels), the group pages the default
+  route's audience (:func:`default_choice`) instead, and Herald logs an ERROR and counts it in
+  ``herald_alerts_unrouted_total`` (:mod:`bot.alerts.lifecycle`).
 - Severity: the route's ``severity`` when it sets one; else the alert's ``severity`` label when it
   names a configured severity, or a common monitoring alias (:data:`SEVERITY_ALIASES`: ``page`` and
   ``error`` are critical, ``warning`` is info); else ``critical``, so an unknown label is paged
@@ -88,14 +92,22 @@ def choose_route(
     """The first route matching ``labels``, else the default route. ``configured``: channel names."""
     for index, route in enumerate(routes):
         if route_matches(route, labels):
-            return RouteChoice(
-                name=f"routes[{index}]",
-                key=_key(route.match, route.match_re, route.audience, route.group_by),
-                audience=route.audience,
-                channels=_channels(route.channels, configured),
-                severity=route.severity,
-                group_by=tuple(route.group_by) or DEFAULT_GROUP_BY,
-            )
+            return _choice(index, route, configured)
+    return _builtin_default(configured)
+
+
+def _choice(index: int, route: Route, configured: Collection[str]) -> RouteChoice:
+    return RouteChoice(
+        name=f"routes[{index}]",
+        key=_key(route.match, route.match_re, route.audience, route.group_by),
+        audience=route.audience,
+        channels=_channels(route.channels, configured),
+        severity=route.severity,
+        group_by=tuple(route.group_by) or DEFAULT_GROUP_BY,
+    )
+
+
+def _builtin_default(configured: Collection[str]) -> RouteChoice:
     return RouteChoice(
         name="default",
         key=_key("default"),
@@ -104,6 +116,15 @@ def choose_route(
         severity=None,
         group_by=DEFAULT_GROUP_BY,
     )
+
+
+def default_choice(routes: Sequence[Route], configured: Collection[str]) -> RouteChoice:
+    """The default route: the first catch-all route (no ``match``, no ``match_re``), else the built-in
+    one. An alert whose route selects no reachable person goes to its audience instead."""
+    for index, route in enumerate(routes):
+        if not route.match and not route.match_re:
+            return _choice(index, route, configured)
+    return _builtin_default(configured)
 
 
 def severity_for(choice: RouteChoice, labels: Mapping[str, str], known: Collection[str]) -> str:

@@ -21,9 +21,9 @@ from bot.clock import SystemClock
 from bot.config import parse_duration
 from bot.render import time_text
 from bot.store import Store
-from bot.tables import AuditEntry
+from bot.tables import AuditEntry, table_of
 
-AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+AUDIT = table_of(AuditEntry)
 DETAIL_WIDTH = 100
 
 

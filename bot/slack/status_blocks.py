@@ -7,6 +7,7 @@ open) is shown as met / missed / open.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,7 +169,25 @@ def _final_line(status: Mapping[str, Any], counts: Tally) -> str:
     slowest_text = f" · slowest delivery {format_duration(float(slowest))}" if slowest is not None else ""
     within = sla.get("deliver_within_s")
     sla_text = f"SLA (within {format_duration(float(within))}): " if within is not None else "SLA: "
-    return f"{head}. {_counts_line(counts)}{slowest_text}\n{sla_text}{sla_mark(sla.get('met'))}"
+    return (
+        f"{head}. {_counts_line(counts)}{slowest_text}\n{sla_text}{sla_mark(sla.get('met'))}{_reach(status)}"
+    )
+
+
+def _reach(status: Mapping[str, Any]) -> str:
+    """`` · reached 5 of 6 people (83.3%, target 100%)``; empty for a document without people."""
+    people, sla = status.get("people"), status.get("sla") or {}
+    if not people or sla.get("reach") is None:
+        return ""
+    judged = int(people["reached"]) + int(people["unreached"])
+    target = sla.get("reach_target")
+    goal = f", target {_pct(float(target))}" if target is not None else ""
+    return f" · reached {people['reached']} of {judged} people ({_pct(float(sla['reach']))}{goal})"
+
+
+def _pct(share: float) -> str:
+    """A share as a percentage rounded down (short of everyone never shows as 100%)."""
+    return f"{math.floor(share * 1000) / 10:g}%"
 
 
 def _per_channel_line(channels: Mapping[str, Mapping[str, int]]) -> str:
