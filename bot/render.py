@@ -114,6 +114,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"state {status['state']}; {status['recipients']} recipients; {status['left']} left",
     ]
     lines.extend(channel_lines(status["channels"]))
+    lines.extend(f"held: {outage}" for outage in status.get("channels_down", {}).values())
     lines.append(people_line(status["people"], sla))
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "

@@ -22,6 +22,7 @@ from bot.directory.reach import reach
 from bot.engine import caps, ledger
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
+from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
@@ -266,7 +267,11 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
             )
         ).one()
         people = people_counts(connection, notification_id)
-    return _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
+    found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
+    if found["left"]:  # name the outages holding what is left (bot.engine.health)
+        down = outages(herald.store)
+        found["channels_down"] = {c: down[c].describe() for c in found["channels"] if c in down}
+    return found
 
 
 def _status_dict(

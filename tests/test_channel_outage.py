@@ -112,6 +112,7 @@ async def test_wrong_smtp_password_holds_the_fan_out_until_fixed(
         assert "email channel is down (auth" in held.stderr
         assert "Patch" in held.stdout and '"failed": 0' in held.stdout and '"suppressed": 0' in held.stdout
         assert f'"deferred": {PEOPLE}' in held.stdout
+        assert '"channels_down": {' in held.stdout  # the status JSON names the outage too
         assert smtp.messages == []
         posts = alert_posts(slack)
         assert len(posts) == 1 and "email channel is down" in posts[0]
