@@ -14,13 +14,15 @@ transaction, compare-and-set on ``version``:
 - when no alert of a group is firing any more, the group resolves and owes a resolution notice to
   everyone who was notified about it (every tier).
 
-Then :func:`bot.alerts.outbox.flush` creates what is owed. Functions here are synchronous (database
+Then :func:`bot.alerts.outbox.flush` creates what is owed (a failure there is logged, not raised:
+the alerts are stored, and the scheduler's tick flushes again). Functions here are synchronous (database
 work); async callers use a thread.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.alerts.models import Alert, AlertBatch, IntakeResult, Policy
 from bot.alerts.notify import GROUP, INSTANCE, NOTICE, resolution
-from bot.alerts.outbox import flush
+from bot.alerts.outbox import Flushed, flush, one_line
 from bot.alerts.routing import (
     RouteChoice,
     choose_route,
@@ -44,6 +46,8 @@ from bot.alerts.routing import (
 )
 from bot.app import Herald
 from bot.config import Settings
+
+log = logging.getLogger("herald.alerts")
 
 UPDATE_INTERVAL = 60.0
 MAX_CAS_TRIES = 8
@@ -104,7 +108,11 @@ def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
     """Store ``batch`` (the caller may answer 2xx once this returns), then create what is owed."""
     plans = plan_batch(herald.settings, herald.configured_channels(), batch)
     applied = [_apply(herald, batch, plan) for plan in plans]
-    flushed = flush(herald)
+    try:
+        flushed = flush(herald)
+    except Exception as exc:  # the alerts are stored: answer so, the scheduler's tick flushes again
+        log.error("alerts stored, their notifications wait for the next tick: %s", one_line(exc))
+        flushed = Flushed()
     groups = tuple(a.group_id for a in applied if a.group_id)
     touched = set(groups)
     return IntakeResult(
