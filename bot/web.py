@@ -280,20 +280,20 @@ def _slack_paths() -> dict[str, Any]:
 
 
 def _alert_hook_paths() -> dict[str, Any]:
-    stored, unauthenticated, invalid = (
-        _json("stored"),
-        _json("unauthenticated", _ERROR),
-        _json("invalid field", _ERROR),
-    )
+    responses = {
+        "202": _json("stored"),
+        "400": _json("unreadable: not JSON, nested too deeply", _ERROR),
+        "401": _json("unauthenticated", _ERROR),
+        "413": _json("body over 4 MiB", _ERROR),
+        "422": _json("invalid field (named in `field`)", _ERROR),
+        "503": _json("the alert could not be stored: retry", _ERROR),
+    }
     return {
-        "/hooks/alertmanager": _alert_hook(
-            "Prometheus Alertmanager webhook, payload version 4",
-            {"202": stored, "400": _json("malformed", _ERROR), "401": unauthenticated, "422": invalid},
-        ),
-        "/hooks/grafana": _alert_hook("Grafana alerting webhook", {"202": stored, "401": unauthenticated}),
+        "/hooks/alertmanager": _alert_hook("Prometheus Alertmanager webhook, payload version 4", responses),
+        "/hooks/grafana": _alert_hook("Grafana alerting webhook", responses),
         "/hooks/alerts": _alert_hook(
             "Generic JSON alert",
-            {"202": stored, "401": unauthenticated, "422": invalid},
+            responses,
             requestBody={"content": {"application/json": {"schema": _GENERIC_ALERT}}},
         ),
     }
