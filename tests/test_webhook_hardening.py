@@ -301,6 +301,15 @@ async def test_oversized_bodies_are_refused_before_they_are_read_in_full(
     assert_no_traceback(caplog)
 
 
+async def test_a_content_length_of_thousands_of_digits_is_a_413(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    for path in ("/healthz", "/hooks/alerts"):
+        answer = await app.http.post(path, content=b"{}", headers={"Content-Length": "9" * 5_000})
+        assert answer.status_code == 413, answer.text
+    assert_no_traceback(caplog)
+
+
 async def test_metrics_fold_unknown_methods_and_never_grow_with_them(app: App) -> None:
     for _ in range(200):
         method = "X" + secrets.token_hex(6_000).upper()

@@ -51,8 +51,8 @@ class _TooLarge(Exception):
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The raw body, refusing (:class:`_TooLarge`) past ``limit`` bytes, declared or streamed."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise _TooLarge
     body = bytearray()
     async for chunk in request.stream():
