@@ -5,6 +5,10 @@ on a bad or stale one), ``GET /healthz`` (200 while the process is up), ``GET /r
 the database answers, else 503), ``GET /metrics`` (Prometheus text), ``GET /openapi.json``, and
 ``GET /api/notifications/{id}`` (status JSON, ``Authorization: Bearer <server.api_token>``).
 Webhook and preference-page routes are built by their own modules and passed in as ``routes``.
+
+Every route's request body is capped at :data:`MAX_REQUEST_BODY` (:class:`BodyLimitMiddleware`):
+413 at once on a larger ``Content-Length``, or as soon as a streamed body passes the cap, so nothing
+is ever read in full past it. Metrics label requests by route template and known method only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from bot.metrics import CONTENT_TYPE, HeraldMetrics
 from bot.slack.app import SlackFrontDoor
 
 READY_TIMEOUT = 5.0
+MAX_REQUEST_BODY = 4 * 1024 * 1024  # the alert webhooks' own cap; Slack, Twilio and forms are far smaller
+KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 def build_web_app(
@@ -49,7 +55,10 @@ def build_web_app(
             Route("/api/notifications/{id}", handlers.notification, methods=["GET"]),
             *routes,
         ],
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(BodyLimitMiddleware, limit=MAX_REQUEST_BODY),
+        ],
     )
 
 
@@ -105,7 +114,8 @@ class WebHandlers:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by route template (never by raw path: ids are unbounded)."""
+    """Counts and times every HTTP request by route template (never by raw path: ids are unbounded)
+    and method (one of :data:`KNOWN_METHODS`, else ``other``: a client may send any token there)."""
 
     def __init__(self, app: ASGIApp, metrics: HeraldMetrics) -> None:
         self.app = app
@@ -128,8 +138,59 @@ class MetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.http_requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.http_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuses (413 JSON) a request body over ``limit`` bytes before it is read in full: on its
+    ``Content-Length`` before the route runs, else the moment the stream passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").strip()
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.limit):  # no huge int()
+            await self._refuse(scope, send)
+            return
+        received, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        answer = JSONResponse({"error": f"the body is larger than {self.limit} bytes"}, 413)
+        await answer(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -219,20 +280,20 @@ def _slack_paths() -> dict[str, Any]:
 
 
 def _alert_hook_paths() -> dict[str, Any]:
-    stored, unauthenticated, invalid = (
-        _json("stored"),
-        _json("unauthenticated", _ERROR),
-        _json("invalid field", _ERROR),
-    )
+    responses = {
+        "202": _json("stored"),
+        "400": _json("unreadable: not JSON, nested too deeply", _ERROR),
+        "401": _json("unauthenticated", _ERROR),
+        "413": _json("body over 4 MiB", _ERROR),
+        "422": _json("invalid field (named in `field`)", _ERROR),
+        "503": _json("the alert could not be stored: retry", _ERROR),
+    }
     return {
-        "/hooks/alertmanager": _alert_hook(
-            "Prometheus Alertmanager webhook, payload version 4",
-            {"202": stored, "400": _json("malformed", _ERROR), "401": unauthenticated, "422": invalid},
-        ),
-        "/hooks/grafana": _alert_hook("Grafana alerting webhook", {"202": stored, "401": unauthenticated}),
+        "/hooks/alertmanager": _alert_hook("Prometheus Alertmanager webhook, payload version 4", responses),
+        "/hooks/grafana": _alert_hook("Grafana alerting webhook", responses),
         "/hooks/alerts": _alert_hook(
             "Generic JSON alert",
-            {"202": stored, "401": unauthenticated, "422": invalid},
+            responses,
             requestBody={"content": {"application/json": {"schema": _GENERIC_ALERT}}},
         ),
     }

@@ -83,11 +83,10 @@ def _hmac_matches(auth: WebhookAuth, source: str, headers: Mapping[str, str], bo
     return hmac.compare_digest(signature.encode(), sign_body(key, body).encode())
 
 
-def verify_webhook(auth: WebhookAuth | None, source: str, headers: Mapping[str, str], body: bytes) -> str:
-    """Return how the request authenticated (``token`` or ``hmac``); raise :class:`WebhookAuthError`.
-
-    ``headers`` must have lower-case names (Starlette's do). A secret that is set but empty counts
-    as unset (configuration refuses it too).
+def verify_headers(auth: WebhookAuth | None, source: str, headers: Mapping[str, str]) -> str | None:
+    """What the headers alone settle, before the body is read: ``"token"`` when the bearer token
+    matches, None when a signature is there to check against the body; else raise
+    :class:`WebhookAuthError` (so an unauthenticated body is refused unread).
     """
     token = configured(auth.token) if auth else None
     key = configured(auth.hmac_secret) if auth else None
@@ -97,10 +96,28 @@ def verify_webhook(auth: WebhookAuth | None, source: str, headers: Mapping[str, 
         )
     if secret_matches(bearer_token(headers), auth.token):
         return "token"
+    if key is not None and _signature(headers, auth, source) is not None:
+        return None
+    raise WebhookAuthError(_refusal(auth, token is not None, key is not None))
+
+
+def _refusal(auth: WebhookAuth, token: bool, key: bool) -> str:
+    if not token:
+        return f"missing or bad signature ({auth.signature_header})"
+    if not key:
+        return "missing or bad bearer token"
+    return f"missing or bad bearer token or signature ({auth.signature_header})"
+
+
+def verify_webhook(auth: WebhookAuth | None, source: str, headers: Mapping[str, str], body: bytes) -> str:
+    """Return how the request authenticated (``token`` or ``hmac``); raise :class:`WebhookAuthError`.
+
+    ``headers`` must have lower-case names (Starlette's do). A secret that is set but empty counts
+    as unset (configuration refuses it too).
+    """
+    if verify_headers(auth, source, headers) == "token":
+        return "token"
+    assert auth is not None  # verify_headers refuses a missing section
     if _hmac_matches(auth, source, headers, body):
         return "hmac"
-    if token is None:
-        raise WebhookAuthError(f"missing or bad signature ({auth.signature_header})")
-    if key is None:
-        raise WebhookAuthError("missing or bad bearer token")
-    raise WebhookAuthError(f"missing or bad bearer token or signature ({auth.signature_header})")
+    raise WebhookAuthError(_refusal(auth, configured(auth.token) is not None, True))

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import select, update
@@ -39,7 +40,7 @@ from bot.alerts.notify import (
     notified_people,
     people_for,
 )
-from bot.alerts.outbox import flush
+from bot.alerts.outbox import flush, guarded
 from bot.app import Herald
 from bot.engine import ledger
 from bot.engine.create import NewNotification, ensure_notification, new_notification_id
@@ -126,7 +127,7 @@ def escalate_due(herald: Herald) -> list[str]:
         if step is None:
             _stop_timer(herald, row)
             continue
-        nid = _take(herald, row, chain, step, now)
+        nid = guarded("escalation", row["id"], partial(_take, herald, row, chain, step, now))
         if nid is not None:
             taken.append(nid)
     return taken

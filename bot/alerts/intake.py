@@ -11,8 +11,12 @@ Three shapes are read:
 - SPEC's generic alert: ``{"summary", "severity", "labels"?, "description"?, "status"?, "fingerprint"?}``.
 
 Every problem raises :class:`~bot.alerts.models.PayloadError` naming the field, for example
-``alerts[3].labels.instance``. Label and annotation values must be strings; the generic shape also
-takes numbers and booleans (written as JSON writes them), since people type those by hand.
+``alerts[3].labels.instance``. Before any shape is read the whole body is checked
+(:func:`check_tree`): nested at most :data:`MAX_DEPTH` levels, numbers at most :data:`MAX_DIGITS`
+digits, and no text (key or value) with a NUL or a lone UTF-16 surrogate (``"\\ud800"``), which no
+database column nor message can hold: one such alert once stopped every later one from being stored.
+Label and annotation values must be strings; the generic shape also takes numbers and booleans
+(written as JSON writes them), since people type those by hand.
 
 An alert without a fingerprint gets a stable one: the SHA-256 of its sorted labels (first 16 hex
 digits, as long as Alertmanager's), so a re-sent alert is recognised without the sender's help.
@@ -24,7 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bot.alerts.models import STATUSES, Alert, AlertBatch, PayloadError, Status
@@ -32,6 +36,12 @@ from bot.alerts.models import STATUSES, Alert, AlertBatch, PayloadError, Status
 MAX_FINGERPRINT = 128
 MAX_LABELS = 200
 MAX_VALUE = 4000
+MAX_DEPTH = 32
+MAX_DIGITS = 100
+MAX_TRUNCATED = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+MAX_OFFSET = timedelta(hours=24)
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 _TIMESTAMP = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,12}))?"
@@ -39,15 +49,60 @@ _TIMESTAMP = re.compile(
 )
 
 
+class _HugeNumber:
+    """A JSON integer longer than :data:`MAX_DIGITS` digits, kept as text for :func:`check_tree`."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _HugeNumber:
+    # Python refuses to convert over 4,300 digits with a bare ValueError; name the field instead.
+    return _HugeNumber(text) if len(text) > MAX_DIGITS else int(text)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def load_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; 400 when it is not JSON, 422 when it is not an object."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise PayloadError(f"the body is nested deeper than {MAX_DEPTH} levels", None, 400) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise PayloadError(f"the body is not valid JSON: {exc}", None, 400) from exc
     if not isinstance(data, dict):
         raise PayloadError("expected a JSON object", None, 400)
     return data
+
+
+def _shown(key: str) -> str:
+    """``key`` for a field name, with a NUL or lone surrogate written as an escape."""
+    return _BAD_TEXT.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), key)
+
+
+def check_tree(data: object) -> None:
+    """Refuse nesting over :data:`MAX_DEPTH`, numbers over :data:`MAX_DIGITS` digits, and text with a
+    NUL or a lone surrogate, naming the field (``alerts[0].labels.host``)."""
+    stack: list[tuple[object, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, _HugeNumber):
+            raise PayloadError(f"a number longer than {MAX_DIGITS} digits", where or None)
+        if isinstance(value, str) and _BAD_TEXT.search(value):
+            raise PayloadError("contains a NUL or an unpaired surrogate (\\ud800-\\udfff)", where or None)
+        if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            raise PayloadError(f"nested deeper than {MAX_DEPTH} levels", where or None)
+        if isinstance(value, list):
+            stack.extend((item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{_shown(key)}" if where else _shown(key)
+                if _BAD_TEXT.search(key):
+                    raise PayloadError("the name contains a NUL or an unpaired surrogate", name)
+                stack.append((item, name, depth + 1))
 
 
 def parse_timestamp(value: object, field: str) -> float | None:
@@ -65,16 +120,24 @@ def parse_timestamp(value: object, field: str) -> float | None:
         moment = datetime.fromisoformat(f"{match.group('date')}T{match.group('time')}")
     except ValueError as exc:
         raise PayloadError(f"not a valid time: {exc}", field) from exc
-    zone = match.group("zone")
-    if zone in ("Z", "z"):
-        moment = moment.replace(tzinfo=UTC)
-    else:
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        moment = moment.replace(tzinfo=timezone(sign * offset))
+    offset = _offset(match.group("zone"), field)
     fraction = match.group("frac") or ""
-    return moment.timestamp() + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+    try:
+        seconds = moment.replace(tzinfo=timezone(offset)).timestamp()
+    except (ValueError, OverflowError) as exc:
+        raise PayloadError(f"not a valid time: {exc}", field) from exc
+    return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def _offset(zone: str, field: str) -> timedelta:
+    """``Z`` or ``+hh:mm`` as a timedelta; RFC 3339 offsets stay under 24 hours."""
+    if zone in ("Z", "z"):
+        return timedelta(0)
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if minutes >= 60 or timedelta(hours=hours, minutes=minutes) >= MAX_OFFSET:
+        raise PayloadError(f"the UTC offset {zone} is out of range (-23:59 to +23:59)", field)
+    return (-1 if zone[0] == "-" else 1) * timedelta(hours=hours, minutes=minutes)
 
 
 def fingerprint_of(labels: Mapping[str, str]) -> str:
@@ -166,11 +229,12 @@ def _truncated(value: object) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise PayloadError("expected a whole number", "truncatedAlerts")
-    return value
+    return min(value, MAX_TRUNCATED)  # a count for people to read: clamped, never refused
 
 
 def parse_alertmanager(data: Mapping[str, Any]) -> AlertBatch:
     """Alertmanager's webhook body (version 4) → a batch. Raises :class:`PayloadError`."""
+    check_tree(data)
     version = data.get("version")
     if version is not None and str(version) != "4":
         raise PayloadError(f"unsupported payload version {version!r} (expected 4)", "version")
@@ -185,6 +249,7 @@ def parse_alertmanager(data: Mapping[str, Any]) -> AlertBatch:
 
 def parse_grafana(data: Mapping[str, Any]) -> AlertBatch:
     """Grafana's unified alerting webhook body → a batch. Raises :class:`PayloadError`."""
+    check_tree(data)
     top = _status(data.get("status"), "status") if data.get("status") is not None else None
     return AlertBatch(
         source="grafana",
@@ -200,6 +265,7 @@ def parse_generic(data: Mapping[str, Any], severities: Collection[str], source: 
     The summary becomes the ``alertname`` label and the severity the ``severity`` label unless the
     labels name their own, so generic alerts group and route like Alertmanager's.
     """
+    check_tree(data)
     summary = data.get("summary")
     if not isinstance(summary, str) or not summary.strip():
         raise PayloadError("a summary is required", "summary")

@@ -14,13 +14,15 @@ transaction, compare-and-set on ``version``:
 - when no alert of a group is firing any more, the group resolves and owes a resolution notice to
   everyone who was notified about it (every tier).
 
-Then :func:`bot.alerts.outbox.flush` creates what is owed. Functions here are synchronous (database
+Then :func:`bot.alerts.outbox.flush` creates what is owed (a failure there is logged, not raised:
+the alerts are stored, and the scheduler's tick flushes again). Functions here are synchronous (database
 work); async callers use a thread.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,7 +43,7 @@ from bot.alerts.notify import (
     resolution,
     selects_reachable,
 )
-from bot.alerts.outbox import flush
+from bot.alerts.outbox import Flushed, flush, one_line
 from bot.alerts.routing import (
     RouteChoice,
     choose_route,
@@ -55,6 +57,8 @@ from bot.alerts.routing import (
 from bot.app import Herald
 from bot.config import Settings
 from bot.recipients.rules import delivery_rules
+
+log = logging.getLogger("herald.alerts")
 
 UPDATE_INTERVAL = 60.0
 MAX_CAS_TRIES = 8
@@ -121,7 +125,11 @@ def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
     for done in applied:
         if done.unrouted is not None and done.group_id:
             log_unrouted(herald.settings, done.group_id, done.unrouted)
-    flushed = flush(herald)
+    try:
+        flushed = flush(herald)
+    except Exception as exc:  # the alerts are stored: answer so, the scheduler's tick flushes again
+        log.error("alerts stored, their notifications wait for the next tick: %s", one_line(exc))
+        flushed = Flushed()
     groups = tuple(a.group_id for a in applied if a.group_id)
     touched = set(groups)
     return IntakeResult(

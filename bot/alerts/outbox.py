@@ -15,9 +15,10 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 
@@ -48,6 +49,25 @@ log = logging.getLogger("herald.alerts")
 _FLUSH_LOCK = threading.Lock()
 
 
+_T = TypeVar("_T")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Class: first line of the message``, shortened, any unpaired surrogate escaped (loggable)."""
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def guarded(what: str, group_id: str, work: Callable[[], _T]) -> _T | None:
+    """``work()`` for one alert group; a failure is one ERROR line and None (the tick tries again),
+    so one stored row that cannot be processed never holds up the others."""
+    try:
+        return work()
+    except Exception as exc:  # any failure of this one row: the other rows go on
+        log.error("alert group %s: %s failed, skipped for now: %s", group_id, what, one_line(exc))
+        return None
+
+
 @dataclass
 class Flushed:
     sent: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (notification, groups)
@@ -63,7 +83,7 @@ def flush(herald: Herald) -> Flushed:
         if rows:
             _flush_firing(herald, rows, now, flushed)
         for row in _resolutions_owed(herald):
-            nid = _send_resolution(herald, row, now)
+            nid = guarded("resolution notice", row["id"], partial(_send_resolution, herald, row, now))
             if nid is not None:
                 flushed.sent.append((nid, (row["id"],)))
         return flushed
@@ -111,11 +131,12 @@ def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushe
         )
     plan = plan_flood(owed, _recent(herald, {row["route_key"] for row in rows}, now))
     for group_id in plan.singles:
-        nid = _send_firing(herald, by_id[group_id], now)
+        nid = guarded("notification", group_id, partial(_send_firing, herald, by_id[group_id], now))
         if nid is not None:
             flushed.sent.append((nid, (group_id,)))
     for group_ids in plan.summaries:
-        nid = _send_summary(herald, [by_id[g] for g in group_ids], now)
+        folded: list[Mapping[str, Any]] = [by_id[g] for g in group_ids]
+        nid = guarded("summary", ",".join(group_ids), partial(_send_summary, herald, folded, now))
         if nid is not None:
             flushed.sent.append((nid, tuple(group_ids)))
     if plan.held:
