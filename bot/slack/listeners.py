@@ -20,6 +20,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -159,7 +160,8 @@ class Listeners:
         self.metrics.slack_requests.labels(kind="view").inc()
         origin = _submitter(body, view)
         try:
-            submission = parse_modal_submission(view["state"]["values"], self.flows.herald.clock.now())
+            values = (view.get("state") or {}).get("values") or {}
+            submission = parse_modal_submission(values, self.flows.herald.clock.now())
         except ModalErrors as exc:
             await ack(response_action="errors", errors=exc.errors)
             return
@@ -228,8 +230,10 @@ class Listeners:
         if event.get("tab", "home") == "home" and event.get("user"):
             self.tasks.spawn(self.flows.home(str(event["user"])), "home")
 
-    async def error(self, error: Exception, body: dict[str, Any]) -> None:
+    async def error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
+        """A bug (malformed requests are refused before Bolt): logged, answered 400, never 5xx."""
         log.error("unhandled error in a Slack listener (%s)", body.get("type", "?"), exc_info=error)
+        return BoltResponse(status=400, body={"error": "herald could not handle this request"})
 
 
 def register(app: AsyncApp, listeners: Listeners) -> None:
