@@ -19,11 +19,19 @@ import pytest
 from slack_signing import (
     ANNOUNCER,
     CHANNEL,
+    PEOPLE,
     SIGNING_SECRET,
+    STRANGER,
     Harness,
+    block_action,
     running_herald,
     sign,
 )
+from test_alert_webhooks import ALERT_CHANNEL, GENERIC_TOKEN, generic, post, running_alerts
+from test_slack_flows import audit_rows, button, eventually, notifications, preview_typed, progress_final
+
+from bot.alerts.messages import GroupFacts
+from bot.alerts.slack_message import GroupView, alert_message
 
 MIB = 1024 * 1024
 MARKER = "BODYMARKER-7f3a"
@@ -152,4 +160,155 @@ def recorded_text(h: Harness) -> str:
     return json.dumps([calls, answers], ensure_ascii=False)
 
 
-__all__ = ["ANNOUNCER", "CHANNEL"]
+# -- every text posted to Slack is escaped -----------------------------------------------------------
+
+UNSAFE = ("<@U123>", "<!channel>", "<!here>", "<https://evil.example|click>")
+
+
+def assert_escaped(recorded: str) -> None:
+    for raw in UNSAFE:
+        assert raw not in recorded, f"{raw} reached Slack unescaped"
+
+
+async def test_announcement_text_is_escaped_in_every_slack_call(h: Harness) -> None:
+    # Slack escapes what the user typed: "<" arrives as "&lt;" and the parser turns it back.
+    typed = "info to site:berlin via email: Hi &lt;@U123&gt; &lt;!channel&gt; | see &lt;!here&gt; &amp; go"
+    preview = await preview_typed(h, typed, "cmd")
+    await h.signed.interaction(
+        block_action(
+            "announce_send",
+            button(preview["blocks"], "announce_send")["value"],
+            ANNOUNCER,
+            CHANNEL,
+            h.response_url("send"),
+        )
+    )
+    await eventually(lambda: progress_final(h))
+    (row,) = notifications(h.db_url)
+    assert row.title == "Hi <@U123> <!channel>"
+    await h.signed.command("list", ANNOUNCER, CHANNEL, h.response_url("list"))
+    await h.signed.command(f"status {row.id}", ANNOUNCER, CHANNEL, h.response_url("status"))
+    await h.signed.event({"type": "app_home_opened", "user": ANNOUNCER, "channel": "D1", "tab": "home"})
+    await h.responses("list")
+    await h.responses("status")
+    await h.slack.wait_for(lambda: bool(h.slack.calls_to("views.publish")))
+    recorded = recorded_text(h)
+    assert_escaped(recorded)
+    assert "Hi &lt;@U123&gt; &lt;!channel&gt;" in recorded
+    (progress,) = h.slack.calls_to("chat.postMessage")
+    assert progress.args["text"].startswith("[INFO] Hi &lt;@U123&gt; &lt;!channel&gt;")
+
+
+async def test_alert_summary_is_escaped_in_the_alert_channel(db_url: str, tmp_path: Path) -> None:
+    async with running_alerts(db_url, tmp_path, ack_within="1h") as a:
+        summary = "<!channel> VPN <@U123> down & <https://evil.example|click>"
+        answer = await post(a, "/hooks/alerts", generic(summary=summary), token=GENERIC_TOKEN)
+        assert answer.status_code == 202
+        await a.slack.wait_for(lambda: bool(a.slack.calls_to("chat.postMessage")))
+        (call,) = [c for c in a.slack.calls_to("chat.postMessage") if c.args["channel"] == ALERT_CHANNEL]
+        shown = json.dumps(call.args, ensure_ascii=False)
+        assert_escaped(shown)
+        assert "&lt;!channel&gt; VPN &lt;@U123&gt; down &amp;" in call.args["text"]
+
+
+def _alert_view(acked_by: str | None, resolved_by: str | None = None) -> GroupView:
+    facts = GroupFacts(
+        id="g1",
+        title="DB <!here>",
+        severity="critical",
+        route="core",
+        audience="group:<!channel>",
+        opened_at=1_767_225_600.0,
+        firing=1,
+    )
+    return GroupView(
+        facts=facts,
+        state="firing",
+        channels=("email",),
+        acked_at=1_767_225_700.0 if acked_by else None,
+        acked_by=acked_by,
+        resolved_at=None,
+        resolved_by=resolved_by,
+        next_escalation_at=None,
+        next_audience=None,
+        held_back=0,
+        notices=(),
+        revision=1,
+        slack_channel=None,
+        slack_ts=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("actor", "shown"),
+    [
+        ("slack:U42", "<@U42>"),  # a Slack user: a mention
+        ("sms:+4915110000001 (<@U123> Mallory)", "&lt;@U123&gt; Mallory (SMS)"),  # a name: text
+        ("<@U123>", "&lt;@U123&gt;"),
+        ("slack:<!channel>", "&lt;!channel&gt;"),  # not a user id: text
+    ],
+)
+def test_who_acknowledged_is_a_mention_only_for_a_slack_user(actor: str, shown: str) -> None:
+    text, blocks = alert_message(_alert_view(actor))
+    rendered = json.dumps([text, blocks], ensure_ascii=False)
+    assert shown in rendered
+    assert_escaped(rendered)
+    assert "<!here>" not in rendered and "<!channel>" not in rendered
+
+
+# -- status, list and the Home tab: only to whom they concern ----------------------------------------
+
+MEMBER, BYSTANDER = "UALICE", "UERIN"
+LINKED = [
+    {**person, "slack_user_id": {"alice": MEMBER, "erin": BYSTANDER}.get(str(person["id"]))}
+    for person in PEOPLE
+]
+
+
+async def _announce(h: Harness, typed: str, key: str) -> None:
+    preview = await preview_typed(h, typed, key)
+    send = button(preview["blocks"], "announce_send")
+    await h.signed.interaction(
+        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url(f"{key}-send"))
+    )
+    await h.responses(f"{key}-send")
+
+
+async def test_list_and_status_are_for_announcers_only(h: Harness) -> None:
+    await _announce(h, "info to site:paris via email: Security: reset passwords | now", "a")
+    (row,) = notifications(h.db_url)
+    await h.signed.command("list", STRANGER, CHANNEL, h.response_url("list"))
+    await h.signed.command(f"status {row.id}", STRANGER, CHANNEL, h.response_url("status"))
+    for key in ("list", "status"):
+        (answer,) = await h.responses(key)
+        assert answer["response_type"] == "ephemeral"
+        assert "not allowed to send announcements" in answer["text"]
+        assert "Security" not in json.dumps(answer) and row.id not in json.dumps(answer)
+    refused = [(r.actor, r.action) for r in audit_rows(h.db_url) if not r.allowed]
+    assert (STRANGER, "slack.list") in refused and (STRANGER, "slack.status") in refused
+    await h.signed.command("list", ANNOUNCER, CHANNEL, h.response_url("ok"))
+    assert "Security" in json.dumps((await h.responses("ok"))[0])
+
+
+async def test_home_tab_shows_a_member_only_their_notifications(db_url: str, tmp_path: Path) -> None:
+    async with running_herald(db_url, tmp_path, people=LINKED) as h:
+        await _announce(h, "info to site:paris via email: Security: Paris passwords | reset", "paris")
+        await _announce(h, "info to site:berlin via email: Berlin lunch | cake", "berlin")
+        await eventually(lambda: len(h.smtp.messages) == 3)
+
+        async def home(user: str) -> str:
+            before = len(h.slack.calls_to("views.publish"))
+            await h.signed.event({"type": "app_home_opened", "user": user, "channel": "D1", "tab": "home"})
+            await h.slack.wait_for(lambda: len(h.slack.calls_to("views.publish")) > before)
+            call = h.slack.calls_to("views.publish")[-1]
+            assert call.args["user_id"] == user
+            return json.dumps(call.args["view"]["blocks"], ensure_ascii=False)
+
+        member = await home(MEMBER)
+        assert "Berlin lunch" in member and "Paris passwords" not in member
+        bystander = await home(BYSTANDER)
+        assert "Paris passwords" in bystander and "Berlin lunch" not in bystander
+        unlinked = await home(STRANGER)
+        assert "Paris" not in unlinked and "Berlin" not in unlinked and "No notifications yet" in unlinked
+        everything = await home(ANNOUNCER)
+        assert "Paris passwords" in everything and "Berlin lunch" in everything

@@ -44,6 +44,7 @@ from bot.slack.commands import (
     parse_modal_submission,
 )
 from bot.slack.flows import AnnounceFlows, Origin, Previewed, Reply, ephemeral_reply, field_of
+from bot.slack.mrkdwn import Mrkdwn
 from bot.slack.tasks import TaskSet
 
 log = logging.getLogger("herald.slack")
@@ -55,7 +56,7 @@ ACK_BUDGET = 2.0
 def respond_reply(respond: AsyncRespond) -> Reply:
     """A :class:`Reply` through the payload's ``response_url`` (ephemeral; may replace the original)."""
 
-    async def reply(text: str, message_blocks: list[Block], replace: bool = False) -> None:
+    async def reply(text: Mrkdwn, message_blocks: list[Block], replace: bool = False) -> None:
         await respond(
             text=text,
             blocks=message_blocks,
@@ -116,9 +117,9 @@ class Listeners:
         elif isinstance(parsed, AnnounceCommand):
             work = flows.preview_typed(origin, parsed, reply)
         elif isinstance(parsed, ListCommand):
-            work = flows.list(reply)
+            work = flows.list(origin, reply)
         elif isinstance(parsed, StatusCommand):
-            work = flows.status(parsed.notification_id, reply)
+            work = flows.status(origin, parsed.notification_id, reply)
         else:
             assert isinstance(parsed, CancelCommand)
             work = flows.cancel(origin, parsed.notification_id, reply)
