@@ -144,6 +144,17 @@ async def test_forged_signature_is_never_logged_with_its_body(
     assert (await h.signed.post(body.replace("%0A", "+"), FORM)).status_code == 200
 
 
+async def test_a_signed_request_no_listener_handles_is_logged_without_its_body(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Bolt's "Unhandled request (...)" warning quotes the payload's value.
+    suggestion = {"type": "block_suggestion", "action_id": "nope", "block_id": "b", "value": MARKER}
+    answer = await h.signed.post(json.dumps(suggestion), "application/json")
+    assert answer.status_code == 404
+    assert "Unhandled request" in caplog.text and MARKER not in caplog.text
+
+
 def _sign_bytes(body: bytes) -> dict[str, str]:
     import hashlib
     import hmac
