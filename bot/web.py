@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -68,16 +67,14 @@ class WebHandlers:
     def __init__(self, herald: Herald, metrics: HeraldMetrics, slack: SlackFrontDoor | None) -> None:
         self.herald = herald
         self.metrics = metrics
-        self.slack = (
-            AsyncSlackRequestHandler(slack.bolt) if slack is not None and slack.http_enabled else None
-        )
+        self.slack = slack if slack is not None and slack.http_enabled else None
 
     async def slack_events(self, request: Request) -> Response:
         if self.slack is None:
             return JSONResponse(
                 {"error": "slack over HTTP is off (set slack.bot_token and signing_secret)"}, 404
             )
-        return await self.slack.handle(request)
+        return await self.slack.handle_http(request)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

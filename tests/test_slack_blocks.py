@@ -113,7 +113,7 @@ def facts(**changes: Any) -> PreviewFacts:
 def test_preview_shows_reach_segments_forecast_and_a_plain_warning() -> None:
     text, blocks = preview_message(facts(), "p_token", confirm=False)
     shown = read(blocks)
-    assert text == "Preview: [CRITICAL] VPN <down> to 4 people"
+    assert text == "Preview: [CRITICAL] VPN &lt;down&gt; to 4 people"  # the fallback text is escaped too
     assert "*email*: 2 reachable, 2 unreachable (1 no email, 1 suppressed or opted out)" in shown
     assert "*sms*: 3 reachable, 1 unreachable (1 no phone)" in shown
     assert "SMS length: 2 segments per message" in shown

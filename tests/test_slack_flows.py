@@ -227,7 +227,8 @@ async def test_usage_errors_are_answered_in_the_ack(h: Harness) -> None:
     assert answer.status_code == 200
     assert "unknown severity 'loud'" in answer.json()["text"]
     assert (
-        "usage: /announce <severity> to <audience> via <channels>: <title> | <body>" in answer.json()["text"]
+        "usage: /announce &lt;severity&gt; to &lt;audience&gt; via &lt;channels&gt;: "
+        "&lt;title&gt; | &lt;body&gt;" in answer.json()["text"]  # escaped: Slack reads <...> as markup
     )
     helped = await h.signed.command("help", ANNOUNCER, CHANNEL, h.response_url("y"))
     assert "Usage" in texts(helped.json()["blocks"])

@@ -185,8 +185,11 @@ async def test_a_stored_row_that_cannot_be_processed_is_skipped_with_one_error_l
     accepted = await app.hook("/hooks/alerts", other)
     assert accepted.status_code == 202, accepted.text
     assert len(accepted.json()["notifications"]) == 1 and accepted.json()["groups"] != [poisoned]
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and poisoned in errors[0] and "\n" not in errors[0], errors
+    errors = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and poisoned in r.getMessage()
+    ]
+    errors = [e for e in errors if "selects no reachable person" not in e]  # the unrouted ERROR is its own
+    assert len(errors) == 1 and "\n" not in errors[0], errors
     assert_no_traceback(caplog)
 
 
@@ -274,7 +277,8 @@ async def test_unauthenticated_bodies_are_refused_unread(app: App, caplog: pytes
     [
         ("/hooks/alertmanager", {"Authorization": f"Bearer {AM_TOKEN}"}, None),
         ("/hooks/grafana", {"X-Grafana-Alerting-Signature": "00" * 32}, None),  # HMAC needs the body
-        ("/slack/events", {"X-Slack-Signature": "v0=00", "X-Slack-Request-Timestamp": "1"}, None),
+        # a stale timestamp: refused from the headers (401), the body never read
+        ("/slack/events", {"X-Slack-Signature": "v0=00", "X-Slack-Request-Timestamp": "1"}, 401),
         ("/u/sometoken", {"Content-Type": "application/x-www-form-urlencoded"}, 404),  # no such link
         ("/hooks/twilio/inbound", {}, 404),  # SMS is not configured: answered unread
         ("/healthz", {}, 200),

@@ -23,11 +23,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts import acks
 from bot.alerts.models import AckOutcome
-from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION, GroupView, alert_message
+from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION, GroupView, actor_text, alert_message
 from bot.alerts.slack_state import behind, claim_post, load_view, record_post, record_shown, release_post
 from bot.app import Herald
 from bot.slack.blocks import Block
 from bot.slack.client import web_client
+from bot.slack.mrkdwn import Mrkdwn, mrkdwn
 
 log = logging.getLogger("herald.alerts.slack")
 
@@ -129,7 +130,7 @@ class AlertSlack:
 
 async def on_alert_action(
     herald: Herald, client: AsyncWebClient, action_id: str, group_id: str, user_id: str
-) -> str | None:
+) -> Mrkdwn | None:
     """The Acknowledge or Resolve button (value: the group id), pressed by ``user_id``.
 
     Acknowledges or resolves, then edits the alert message at once. Returns a line to show the user
@@ -146,4 +147,17 @@ async def on_alert_action(
     slack = AlertSlack(herald, client, herald.settings.slack.alert_channel or "")
     with contextlib.suppress(_RateLimited):  # the scheduler's tick edits it shortly
         await slack.sync_one(group_id)
-    return None if outcome.changed else outcome.message
+    if outcome.changed:
+        return None
+    return unchanged_answer(await asyncio.to_thread(load_view, herald.store, group_id), group_id)
+
+
+def unchanged_answer(view: GroupView | None, group_id: str) -> Mrkdwn:
+    """Why a button did nothing, for Slack: who acknowledged is a mention, the title escaped text."""
+    if view is None:
+        return mrkdwn("There is no alert {}.", group_id)
+    title = view.facts.title
+    if view.state == "resolved":
+        return mrkdwn("Alert {} ({}) is already resolved.", group_id, title)
+    who = actor_text(view.acked_by) or "someone"
+    return mrkdwn("Alert {} ({}) was already acknowledged by {}.", group_id, title, who)

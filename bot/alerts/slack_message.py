@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from bot.alerts.messages import GroupFacts, alert_lines, firing_title
 from bot.alerts.notify import display_actor
-from bot.slack.blocks import Block, Message, button, context, escape, people, section, slack_date
+from bot.slack.blocks import Block, Message, button, context, field, people, section
+from bot.slack.mrkdwn import Mrkdwn, join, mention, mrkdwn, slack_date
 
 ACK_ACTION = "alert_ack"
 RESOLVE_ACTION = "alert_resolve"
@@ -63,14 +64,14 @@ def alert_message(view: GroupView) -> Message:
         title, icon = f"[RESOLVED] {facts.title}", ":white_check_mark:"
     else:
         title, icon = firing_title(facts), (":eyes:" if view.acked_at is not None else ":rotating_light:")
-    text = f"[{facts.severity.upper()}] {title}"
-    blocks: list[Block] = [section(f"{icon} *{escape(text)}*"), _fields(facts)]
+    text = mrkdwn("[{}] {}", facts.severity.upper(), title)
+    blocks: list[Block] = [section(mrkdwn("{} *{}*", icon, text)), _fields(facts)]
     listed = alert_lines(facts)
     if listed and view.state != "resolved":
-        blocks.append(section(escape("\n".join(listed))))
+        blocks.append(section(join("\n", listed)))
     timeline = _timeline(view)
     if timeline:
-        blocks.append(context("\n".join(timeline)))
+        blocks.append(context(join("\n", timeline)))
     if view.state == "firing":
         blocks.append({"type": "actions", "block_id": f"alert_{facts.id}", "elements": _buttons(view)})
     return text, blocks
@@ -80,10 +81,10 @@ def _fields(facts: GroupFacts) -> Block:
     return {
         "type": "section",
         "fields": [
-            {"type": "mrkdwn", "text": f"*Severity*\n{facts.severity}"},
-            {"type": "mrkdwn", "text": f"*Alert*\n`{facts.id}`"},
-            {"type": "mrkdwn", "text": f"*Route*\n{facts.route} → `{escape(facts.audience)}`"},
-            {"type": "mrkdwn", "text": f"*Opened*\n{slack_date(facts.opened_at)}"},
+            field(mrkdwn("*Severity*\n{}", facts.severity)),
+            field(mrkdwn("*Alert*\n`{}`", facts.id)),
+            field(mrkdwn("*Route*\n{} → `{}`", facts.route, facts.audience)),
+            field(mrkdwn("*Opened*\n{}", slack_date(facts.opened_at))),
         ],
     }
 
@@ -95,32 +96,40 @@ def _buttons(view: GroupView) -> list[Block]:
     return buttons
 
 
-def _timeline(view: GroupView) -> list[str]:
+def _timeline(view: GroupView) -> list[Mrkdwn]:
     """Each notice sent, what flood control held back, the ack, then the resolution or next step."""
     lines = [_notice_line(notice) for notice in view.notices]
     if view.held_back:
-        lines.append(f"• Flood control held back {view.held_back} notification(s) of this alert")
+        lines.append(mrkdwn("• Flood control held back {} notification(s) of this alert", view.held_back))
     if view.acked_at is not None:
-        who = display_actor(view.acked_by) or "someone"
-        lines.append(f"• :eyes: Acknowledged by {_escape_actor(who)} · {slack_date(view.acked_at)}")
+        who = actor_text(view.acked_by) or "someone"
+        lines.append(mrkdwn("• :eyes: Acknowledged by {} · {}", who, slack_date(view.acked_at)))
     if view.resolved_at is not None:
-        resolver = display_actor(view.resolved_by)
-        by = f" by {_escape_actor(resolver)}" if resolver else ""
-        lines.append(f"• :white_check_mark: Resolved{by} · {slack_date(view.resolved_at)}")
+        resolver = actor_text(view.resolved_by)
+        by = mrkdwn(" by {}", resolver) if resolver else ""
+        lines.append(mrkdwn("• :white_check_mark: Resolved{} · {}", by, slack_date(view.resolved_at)))
     elif view.next_escalation_at is not None and view.acked_at is None:
-        target = f"`{escape(view.next_audience)}`" if view.next_audience else "everyone paged (reminder)"
-        lines.append(
-            f"• :hourglass_flowing_sand: Next: {target} at {slack_date(view.next_escalation_at)}"
-            " unless acknowledged"
-        )
+        target = mrkdwn("`{}`", view.next_audience) if view.next_audience else "everyone paged (reminder)"
+        when = slack_date(view.next_escalation_at)
+        lines.append(mrkdwn("• :hourglass_flowing_sand: Next: {} at {} unless acknowledged", target, when))
     return lines
 
 
-def _notice_line(notice: NoticeLine) -> str:
-    template = _NOTICE_TEXT.get(notice.kind, notice.kind)
-    text = template.format(audience=f"`{escape(notice.audience)}`", tier=notice.step)
-    return f"• {text} ({notice.recipients} {people(notice.recipients)}) · {slack_date(notice.at)}"
+def _notice_line(notice: NoticeLine) -> Mrkdwn:
+    template = _NOTICE_TEXT.get(notice.kind)
+    audience = mrkdwn("`{}`", notice.audience)
+    text = mrkdwn(template, audience=audience, tier=notice.step) if template else mrkdwn("{}", notice.kind)
+    recipients = notice.recipients
+    return mrkdwn("• {} ({} {}) · {}", text, recipients, people(recipients), slack_date(notice.at))
 
 
-def _escape_actor(who: str) -> str:
-    return who if who.startswith("<@") else escape(who)
+def actor_text(actor: str | None) -> Mrkdwn | None:
+    """Who acted, for Slack: ``slack:U123`` → a mention; anyone else (a name by SMS...) escaped.
+
+    Only a Slack actor becomes a mention, so a directory name that reads ``<@U1>`` stays text.
+    """
+    if not actor:
+        return None
+    if actor.startswith("slack:"):
+        return mention(actor.removeprefix("slack:"))
+    return mrkdwn("{}", display_actor(actor))

@@ -20,16 +20,15 @@ from bot.slack.blocks import (
     Message,
     button,
     context,
-    escape,
     format_duration,
     headline,
     people,
     plain,
     plural,
     section,
-    slack_date,
 )
 from bot.slack.commands import HELP, USAGE
+from bot.slack.mrkdwn import Mrkdwn, join, mrkdwn, slack_date
 
 _REASONS = {
     "no_address": "no address",
@@ -72,9 +71,10 @@ def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bo
 
 def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     """The ephemeral preview with Send / Cancel; ``token`` names the stored pending request."""
+    title = headline(facts.severity, facts.title)
     blocks = [
-        {"type": "header", "text": plain("Preview: " + headline(facts.severity, facts.title))},
-        section("\n".join(_reach_lines(facts))),
+        section(mrkdwn("*Preview: {}*", title)),  # a section, not a header: user text goes in mrkdwn
+        section(join("\n", _reach_lines(facts))),
     ]
     if facts.body:
         blocks.append(section(_quote(facts.body)))
@@ -85,29 +85,29 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     blocks.append(
         {"type": "actions", "block_id": "announce_preview", "elements": [send, _cancel_button(token)]}
     )
-    text = (
-        f"Preview: {headline(facts.severity, facts.title)} to {facts.recipients} {people(facts.recipients)}"
-    )
+    text = mrkdwn("Preview: {} to {} {}", title, facts.recipients, people(facts.recipients))
     return text, blocks
 
 
-def _reach_lines(facts: PreviewFacts) -> list[str]:
-    lines = [f"*To* `{escape(facts.audience)}`: *{facts.recipients}* {people(facts.recipients)}"]
+def _reach_lines(facts: PreviewFacts) -> list[Mrkdwn]:
+    lines = [mrkdwn("*To* `{}`: *{}* {}", facts.audience, facts.recipients, people(facts.recipients))]
     for channel in facts.channels:
-        lines.append(f"• *{channel}*: {facts.reachable.get(channel, 0)} reachable" + _why(facts, channel))
+        reachable = facts.reachable.get(channel, 0)
+        lines.append(mrkdwn("• *{}*: {} reachable{}", channel, reachable, _why(facts, channel)))
     if "sms" in facts.channels:
-        lines.append(
-            f"• SMS length: {facts.sms_segments} {plural(facts.sms_segments, 'segment')} per message"
-        )
+        segments = facts.sms_segments
+        lines.append(mrkdwn("• SMS length: {} {} per message", segments, plural(segments, "segment")))
     return lines
 
 
-def _sla_warning(facts: PreviewFacts) -> str:
-    return (
-        f":warning: *This will miss the {facts.severity} SLA*: the last message is projected "
-        f"{format_duration(facts.forecast_seconds)} after start, but {facts.severity} must be "
-        f"delivered within {format_duration(facts.deliver_within)}. Narrow the audience, "
-        "drop a channel, or send anyway."
+def _sla_warning(facts: PreviewFacts) -> Mrkdwn:
+    return mrkdwn(
+        ":warning: *This will miss the {severity} SLA*: the last message is projected "
+        "{took} after start, but {severity} must be delivered within {within}. Narrow the audience, "
+        "drop a channel, or send anyway.",
+        severity=facts.severity,
+        took=format_duration(facts.forecast_seconds),
+        within=format_duration(facts.deliver_within),
     )
 
 
@@ -118,7 +118,9 @@ def _send_button(facts: PreviewFacts, token: str, confirm: bool) -> Block:
             "title": plain("Send to everyone?" if "everyone" in facts.audience.lower() else "Large audience"),
             "text": {
                 "type": "mrkdwn",
-                "text": f"This goes to *{facts.recipients}* {people(facts.recipients)}. Are you sure?",
+                "text": mrkdwn(
+                    "This goes to *{}* {}. Are you sure?", facts.recipients, people(facts.recipients)
+                ),
             },
             "confirm": plain(f"Yes, send to {facts.recipients}"),
             "deny": plain("Go back"),
@@ -142,20 +144,24 @@ def _why(facts: PreviewFacts, channel: str) -> str:
     return f", {total} unreachable ({parts})"
 
 
-def _forecast_line(facts: PreviewFacts) -> str:
-    start = f"Starts {slack_date(facts.start_at)}. " if facts.start_at else ""
+def _forecast_line(facts: PreviewFacts) -> Mrkdwn:
+    start = mrkdwn("Starts {}. ", slack_date(facts.start_at)) if facts.start_at else ""
     mark = ":white_check_mark: meets" if facts.meets_sla else ":x: misses"
     pattern = "{time}" if facts.forecast_seconds < 12 * 3600 else "{date_short_pretty} {time}"
-    return (
-        f"{start}Projected completion {slack_date(facts.finish_at, pattern)} "
-        f"({format_duration(facts.forecast_seconds)} after start); SLA {facts.severity}: "
-        f"within {format_duration(facts.deliver_within)}, {mark}."
+    return mrkdwn(
+        "{start}Projected completion {finish} ({took} after start); SLA {severity}: within {within}, {mark}.",
+        start=start,
+        finish=slack_date(facts.finish_at, pattern),
+        took=format_duration(facts.forecast_seconds),
+        severity=facts.severity,
+        within=format_duration(facts.deliver_within),
+        mark=mark,
     )
 
 
-def _quote(body: str, limit: int = 600) -> str:
+def _quote(body: str, limit: int = 600) -> Mrkdwn:
     clipped = body if len(body) <= limit else body[:limit].rstrip() + "…"
-    return "\n".join("> " + escape(line) for line in clipped.splitlines() or [""])
+    return join("\n", (mrkdwn("> {}", line) for line in clipped.splitlines() or [""]))
 
 
 # -- the form ----------------------------------------------------------------------------------------
@@ -181,7 +187,7 @@ def announce_modal(
             "label": plain("Send later (optional)"),
             "element": {"type": "datetimepicker", "action_id": "value"},
         },
-        context(f"Or type it: `{USAGE}`"),
+        context(mrkdwn("Or type it: `{}`", USAGE)),
     ]
     return {
         "type": "modal",
@@ -243,4 +249,4 @@ def _severity_input() -> Block:
 
 
 def help_message() -> Message:
-    return f"usage: {USAGE}", [section(HELP)]
+    return mrkdwn("usage: {}", USAGE), [section(mrkdwn("{}", HELP))]

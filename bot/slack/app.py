@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import Response
 
 from bot.app import Herald
 from bot.metrics import HeraldMetrics
 from bot.slack.auth import Announcers, UserGroups
 from bot.slack.client import web_client
 from bot.slack.flows import AnnounceFlows
+from bot.slack.http import BodyFreeLog, Refused, dispatch, verified_request
 from bot.slack.listeners import Listeners, register
 from bot.slack.progress import ProgressTracker
 from bot.slack.tasks import TaskSet
@@ -34,8 +37,20 @@ class SlackFrontDoor:
     flows: AnnounceFlows
     tracker: ProgressTracker
     tasks: TaskSet
-    http_enabled: bool  # a signing secret is set, so POST /slack/events is served
     app_token: str | None  # Socket Mode when set
+    signing_secret: str = field(default="", repr=False)  # set: POST /slack/events is served
+
+    @property
+    def http_enabled(self) -> bool:
+        return bool(self.signing_secret)
+
+    async def handle_http(self, request: Request) -> Response:
+        """``POST /slack/events``: verified by :mod:`bot.slack.http` first, then Bolt's."""
+        try:
+            verified = await verified_request(request, self.signing_secret, self.flows.herald.clock)
+        except Refused as refused:
+            return refused.response()
+        return await dispatch(self.bolt, verified)
 
     async def tick(self) -> None:
         """The scheduler's tick: post and follow progress of what started meanwhile."""
@@ -77,18 +92,26 @@ def build_slack(
         flows=flows,
         tracker=tracker,
         tasks=tasks,
-        http_enabled=bool(signing_secret),
         app_token=slack.app_token.get_secret_value() if slack.app_token else None,
+        signing_secret=signing_secret,
     )
 
 
 def bolt_app(client: AsyncWebClient, signing_secret: str) -> AsyncApp:
-    """The Bolt app: answers when a listener returns, verifies request signatures."""
+    """The Bolt app: answers when a listener returns; logs no request body.
+
+    Signatures are verified before Bolt sees a request (:meth:`SlackFrontDoor.handle_http`, with
+    ``herald.clock``), so Bolt's own check is off. Bolt's loggers copy the filters of the logger
+    given here, so :class:`~bot.slack.http.BodyFreeLog` strips what Bolt would log of a body.
+    """
+    logger = logging.getLogger("herald.slack.bolt")
+    if not any(isinstance(existing, BodyFreeLog) for existing in logger.filters):
+        logger.addFilter(BodyFreeLog())
     return AsyncApp(
         name="herald",
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
-        request_verification_enabled=True,
-        logger=logging.getLogger("herald.slack.bolt"),
+        request_verification_enabled=False,
+        logger=logger,
     )

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock
+from bot.slack.mrkdwn import Mrkdwn, mention, mrkdwn
 
 log = logging.getLogger("herald.slack")
 
@@ -89,10 +90,11 @@ class Announcers:
         return False
 
 
-def refusal_text(user_id: str) -> str:
+def refusal_text(user_id: str) -> Mrkdwn:
     """What a user who may not announce is told (ephemeral)."""
-    return (
-        f"Sorry <@{user_id}>, you are not allowed to send announcements with Herald. "
+    return mrkdwn(
+        "Sorry {}, you are not allowed to send announcements with Herald. "
         "Announcers are listed in Herald's `slack.announcers` setting (users or user groups); "
-        "ask your Herald admin to add you."
+        "ask your Herald admin to add you.",
+        mention(user_id),
     )

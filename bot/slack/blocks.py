@@ -5,17 +5,21 @@ Builders live in :mod:`bot.slack.announce_blocks` (the form and the preview befo
 :mod:`bot.alerts.slack_message`. All are pure: data in, plain dicts out, no IO, no clock.
 
 Messages are ``(text, blocks)``: ``text`` is the notification fallback Slack shows in alerts and
-screen readers. Times are rendered with Slack's ``<!date^...>`` so each reader sees their own
-timezone; the fallback after ``|`` is UTC.
+screen readers. Both are :class:`~bot.slack.mrkdwn.Mrkdwn` (user and alert data escaped); the
+element helpers take nothing else, and :func:`plain` escapes what it is given. Times are rendered
+with Slack's ``<!date^...>`` so each reader sees their own timezone; the fallback after ``|`` is UTC.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from bot.slack.mrkdwn import Mrkdwn, escape, mrkdwn, slack_date, text
+
+__all__ = ["Block", "Message", "Mrkdwn", "escape", "mrkdwn", "slack_date", "text"]
+
 Block = dict[str, Any]
-Message = tuple[str, list[Block]]
+Message = tuple[Mrkdwn, list[Block]]
 
 MODAL_CALLBACK = "announce_modal"
 SEND_ACTION = "announce_send"
@@ -40,12 +44,6 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def slack_date(epoch: float, pattern: str = "{date_short_pretty} {time}") -> str:
-    """A time every reader sees in their own timezone; UTC text for clients that cannot."""
-    fallback = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(epoch)}^{pattern}|{fallback}>"
-
-
 def progress_bar(done: int, total: int, width: int = 20) -> str:
     """``progress_bar(5, 10, 10)`` → ``"█████░░░░░"``; an empty total is a full bar."""
     filled = width if total <= 0 else min(width, (done * width) // total)
@@ -55,11 +53,6 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
 def headline(severity: str, title: str) -> str:
     """``("maintenance", "Patch")`` → ``"[MAINTENANCE] Patch"``, as the email subject reads."""
     return f"[{severity.upper()}] {title}"
-
-
-def escape(text: str) -> str:
-    """Slack's three escapes, for user text placed in mrkdwn."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def people(n: int) -> str:
@@ -74,16 +67,22 @@ def plural(n: int, word: str) -> str:
 # -- elements --------------------------------------------------------------------------------------
 
 
-def section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+def section(content: Mrkdwn) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": content[:3000]}}
 
 
-def context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+def context(content: Mrkdwn) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": content[:3000]}]}
 
 
-def plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text[:150], "emoji": True}
+def field(content: Mrkdwn) -> Block:
+    """One of a section's ``fields``."""
+    return {"type": "mrkdwn", "text": content[:2000]}
+
+
+def plain(label: str) -> dict[str, Any]:
+    """A ``plain_text`` object (labels, buttons), escaped like every other text Herald posts."""
+    return {"type": "plain_text", "text": text(label)[:150], "emoji": True}
 
 
 def button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
@@ -93,6 +92,10 @@ def button(text: str, action_id: str, value: str, style: str | None = None) -> B
     return made
 
 
-def error_message(text: str) -> Message:
-    """A user-facing problem, as one ephemeral line (``text`` already says what to do)."""
-    return text, [section(f":warning: {escape(text)}")]
+def error_message(problem: str) -> Message:
+    """A user-facing problem, as one ephemeral line (``problem`` already says what to do).
+
+    A plain string is escaped whole; a :class:`Mrkdwn` (a mention in a refusal) is kept.
+    """
+    shown = text(problem)
+    return shown, [section(mrkdwn(":warning: {}", shown))]

@@ -191,7 +191,9 @@ def parse_modal_submission(
     errors: dict[str, str] = {}
 
     def field(block: str) -> Mapping[str, Any]:
-        return values.get(block, {}).get("value", {})
+        found = values.get(block)
+        found = found.get("value") if isinstance(found, Mapping) else None
+        return found if isinstance(found, Mapping) else {}
 
     audience = strip_mention_labels(_typed(field("audience")))
     if not audience:

@@ -26,6 +26,8 @@ from bot.slack import announce_blocks, blocks, pending, status_blocks
 from bot.slack.auth import Announcers, UserGroups, refusal_text, subteams_in
 from bot.slack.blocks import Block
 from bot.slack.commands import AnnounceCommand
+from bot.slack.home import home_items
+from bot.slack.mrkdwn import Mrkdwn, channel_link, mention, mrkdwn, slack_date
 from bot.slack.progress import ProgressTracker, set_meta
 
 log = logging.getLogger("herald.slack")
@@ -36,7 +38,7 @@ INTERNAL_ERROR = "Herald could not do that because of an internal error; it is l
 class Reply(Protocol):
     """Shows the user something only they see (response_url or chat.postEphemeral)."""
 
-    async def __call__(self, text: str, blocks: list[Block], /, replace: bool = False) -> None: ...
+    async def __call__(self, text: Mrkdwn, blocks: list[Block], /, replace: bool = False) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +223,9 @@ class AnnounceFlows:
             return
         if entry.user_id != origin.user_id:
             await reply(
-                *blocks.error_message(f"Only <@{entry.user_id}>, who asked for this preview, can send it.")
+                *blocks.error_message(
+                    mrkdwn("Only {}, who asked for this preview, can send it.", mention(entry.user_id))
+                )
             )
             return
         if not await self.may_announce(origin, "slack.send", token, reply):
@@ -235,19 +239,25 @@ class AnnounceFlows:
             self.on_queued()
         start_at = entry.request.start_at
         if start_at and start_at > self.herald.clock.now():
-            text = (
-                f":calendar: Scheduled `{notification_id}` for {blocks.slack_date(start_at)}. "
-                f"`/announce list` shows it, `/announce cancel {notification_id}` cancels it."
+            text = mrkdwn(
+                ":calendar: Scheduled `{id}` for {when}. "
+                "`/announce list` shows it, `/announce cancel {id}` cancels it.",
+                id=notification_id,
+                when=slack_date(start_at),
             )
         else:
-            text = f":outbox_tray: Sending `{notification_id}`; progress is posted in <#{channel}>."
+            text = mrkdwn(
+                ":outbox_tray: Sending `{}`; progress is posted in {}.",
+                notification_id,
+                channel_link(channel),
+            )
             self.tracker.track(notification_id)
         await reply(text, [blocks.section(text)], replace=True)
 
     async def discard(self, origin: Origin, token: str, reply: Reply) -> None:
         """The preview's Cancel: nothing was stored, so say so and audit it."""
         await self._call(service.audit, origin.user_id, "slack.discard", token, True, {})
-        text = "Cancelled; nothing was sent."
+        text = mrkdwn("Cancelled; nothing was sent.")
         await reply(text, [blocks.section(text)], replace=True)
 
     # -- cancel, status, list, home --------------------------------------------------------------
@@ -265,25 +275,32 @@ class AnnounceFlows:
             await asyncio.to_thread(set_meta, self.herald.store, notification_id, slack_done=True)
         self.tracker.poke(notification_id)
         noun = "message" if count == 1 else "messages"
-        text = f"Cancelled `{notification_id}`: {count} {noun} will not be sent."
+        text = mrkdwn("Cancelled `{}`: {} {} will not be sent.", notification_id, count, noun)
         await reply(text, [blocks.section(text)])
 
-    async def status(self, notification_id: str, reply: Reply) -> None:
+    async def status(self, origin: Origin, notification_id: str, reply: Reply) -> None:
+        """``/announce status ID``, for announcers only (others are refused like an announcement)."""
+        if not await self.may_announce(origin, "slack.status", notification_id, reply):
+            return
         status = await self._call(service.status, notification_id)
         if status is None:
             await reply(*blocks.error_message(f"There is no notification {notification_id}."))
             return
         await reply(*status_blocks.status_message(status, self.herald.clock.now()))
 
-    async def list(self, reply: Reply) -> None:
+    async def list(self, origin: Origin, reply: Reply) -> None:
+        """``/announce list``, for announcers only."""
+        if not await self.may_announce(origin, "slack.list", "", reply):
+            return
         scheduled = await self._call(service.scheduled)
         recent = await self._call(service.recent, 10)
         await reply(*status_blocks.list_message(scheduled, recent))
 
     async def home(self, user_id: str) -> None:
-        """``app_home_opened``: publish the last notifications with their SLA state."""
-        recent = await self._call(service.recent, 10)
-        view = status_blocks.home_view(recent, await self.announcers.allows(user_id))
+        """``app_home_opened``: the last notifications (a member's own only) with their SLA state."""
+        announcer = await self.announcers.allows(user_id)
+        items = await self._call(home_items, user_id, announcer)
+        view = status_blocks.home_view(items, announcer)
         try:
             await self.client.views_publish(user_id=user_id, view=view)
         except (SlackApiError, SlackClientError) as exc:
@@ -293,7 +310,7 @@ class AnnounceFlows:
 def ephemeral_reply(client: AsyncWebClient, origin: Origin) -> Reply:
     """A :class:`Reply` through ``chat.postEphemeral``, falling back to a DM from the app."""
 
-    async def reply(text: str, message_blocks: list[Block], replace: bool = False) -> None:
+    async def reply(text: Mrkdwn, message_blocks: list[Block], replace: bool = False) -> None:
         try:
             await client.chat_postEphemeral(
                 channel=origin.channel_id, user=origin.user_id, text=text, blocks=message_blocks

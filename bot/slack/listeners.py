@@ -20,6 +20,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -43,6 +44,7 @@ from bot.slack.commands import (
     parse_modal_submission,
 )
 from bot.slack.flows import AnnounceFlows, Origin, Previewed, Reply, ephemeral_reply, field_of
+from bot.slack.mrkdwn import Mrkdwn
 from bot.slack.tasks import TaskSet
 
 log = logging.getLogger("herald.slack")
@@ -54,7 +56,7 @@ ACK_BUDGET = 2.0
 def respond_reply(respond: AsyncRespond) -> Reply:
     """A :class:`Reply` through the payload's ``response_url`` (ephemeral; may replace the original)."""
 
-    async def reply(text: str, message_blocks: list[Block], replace: bool = False) -> None:
+    async def reply(text: Mrkdwn, message_blocks: list[Block], replace: bool = False) -> None:
         await respond(
             text=text,
             blocks=message_blocks,
@@ -115,9 +117,9 @@ class Listeners:
         elif isinstance(parsed, AnnounceCommand):
             work = flows.preview_typed(origin, parsed, reply)
         elif isinstance(parsed, ListCommand):
-            work = flows.list(reply)
+            work = flows.list(origin, reply)
         elif isinstance(parsed, StatusCommand):
-            work = flows.status(parsed.notification_id, reply)
+            work = flows.status(origin, parsed.notification_id, reply)
         else:
             assert isinstance(parsed, CancelCommand)
             work = flows.cancel(origin, parsed.notification_id, reply)
@@ -159,7 +161,8 @@ class Listeners:
         self.metrics.slack_requests.labels(kind="view").inc()
         origin = _submitter(body, view)
         try:
-            submission = parse_modal_submission(view["state"]["values"], self.flows.herald.clock.now())
+            values = (view.get("state") or {}).get("values") or {}
+            submission = parse_modal_submission(values, self.flows.herald.clock.now())
         except ModalErrors as exc:
             await ack(response_action="errors", errors=exc.errors)
             return
@@ -228,8 +231,10 @@ class Listeners:
         if event.get("tab", "home") == "home" and event.get("user"):
             self.tasks.spawn(self.flows.home(str(event["user"])), "home")
 
-    async def error(self, error: Exception, body: dict[str, Any]) -> None:
+    async def error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
+        """A bug (malformed requests are refused before Bolt): logged, answered 400, never 5xx."""
         log.error("unhandled error in a Slack listener (%s)", body.get("type", "?"), exc_info=error)
+        return BoltResponse(status=400, body={"error": "herald could not handle this request"})
 
 
 def register(app: AsyncApp, listeners: Listeners) -> None:

@@ -18,20 +18,23 @@ from bot.slack.blocks import (
     Message,
     button,
     context,
-    escape,
     format_duration,
     headline,
     people,
     plain,
     progress_bar,
     section,
-    slack_date,
 )
+from bot.slack.mrkdwn import Mrkdwn, join, mrkdwn, slack_date
 
 SENT_STATES = ("sent", "delivered")
 FAILED_STATES = ("failed", "expired")
 LEFT_STATES = ("queued", "deferred", "sending")
-_SLA_MARK = {True: ":white_check_mark: met", False: ":x: missed", None: ":hourglass_flowing_sand: open"}
+_SLA_MARK = {
+    True: Mrkdwn(":white_check_mark: met"),
+    False: Mrkdwn(":x: missed"),
+    None: Mrkdwn(":hourglass_flowing_sand: open"),
+}
 
 
 # -- counts ------------------------------------------------------------------------------------------
@@ -78,7 +81,7 @@ def estimate_eta(done: int, left: int, elapsed: float) -> float | None:
     return left * elapsed / done
 
 
-def sla_mark(met: bool | None) -> str:
+def sla_mark(met: bool | None) -> Mrkdwn:
     """The SLA verdict as shown: met, missed, or open (not judged yet)."""
     return _SLA_MARK.get(met, _SLA_MARK[None])
 
@@ -98,14 +101,15 @@ def progress_message(
     state = str(status.get("state", ""))
     if final is None:
         final = state in ("done", "cancelled") and counts.left == 0
-    blocks: list[Block] = [section(f"*{escape(title)}*  `{ident}`")]
+    blocks: list[Block] = [section(mrkdwn("*{}*  `{}`", title, ident))]
     blocks.append(section(_progress_line(status, counts, now, eta, final)))
     per_channel = _per_channel_line(status.get("channels") or {})
     if per_channel:
         blocks.append(context(per_channel))
     if not final and state != "cancelled":
         blocks.append({"type": "actions", "block_id": "announce_progress", "elements": [_stop_button(ident)]})
-    return f"{title}: {_progress_verb(state, counts, final)} ({_counts_line(counts)})", blocks
+    verb = _progress_verb(state, counts, final)
+    return mrkdwn("{}: {} ({})", title, verb, _counts_line(counts)), blocks
 
 
 def _percent(counts: Tally) -> int:
@@ -114,7 +118,7 @@ def _percent(counts: Tally) -> int:
 
 def _progress_line(
     status: Mapping[str, Any], counts: Tally, now: float, eta: float | None, final: bool
-) -> str:
+) -> Mrkdwn:
     """The main line: the final verdict, the scheduled time, or the bar with counts and ETA."""
     state = str(status.get("state", ""))
     start_at = float(status.get("start_at") or 0.0)
@@ -122,11 +126,11 @@ def _progress_line(
     if final:
         return _final_line(status, counts)
     if state == "scheduled" and start_at > now:
-        return f":calendar: Scheduled for {slack_date(start_at)}. {summary}"
-    eta_text = f" · ETA {format_duration(eta)}" if eta is not None and state != "cancelled" else ""
+        return mrkdwn(":calendar: Scheduled for {}. {}", slack_date(start_at), summary)
+    eta_text = mrkdwn(" · ETA {}", format_duration(eta)) if eta is not None and state != "cancelled" else ""
     lead = ":no_entry_sign: Cancelling; sends already under way finish.\n" if state == "cancelled" else ""
-    bar = f"`{progress_bar(counts.done, counts.total)}` {_percent(counts)}%"
-    return f"{lead}{bar}\n{summary}{eta_text}"
+    bar = mrkdwn("`{}` {}%", progress_bar(counts.done, counts.total), _percent(counts))
+    return mrkdwn("{}{}\n{}{}", lead, bar, summary, eta_text)
 
 
 def _progress_verb(state: str, counts: Tally, final: bool) -> str:
@@ -146,15 +150,15 @@ def _stop_button(notification_id: str) -> Block:
     return stop
 
 
-def _counts_line(counts: Tally) -> str:
+def _counts_line(counts: Tally) -> Mrkdwn:
     parts = [f"sent {counts.sent}", f"failed {counts.failed}", f"suppressed {counts.suppressed}"]
     if counts.cancelled:
         parts.append(f"cancelled {counts.cancelled}")
     parts.append(f"left {counts.left}")
-    return " · ".join(parts)
+    return join(" · ", parts)
 
 
-def _final_line(status: Mapping[str, Any], counts: Tally) -> str:
+def _final_line(status: Mapping[str, Any], counts: Tally) -> Mrkdwn:
     state = str(status.get("state"))
     sla = status.get("sla") or {}
     finished = status.get("finished_at")
@@ -164,13 +168,16 @@ def _final_line(status: Mapping[str, Any], counts: Tally) -> str:
         if finished is not None and started is not None
         else ""
     )
-    head = ":no_entry_sign: *Cancelled*" if state == "cancelled" else f":checkered_flag: *Finished*{took}"
+    head = mrkdwn(
+        ":no_entry_sign: *Cancelled*" if state == "cancelled" else ":checkered_flag: *Finished*{}", took
+    )
     slowest = sla.get("last_delivery_s")
     slowest_text = f" · slowest delivery {format_duration(float(slowest))}" if slowest is not None else ""
     within = sla.get("deliver_within_s")
     sla_text = f"SLA (within {format_duration(float(within))}): " if within is not None else "SLA: "
-    return (
-        f"{head}. {_counts_line(counts)}{slowest_text}\n{sla_text}{sla_mark(sla.get('met'))}{_reach(status)}"
+    mark = sla_mark(sla.get("met"))
+    return mrkdwn(
+        "{}. {}{}\n{}{}{}", head, _counts_line(counts), slowest_text, sla_text, mark, _reach(status)
     )
 
 
@@ -190,12 +197,12 @@ def _pct(share: float) -> str:
     return f"{math.floor(share * 1000) / 10:g}%"
 
 
-def _per_channel_line(channels: Mapping[str, Mapping[str, int]]) -> str:
+def _per_channel_line(channels: Mapping[str, Mapping[str, int]]) -> Mrkdwn:
     parts = []
     for channel, states in channels.items():
         shown = ", ".join(f"{state} {n}" for state, n in sorted(states.items()) if n)
-        parts.append(f"*{channel}*: {shown or 'nothing'}")
-    return " | ".join(parts)
+        parts.append(mrkdwn("*{}*: {}", channel, shown or "nothing"))
+    return join(" | ", parts)
 
 
 def status_message(status: Mapping[str, Any], now: float) -> Message:
@@ -204,8 +211,10 @@ def status_message(status: Mapping[str, Any], now: float) -> Message:
     blocks = [block for block in blocks if block.get("type") != "actions"]
     recipients = int(status.get("recipients") or 0)
     created = status.get("created_at")
-    when = f" · created {slack_date(float(created))}" if created else ""
-    blocks.append(context(f"{recipients} {people(recipients)} · state {status.get('state')}{when}"))
+    when = mrkdwn(" · created {}", slack_date(float(created))) if created else ""
+    blocks.append(
+        context(mrkdwn("{} {} · state {}{}", recipients, people(recipients), status.get("state"), when))
+    )
     return text, blocks
 
 
@@ -214,30 +223,31 @@ def status_message(status: Mapping[str, Any], now: float) -> Message:
 
 def list_message(scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]]) -> Message:
     """``/announce list``: what is scheduled (cancel with ``/announce cancel ID``), then recent ones."""
-    blocks: list[Block] = [section("*Scheduled*")]
+    blocks: list[Block] = [section(mrkdwn("*Scheduled*"))]
     if scheduled:
         for item in scheduled:
             start = item.get("start_at")
-            when = f" starts {slack_date(float(start))}" if start else ""
-            blocks.append(section(f"`{item.get('id')}` {_item_title(item)}{when}{_item_route(item)}"))
-        blocks.append(context("Cancel one with `/announce cancel ID`."))
+            when = mrkdwn(" starts {}", slack_date(float(start))) if start else ""
+            line = mrkdwn("`{}` {}{}{}", item.get("id"), _item_title(item), when, _item_route(item))
+            blocks.append(section(line))
+        blocks.append(context(mrkdwn("Cancel one with `/announce cancel ID`.")))
     else:
-        blocks.append(context("Nothing scheduled."))
-    blocks.append(section("*Recent*"))
+        blocks.append(context(mrkdwn("Nothing scheduled.")))
+    blocks.append(section(mrkdwn("*Recent*")))
     blocks.extend(_recent_lines(recent))
-    return f"{len(scheduled)} scheduled, {len(recent)} recent", blocks
+    return mrkdwn("{} scheduled, {} recent", len(scheduled), len(recent)), blocks
 
 
-def _item_title(item: Mapping[str, Any]) -> str:
-    return escape(headline(str(item.get("severity", "")), str(item.get("title", ""))))
+def _item_title(item: Mapping[str, Any]) -> Mrkdwn:
+    return mrkdwn("{}", headline(str(item.get("severity", "")), str(item.get("title", ""))))
 
 
-def _item_route(item: Mapping[str, Any]) -> str:
+def _item_route(item: Mapping[str, Any]) -> Mrkdwn:
     audience = item.get("audience")
     channels = item.get("channels")
     via = ",".join(channels) if isinstance(channels, list | tuple) else (channels or "")
-    route = f" to `{escape(str(audience))}`" if audience else ""
-    return route + (f" via {via}" if via and isinstance(via, str) else "")
+    route = mrkdwn(" to `{}`", audience) if audience else ""
+    return mrkdwn("{}{}", route, mrkdwn(" via {}", via) if via and isinstance(via, str) else "")
 
 
 def _recent_lines(recent: Iterable[Mapping[str, Any]]) -> list[Block]:
@@ -246,17 +256,24 @@ def _recent_lines(recent: Iterable[Mapping[str, Any]]) -> list[Block]:
         counts = tally(item.get("channels") or {})
         mark = sla_mark((item.get("sla") or {}).get("met"))
         lines.append(
-            f"`{item.get('id')}` {_item_title(item)} · {item.get('state')} · "
-            f"sent {counts.sent}/{counts.total} · SLA {mark}"
+            mrkdwn(
+                "`{}` {} · {} · sent {}/{} · SLA {}",
+                item.get("id"),
+                _item_title(item),
+                item.get("state"),
+                counts.sent,
+                counts.total,
+                mark,
+            )
         )
     if not lines:
-        return [context("No notifications yet.")]
-    return [section("\n".join(lines))]
+        return [context(mrkdwn("No notifications yet."))]
+    return [section(join("\n", lines))]
 
 
 def home_view(recent: Sequence[Mapping[str, Any]], may_announce: bool) -> dict[str, Any]:
-    """The App Home tab: the last notifications and their SLA state."""
-    intro = (
+    """The App Home tab: the last notifications (an announcer's: all; a member's: their own)."""
+    intro = mrkdwn(
         "Type `/announce` in any channel to send an announcement, or `/announce help`."
         if may_announce
         else "You are not an announcer; ask an admin to add you to `slack.announcers`."
@@ -265,7 +282,7 @@ def home_view(recent: Sequence[Mapping[str, Any]], may_announce: bool) -> dict[s
         {"type": "header", "text": plain("Herald")},
         section(intro),
         {"type": "divider"},
-        section("*Last notifications*"),
+        section(mrkdwn("*Last notifications*" if may_announce else "*Your last notifications*")),
         *_recent_lines(recent),
     ]
     return {"type": "home", "blocks": blocks}
