@@ -15,19 +15,21 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
-from bot.alerts import messages
-from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, plan_flood
+from bot.alerts import messages, storm
+from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, lane_of, plan_flood
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
     FIRING_KINDS,
     GROUP,
     NOTICE,
+    NOTIFICATION,
     alert_links,
     display_actor,
     first_notification,
@@ -81,18 +83,26 @@ def _owed(herald: Herald, now: float) -> list[dict[str, Any]]:
 
 
 def _recent(herald: Herald, route_keys: set[str], now: float) -> dict[str, int]:
+    """Firing notifications sent in the window, per flood-control lane (route and urgency)."""
     with herald.store.begin() as connection:
-        counts = connection.execute(
-            select(GROUP.c.route_key, func.count(func.distinct(NOTICE.c.notification_id)))
-            .select_from(NOTICE.join(GROUP, GROUP.c.id == NOTICE.c.group_id))
+        sent = connection.execute(
+            select(GROUP.c.route_key, NOTICE.c.notification_id, NOTIFICATION.c.severity)
+            .distinct()
+            .select_from(
+                NOTICE.join(GROUP, GROUP.c.id == NOTICE.c.group_id).join(
+                    NOTIFICATION, NOTIFICATION.c.id == NOTICE.c.notification_id
+                )
+            )
             .where(
                 GROUP.c.route_key.in_(route_keys),
                 NOTICE.c.kind.in_(FIRING_KINDS),
                 NOTICE.c.at > now - FLOOD_WINDOW,
             )
-            .group_by(GROUP.c.route_key)
         ).all()
-    return {str(key): int(count) for key, count in counts}
+    counts: Counter[str] = Counter()
+    for route_key, _nid, severity in sent:
+        counts[lane_of(str(route_key), herald.settings.is_mandatory(severity))] += 1
+    return dict(counts)
 
 
 def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushed: Flushed) -> None:
@@ -191,11 +201,16 @@ def _send_firing(herald: Herald, row: Mapping[str, Any], now: float) -> str | No
 
 
 def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> str | None:
-    """One notification standing for several groups of one route (flood control)."""
+    """One notification standing for several groups of one lane (flood control), sent at once. The
+    first group it pages leads it: its chain and Slack message stand for the others it pages."""
+    paged = [row["id"] for row in rows if row["pending"] == "opened"]
+    lead = paged[0] if paged else None
+    rows = sorted(rows, key=lambda row: row["id"] != lead)  # the lead first
     first = rows[0]
     policy = Policy.from_json(first["policy"])
+    ids = [row["id"] for row in rows]
     with herald.store.begin() as connection:
-        facts = [group_facts(connection, row) for row in rows]
+        facts = storm.storm_facts(connection, lead or "", first["route"], ids)
     identity = json.dumps(sorted((row["id"], row["notify_seq"]) for row in rows))
     key = "alert:summary:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     order = {name: index for index, name in enumerate(SEVERITIES)}
@@ -207,16 +222,20 @@ def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> 
         key,
         "alert",
         messages.summary_title(facts),
-        messages.summary_body(facts, first["route"], FLOOD_LIMIT),
+        messages.summary_body(facts, FLOOD_LIMIT),
         now,
         alert_reason="summary",
-        alert_groups=[row["id"] for row in rows],
+        alert_lead=lead,
+        alert_groups=ids,
     )
     new = replace(new, deadline=now + deliver_within)
     nid, _ = ensure_notification(
         herald.store, new, people_for(policy.audience), delivery_rules(herald.settings)
     )
-    link(herald.store, [row["id"] for row in rows], nid, "summary", 0, policy.audience, now)
+    link(herald.store, ids, nid, "summary", 0, policy.audience, now)
+    if lead is not None:
+        with herald.store.begin() as connection:
+            storm.fold(connection, lead, paged[1:])
     _notified(herald, rows, now, folded=True)
     log.warning("flood control folded %d alert groups into notification %s", len(rows), nid)
     return nid

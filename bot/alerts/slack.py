@@ -24,7 +24,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import acks
 from bot.alerts.models import AckOutcome
 from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION, GroupView, alert_message
-from bot.alerts.slack_state import behind, claim_post, load_view, record_post, record_shown, release_post
+from bot.alerts.slack_state import (
+    behind,
+    claim_post,
+    load_view,
+    owners,
+    record_post,
+    record_shown,
+    release_post,
+)
 from bot.app import Herald
 from bot.slack.blocks import Block
 from bot.slack.client import web_client
@@ -67,8 +75,8 @@ class AlertSlack:
         store = self.herald.store
         if group_ids is None:
             ids: Sequence[str] = await asyncio.to_thread(behind, store, self.herald.clock.now())
-        else:
-            ids = list(dict.fromkeys(group_ids))
+        else:  # a flood-control summary's followers are shown in its lead's message
+            ids = await asyncio.to_thread(owners, store, list(dict.fromkeys(group_ids)))
         for group_id in ids:
             try:
                 await self.sync_one(group_id)
@@ -77,6 +85,7 @@ class AlertSlack:
 
     async def sync_one(self, group_id: str) -> None:
         store = self.herald.store
+        (group_id,) = await asyncio.to_thread(owners, store, [group_id])
         for _ in range(MAX_CATCH_UP):
             view = await asyncio.to_thread(load_view, store, group_id)
             if view is None:

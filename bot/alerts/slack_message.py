@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.alerts.messages import GroupFacts, alert_lines, firing_title
+from bot.alerts.messages import GroupFacts, StormFacts, alert_lines, firing_title, storm_lines
 from bot.alerts.notify import display_actor
 from bot.slack.blocks import Block, Message, button, context, escape, people, section, slack_date
 
@@ -54,6 +54,7 @@ class GroupView:
     revision: int
     slack_channel: str | None
     slack_ts: str | None
+    storm: StormFacts | None = None  # the other groups of the flood-control summary it leads
 
 
 def alert_message(view: GroupView) -> Message:
@@ -68,12 +69,24 @@ def alert_message(view: GroupView) -> Message:
     listed = alert_lines(facts)
     if listed and view.state != "resolved":
         blocks.append(section(escape("\n".join(listed))))
+    if view.storm is not None and view.storm.groups:
+        storm = view.storm
+        head = (
+            f"Flood control folded {storm.groups} more alert groups ({storm.alerts} alerts) into this alert:"
+        )
+        blocks.append(section(escape("\n".join([head, *storm_lines(storm)]))))
     timeline = _timeline(view)
     if timeline:
         blocks.append(context("\n".join(timeline)))
     if view.state == "firing":
         blocks.append({"type": "actions", "block_id": f"alert_{facts.id}", "elements": _buttons(view)})
     return text, blocks
+
+
+def _storm_block(storm: StormFacts) -> Block:
+    """The other groups of the flood-control summary this group leads (one message for all)."""
+    head = f"Flood control folded {storm.groups} more alert groups ({storm.alerts} alerts) into this one:"
+    return section(escape("\n".join([head, *storm_lines(storm)])))
 
 
 def _fields(facts: GroupFacts) -> Block:
