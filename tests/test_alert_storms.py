@@ -183,12 +183,17 @@ async def test_more_alerts_in_the_same_minute_wait_for_room_then_come_as_one_sum
     late = await storm.alertmanager([f"Late{i:03d}" for i in range(40)])
     assert late["notifications"] == [] and len(late["held_back"]) == 40  # held, never dropped
     assert len(storm.notifications("alert")) == FLOOD_LIMIT
+    # Slack: the held groups share one message too (the first held one's), not one post each.
+    assert len(storm.slack.calls_to("chat.postMessage")) == FLOOD_LIMIT + 1
+    shown = [m for m in storm.slack.messages.values() if "39 more alert groups" in json.dumps(m.blocks)]
+    assert len(shown) == 1
     await storm.tick_after(61)
     pages = storm.notifications("alert")
     assert len(pages) == 2 * FLOOD_LIMIT  # the next minute's budget: singles, then one summary
     assert "Held back 1m 1s by flood control" in pages[-2]["body"]
     assert len(summaries(storm, "alert")) == 2
     assert storm.count(INSTANCE) == 80
+    assert len(storm.slack.calls_to("chat.postMessage")) == FLOOD_LIMIT + 1
 
 
 async def test_acknowledging_one_alert_of_the_summary_stops_its_chain(storm: Storm) -> None:

@@ -166,11 +166,14 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
 
 
 def _summary(herald: Herald, group_id: str) -> tuple[list[str] | None, bool]:
-    """The groups of the flood-control summary ``group_id`` leads (None: it leads none), and whether
-    any of them was acknowledged."""
+    """The groups still firing of the flood-control summary ``group_id`` leads (None: it leads none),
+    and whether any of its groups was acknowledged."""
     with herald.store.begin() as connection:
-        members = storm.storm_of(connection, group_id)
-        return members, members is not None and storm.acknowledged(connection, members)
+        summary = storm.summary_led(connection, group_id)
+        if summary is None:
+            return None, False
+        where = storm.in_summary(summary)
+        return storm.firing_ids(connection, where), storm.acknowledged(connection, where)
 
 
 def _step_notification(
@@ -191,7 +194,7 @@ def _step_notification(
         parent = first_notification(connection, group_id)
         links = alert_links(connection, group_id, row["external_url"])
         if members:
-            folded = storm.storm_facts(connection, group_id, row["route"], members)
+            folded = storm.storm_facts(connection, group_id, row["route"], GROUP.c.id.in_(members))
             title = messages.storm_escalation_title(folded, step.kind, step.number, step.tier)
             body = messages.storm_escalation_body(folded, step.kind, waited, audience)
         else:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from bot.alerts import messages, storm
-from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, lane_of, plan_flood
+from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, FloodPlan, Owed, lane_of, plan_flood
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
     FIRING_KINDS,
@@ -48,6 +48,7 @@ log = logging.getLogger("herald.alerts")
 # One flush at a time in this process (webhook threads and the tick); other processes are kept
 # from sending twice by the notifications' idempotency keys (and ``herald serve`` ticks on the leader).
 _FLUSH_LOCK = threading.Lock()
+MAX_OWED = 10_000  # owed notifications planned at once (a storm in one webhook is folded at once)
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _owed(herald: Herald, now: float) -> list[dict[str, Any]]:
             select(GROUP)
             .where(GROUP.c.state == "firing", GROUP.c.pending.is_not(None), GROUP.c.pending_at <= now)
             .order_by(GROUP.c.pending_at)
-            .limit(2000)
+            .limit(MAX_OWED)
         ).mappings()
         return [dict(row) for row in rows]
 
@@ -107,18 +108,7 @@ def _recent(herald: Herald, route_keys: set[str], now: float) -> dict[str, int]:
 
 def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushed: Flushed) -> None:
     by_id = {row["id"]: row for row in rows}
-    owed = []
-    for row in rows:
-        policy = Policy.from_json(row["policy"])
-        owed.append(
-            Owed(
-                group_id=row["id"],
-                route_key=row["route_key"],
-                urgent=herald.settings.is_mandatory(row["severity"]),
-                since=row["pending_at"],
-                bucket=(policy.audience, *policy.channels),
-            )
-        )
+    owed = [_owed_of(herald, row) for row in rows]
     plan = plan_flood(owed, _recent(herald, {row["route_key"] for row in rows}, now))
     for group_id in plan.singles:
         nid = _send_firing(herald, by_id[group_id], now)
@@ -130,7 +120,33 @@ def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushe
             flushed.sent.append((nid, tuple(group_ids)))
     if plan.held:
         _mark_held(herald, plan.held, now)
+        _show_held(herald, plan, {o.group_id: o.lane for o in owed}, by_id)
         flushed.held.extend(plan.held)
+
+
+def _owed_of(herald: Herald, row: Mapping[str, Any]) -> Owed:
+    policy = Policy.from_json(row["policy"])
+    return Owed(
+        group_id=row["id"],
+        route_key=row["route_key"],
+        urgent=herald.settings.is_mandatory(row["severity"]),
+        since=row["pending_at"],
+        bucket=(policy.audience, *policy.channels),
+    )
+
+
+def _show_held(
+    herald: Herald, plan: FloodPlan, lanes: Mapping[str, str], by_id: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Held groups are shown in Slack in one message per lane: the summary's, else the first's."""
+    leads = {lanes[ids[0]]: _lead([by_id[g] for g in ids]) for ids in plan.summaries}
+    held: dict[str, list[str]] = {}
+    for group_id in plan.held:
+        held.setdefault(lanes[group_id], []).append(group_id)
+    with herald.store.begin() as connection:
+        for lane, ids in held.items():
+            lead = leads.get(lane) or ids[0]
+            storm.show_in(connection, lead, [g for g in ids if g != lead])
 
 
 def _mark_held(herald: Herald, group_ids: list[str], now: float) -> None:
@@ -200,17 +216,22 @@ def _send_firing(herald: Herald, row: Mapping[str, Any], now: float) -> str | No
     return nid
 
 
+def _lead(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The group leading a summary of ``rows``: the first it pages (None when it pages none)."""
+    return next((row["id"] for row in rows if row["pending"] == "opened"), None)
+
+
 def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> str | None:
     """One notification standing for several groups of one lane (flood control), sent at once. The
     first group it pages leads it: its chain and Slack message stand for the others it pages."""
     paged = [row["id"] for row in rows if row["pending"] == "opened"]
-    lead = paged[0] if paged else None
+    lead = _lead(rows)
     rows = sorted(rows, key=lambda row: row["id"] != lead)  # the lead first
     first = rows[0]
     policy = Policy.from_json(first["policy"])
     ids = [row["id"] for row in rows]
     with herald.store.begin() as connection:
-        facts = storm.storm_facts(connection, lead or "", first["route"], ids)
+        facts = storm.storm_facts(connection, lead or "", first["route"], GROUP.c.id.in_(ids))
     identity = json.dumps(sorted((row["id"], row["notify_seq"]) for row in rows))
     key = "alert:summary:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     order = {name: index for index, name in enumerate(SEVERITIES)}

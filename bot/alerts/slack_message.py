@@ -54,7 +54,7 @@ class GroupView:
     revision: int
     slack_channel: str | None
     slack_ts: str | None
-    storm: StormFacts | None = None  # the other groups of the flood-control summary it leads
+    storm: StormFacts | None = None  # other groups shown in this message (flood control)
 
 
 def alert_message(view: GroupView) -> Message:
@@ -84,8 +84,8 @@ def alert_message(view: GroupView) -> Message:
 
 
 def _storm_block(storm: StormFacts) -> Block:
-    """The other groups of the flood-control summary this group leads (one message for all)."""
-    head = f"Flood control folded {storm.groups} more alert groups ({storm.alerts} alerts) into this one:"
+    """The other groups flood control shows in this message (one message for a storm, not one each)."""
+    head = f"Flood control: {storm.groups} more alert groups ({storm.alerts} alerts) are shown here:"
     return section(escape("\n".join([head, *storm_lines(storm)])))
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from bot.alerts.models import Policy
 from bot.alerts.notify import DELIVERY, GROUP, NOTICE, group_facts
 from bot.alerts.slack_message import GroupView, NoticeLine
-from bot.alerts.storm import SHOWN_IN, storm_facts, storm_of
+from bot.alerts.storm import SHOWN_IN, shown_with, storm_facts
 from bot.store import Store
 
 CLAIM_STALE_AFTER = 60.0
@@ -35,9 +35,7 @@ def load_view(store: Store, group_id: str) -> GroupView | None:
         row = dict(found)
         facts = group_facts(connection, row)
         notices = _notices(connection, group_id)
-        members = storm_of(connection, group_id)
-        folded = [m for m in members or () if m != group_id]
-        storm = storm_facts(connection, group_id, row["route"], folded) if folded else None
+        storm = storm_facts(connection, group_id, row["route"], shown_with(row))
     policy = Policy.from_json(row["policy"])
     step = int(row["step"])
     return GroupView(
