@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.alerts.escalation import alert_tick
 from bot.alerts.flood import FLOOD_LIMIT
-from bot.alerts.notify import GROUP, INSTANCE, NOTIFICATION
+from bot.alerts.notify import DELIVERY, GROUP, INSTANCE, NOTIFICATION
 from bot.alerts.web import alert_routes
 from bot.app import Herald
 from bot.clock import ManualClock
@@ -51,11 +51,11 @@ class Storm:
         assert isinstance(self.herald.clock, ManualClock)
         return self.herald.clock
 
-    async def alertmanager(self, names: list[str]) -> dict[str, Any]:
+    async def alertmanager(self, names: list[str], status: str = "firing") -> dict[str, Any]:
         # No severity label: every alert is critical (mandatory), the kind flood control used to skip.
         body = {
             "version": "4",
-            "status": "firing",
+            "status": status,
             "alerts": [
                 {"labels": {"alertname": name}, "annotations": {"summary": f"{name} broke"}} for name in names
             ],
@@ -213,3 +213,24 @@ async def test_acknowledging_one_alert_of_the_summary_stops_its_chain(storm: Sto
     with storm.herald.store.begin() as connection:
         timer = connection.execute(select(GROUP.c.next_escalation_at).where(GROUP.c.id == lead)).scalar_one()
     assert timer is None
+
+
+async def test_a_storm_resolving_sends_one_notice_for_the_summary(storm: Storm) -> None:
+    names = [f"Flap{i:03d}" for i in range(30)]
+    await storm.alertmanager(names)
+    posts = len(storm.slack.calls_to("chat.postMessage"))
+    resolved = await storm.alertmanager(names, status="resolved")
+    assert len(resolved["resolved"]) == 30
+    notices = storm.notifications("resolution")
+    assert len(notices) == FLOOD_LIMIT  # one per group paged on its own, one for the summary's groups
+    (together,) = [n for n in notices if "alert groups" in n["title"]]
+    assert together["title"].startswith("[RESOLVED] 21 alert groups: ")
+    assert "No action needed." in together["body"] and "and 11 more groups." in together["body"]
+    with storm.herald.store.begin() as connection:
+        people = connection.execute(
+            select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id == together["id"]).distinct()
+        ).scalars()
+        assert set(people) == {"alice"}  # everyone the summary paged
+    assert storm.count(NOTIFICATION, NOTIFICATION.c.kind == "resolution") == FLOOD_LIMIT
+    assert len(storm.slack.calls_to("chat.postMessage")) == posts  # edits only
+    assert len(storm.slack.calls_to("chat.update")) <= FLOOD_LIMIT

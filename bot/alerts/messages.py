@@ -202,3 +202,20 @@ def resolution_body(facts: GroupFacts, resolved_at: float, resolved_by: str | No
             *_footer(facts),
         ]
     )
+
+
+def storm_resolution_title(titles: Sequence[str], groups: int) -> str:
+    names = ", ".join(titles[:3]) + (", ..." if groups > 3 else "")
+    return f"[RESOLVED] {groups} alert groups: {names}"
+
+
+def storm_resolution_body(listed: Sequence[tuple[str, str]], groups: int, resolved_at: float) -> str:
+    """One resolution notice for groups a flood-control summary paged together: (title, id) listed."""
+    lines = [
+        f"These {groups} alert groups, paged together by flood control, resolved "
+        f"(the last at {utc(resolved_at)}). No action needed."
+    ]
+    lines += [f"- {title} (alert {group_id})" for title, group_id in listed[:MAX_LISTED]]
+    if groups > MAX_LISTED:
+        lines.append(f"and {groups - MAX_LISTED} more groups.")
+    return "\n".join(lines)

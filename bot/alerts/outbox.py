@@ -65,10 +65,7 @@ def flush(herald: Herald) -> Flushed:
         rows = _owed(herald, now)
         if rows:
             _flush_firing(herald, rows, now, flushed)
-        for row in _resolutions_owed(herald):
-            nid = _send_resolution(herald, row, now)
-            if nid is not None:
-                flushed.sent.append((nid, (row["id"],)))
+        _flush_resolutions(herald, now, flushed)
         return flushed
 
 
@@ -290,6 +287,62 @@ def _resolutions_owed(herald: Herald) -> list[dict[str, Any]]:
         return [dict(row) for row in rows]
 
 
+def _flush_resolutions(herald: Herald, now: float, flushed: Flushed) -> None:
+    """A resolution notice per group; groups one summary paged share one (a storm resolving)."""
+    rows = _resolutions_owed(herald)
+    with herald.store.begin() as connection:
+        summaries = storm.paged_by_summary(connection, [row["id"] for row in rows])
+    together: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        together.setdefault(summaries.get(row["id"], row["id"]), []).append(row)
+    for group in together.values():
+        if len(group) == 1:
+            nid = _send_resolution(herald, group[0], now)
+        else:
+            nid = _send_storm_resolution(herald, group, now)
+        if nid is not None:
+            flushed.sent.append((nid, tuple(row["id"] for row in group)))
+
+
+def _send_storm_resolution(herald: Herald, rows: list[dict[str, Any]], now: float) -> str | None:
+    ids = [row["id"] for row in rows]
+    first = rows[0]
+    with herald.store.begin() as connection:
+        parent = first_notification(connection, first["id"])
+    identity = json.dumps(sorted(ids))
+    new = _notification(
+        first,
+        Policy.from_json(first["policy"]),
+        "alert:resolved:" + hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "resolution",
+        messages.storm_resolution_title([row["title"] for row in rows], len(rows)),
+        messages.storm_resolution_body(
+            [(row["title"], row["id"]) for row in rows],
+            len(rows),
+            max(row["resolved_at"] or now for row in rows),
+        ),
+        now,
+        audience=f"everyone notified about {len(rows)} alert groups",
+        parent_id=parent,
+        alert_groups=ids,
+    )
+    nid, _ = ensure_notification(
+        herald.store, new, storm.notified_about(ids), delivery_rules(herald.settings)
+    )
+    link(herald.store, ids, nid, "resolution", 0, new.audience, now)
+    _resolution_sent(herald, ids)
+    return nid
+
+
+def _resolution_sent(herald: Herald, group_ids: Sequence[str]) -> None:
+    with herald.store.begin() as connection:
+        connection.execute(
+            update(GROUP)
+            .where(GROUP.c.id.in_(group_ids))
+            .values(resolution_pending=False, version=GROUP.c.version + 1, revision=GROUP.c.revision + 1)
+        )
+
+
 def _send_resolution(herald: Herald, row: Mapping[str, Any], now: float) -> str | None:
     """The resolution notice, to everyone who was notified about the group (every tier)."""
     policy = Policy.from_json(row["policy"])
@@ -312,10 +365,5 @@ def _send_resolution(herald: Herald, row: Mapping[str, Any], now: float) -> str 
         herald.store, new, notified_people(row["id"]), delivery_rules(herald.settings)
     )
     link(herald.store, [row["id"]], nid, "resolution", 0, new.audience, now)
-    with herald.store.begin() as connection:
-        connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == row["id"])
-            .values(resolution_pending=False, version=GROUP.c.version + 1, revision=GROUP.c.revision + 1)
-        )
+    _resolution_sent(herald, [row["id"]])
     return nid

@@ -12,7 +12,8 @@ groups paged by it are its *followers*:
   Groups flood control holds back are shown the same way, in the message of their lane's summary
   (or of the first of them), so a storm never posts one Slack message per alert.
 
-Groups a summary re-notified (an update or a repeat) keep their own chain and message.
+Groups a summary re-notified (an update or a repeat) keep their own chain and message. When groups
+paged by one summary resolve, they share one resolution notice per flush too.
 Functions here are synchronous (database work).
 """
 
@@ -26,7 +27,7 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from bot.alerts.messages import MAX_LISTED, StormFacts
-from bot.alerts.notify import GROUP, INSTANCE, NOTICE, NOTIFICATION, group_facts
+from bot.alerts.notify import DELIVERY, GROUP, INSTANCE, NOTICE, NOTIFICATION, PERSON, group_facts
 
 SHOWN_IN = "in:"  # slack_ts of a group shown in another group's message: "in:<lead id>"
 CHUNK = 500
@@ -112,3 +113,31 @@ def acknowledged(connection: Connection, where: ColumnElement[bool]) -> bool:
         select(GROUP.c.id).where(where, GROUP.c.acked_at.is_not(None)).limit(1)
     ).first()
     return found is not None
+
+
+def paged_by_summary(connection: Connection, group_ids: Sequence[str]) -> dict[str, str]:
+    """Groups among ``group_ids`` whose page was a flood-control summary -> that summary's id."""
+    pages: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(group_ids), CHUNK):
+        found = connection.execute(
+            select(NOTICE.c.group_id, NOTICE.c.kind, NOTICE.c.notification_id)
+            .where(
+                NOTICE.c.group_id.in_(group_ids[start : start + CHUNK]),
+                NOTICE.c.kind.in_(("opened", "summary")),
+            )
+            .order_by(NOTICE.c.at, NOTICE.c.notification_id)
+        )
+        for group_id, kind, notification_id in found:
+            pages.setdefault(str(group_id), (str(kind), str(notification_id)))
+    return {group_id: nid for group_id, (kind, nid) in pages.items() if kind == "summary"}
+
+
+def notified_about(group_ids: Sequence[str]) -> ColumnElement[bool]:
+    """Everyone any notification about these groups was addressed to (every tier; not resolutions)."""
+    notices = select(NOTICE.c.notification_id).where(
+        NOTICE.c.group_id.in_(group_ids), NOTICE.c.kind != "resolution"
+    )
+    return and_(
+        PERSON.c.active.is_(True),
+        PERSON.c.id.in_(select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id.in_(notices))),
+    )
