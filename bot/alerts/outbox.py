@@ -48,6 +48,7 @@ log = logging.getLogger("herald.alerts")
 # One flush at a time in this process (webhook threads and the tick); other processes are kept
 # from sending twice by the notifications' idempotency keys (and ``herald serve`` ticks on the leader).
 _FLUSH_LOCK = threading.Lock()
+_SEVERITY_ORDER = {name: index for index, name in enumerate(SEVERITIES)}
 MAX_OWED = 10_000  # owed notifications planned at once (a storm in one webhook is folded at once)
 
 
@@ -214,15 +215,17 @@ def _send_firing(herald: Herald, row: Mapping[str, Any], now: float) -> str | No
 
 
 def _lead(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The group leading a summary of ``rows``: the first it pages (None when it pages none)."""
-    return next((row["id"] for row in rows if row["pending"] == "opened"), None)
+    """The group leading a summary of ``rows``: the first it pages of the worst severity (its policy's
+    chain speaks for the summary); None when it pages none."""
+    paged = [row for row in rows if row["pending"] == "opened"]
+    return min(paged, key=lambda row: _SEVERITY_ORDER.get(row["severity"], 99))["id"] if paged else None
 
 
 def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> str | None:
     """One notification standing for several groups of one lane (flood control), sent at once. The
     first group it pages leads it: its chain and Slack message stand for the others it pages."""
-    paged = [row["id"] for row in rows if row["pending"] == "opened"]
     lead = _lead(rows)
+    paged = [row["id"] for row in rows if row["pending"] == "opened" and row["id"] != lead]
     rows = sorted(rows, key=lambda row: row["id"] != lead)  # the lead first
     first = rows[0]
     policy = Policy.from_json(first["policy"])
@@ -231,8 +234,7 @@ def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> 
         facts = storm.storm_facts(connection, lead or "", first["route"], GROUP.c.id.in_(ids))
     identity = json.dumps(sorted((row["id"], row["notify_seq"]) for row in rows))
     key = "alert:summary:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
-    order = {name: index for index, name in enumerate(SEVERITIES)}
-    worst = min(rows, key=lambda row: order.get(row["severity"], len(order)))
+    worst = min(rows, key=lambda row: _SEVERITY_ORDER.get(row["severity"], 99))
     deliver_within = min(Policy.from_json(row["policy"]).deliver_within for row in rows)
     new = _notification(
         worst,
@@ -253,7 +255,7 @@ def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> 
     link(herald.store, ids, nid, "summary", 0, policy.audience, now)
     if lead is not None:
         with herald.store.begin() as connection:
-            storm.fold(connection, lead, paged[1:])
+            storm.fold(connection, lead, paged)
     _notified(herald, rows, now, folded=True)
     log.warning("flood control folded %d alert groups into notification %s", len(rows), nid)
     return nid
