@@ -284,7 +284,10 @@ def _notified(herald: Herald, rows: Sequence[Mapping[str, Any]], now: float, fol
 def _resolutions_owed(herald: Herald) -> list[dict[str, Any]]:
     with herald.store.begin() as connection:
         rows = connection.execute(
-            select(GROUP).where(GROUP.c.resolution_pending.is_(True)).order_by(GROUP.c.resolved_at).limit(500)
+            select(GROUP)
+            .where(GROUP.c.resolution_pending.is_(True))
+            .order_by(GROUP.c.resolved_at)
+            .limit(MAX_OWED)
         ).mappings()
         return [dict(row) for row in rows]
 
