@@ -10,6 +10,9 @@ audience when the alert is received. With ``ack_within`` set and nobody acknowle
   ``ack_within``, to everyone paged so far;
 - acknowledging or resolving stops the chain at once (``next_escalation_at`` is cleared).
 
+A flood-control summary has one chain, its lead's (:mod:`bot.alerts.storm`): each step speaks for
+every group of the summary still firing and is linked to them all; acknowledging any of them stops it.
+
 The timer is ``alert_group.next_escalation_at``; the scheduler only ticks. Taking step ``n`` is
 idempotent: the notification is keyed ``alert:<group>:step:<n>`` (created once, whoever ticks),
 then the group moves from step ``n-1`` to ``n`` compare-and-set, so a double tick, two processes or

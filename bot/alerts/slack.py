@@ -6,6 +6,8 @@ The message (``chat.postMessage``, then ``chat.update``) is rendered by
 tick, a webhook's background task, a button) edits messages that are behind. A writer re-reads the
 revision after each edit and edits again if it moved, so the last edit always shows the latest
 state even when two writers cross.
+A group flood control folded or held is shown in another group's message (its summary's lead, see
+:mod:`bot.alerts.storm`): syncing it edits that message, so a storm is a handful of messages.
 
 :func:`on_alert_action` is what the Bolt listener for the Acknowledge and Resolve buttons calls
 after acking.
