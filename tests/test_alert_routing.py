@@ -200,8 +200,10 @@ def owed(n: int, route: str = "r", urgent: bool = False, start: int = 0) -> list
         (owed(5), {"r": 8}, 1, [4], 0),
         (owed(5), {"r": 9}, 0, [5], 0),
         (owed(5), {"r": 10}, 0, [], 5),  # no room: held, never dropped
-        (owed(5, urgent=True), {"r": 50}, 5, [], 0),  # urgent: always, past the limit
-        (owed(3, urgent=True) + owed(20, start=3), {"r": 5}, 3 + 1, [19], 0),
+        (owed(5, urgent=True), {"r": 50}, 5, [], 0),  # urgent: its own lane, warnings never delay it
+        (owed(30, urgent=True), {}, 9, [21], 0),  # an urgent storm is bounded too, the summary at once
+        (owed(5, urgent=True), {"r:urgent": 10}, 0, [], 5),
+        (owed(3, urgent=True) + owed(20, start=3), {"r": 5}, 3 + 4, [16], 0),
         (owed(12, "a") + owed(2, "b"), {"b": 10}, 9 + 0, [3], 2),
         ([*owed(11)[:10], Owed("odd", "r", False, 99.0, ("group:y", "email"))], {}, 10, [], 1),
     ],

@@ -10,6 +10,9 @@ audience when the alert is received. With ``ack_within`` set and nobody acknowle
   ``ack_within``, to everyone paged so far;
 - acknowledging or resolving stops the chain at once (``next_escalation_at`` is cleared).
 
+A flood-control summary has one chain, its lead's (:mod:`bot.alerts.storm`): each step speaks for
+every group of the summary still firing and is linked to them all; acknowledging any of them stops it.
+
 The timer is ``alert_group.next_escalation_at``; the scheduler only ticks. Taking step ``n`` is
 idempotent: the notification is keyed ``alert:<group>:step:<n>`` (created once, whoever ticks),
 then the group moves from step ``n-1`` to ``n`` compare-and-set, so a double tick, two processes or
@@ -27,7 +30,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select, update
 
-from bot.alerts import messages
+from bot.alerts import messages, storm
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
     GROUP,
@@ -144,11 +147,16 @@ def _stop_timer(herald: Herald, row: Mapping[str, Any]) -> None:
 
 def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now: float) -> str | None:
     group_id = row["id"]
+    members, acked = _summary(herald, group_id)
+    if acked:  # someone acknowledged an alert of the summary this group leads: its chain stops
+        _stop_timer(herald, row)
+        return None
     audience = step.audience or f"everyone paged about alert {group_id}"
     people = people_for(step.audience) if step.audience else notified_people(group_id)
-    new = _step_notification(herald, row, chain.policy, step, audience, now)
+    new = _step_notification(herald, row, chain.policy, step, audience, now, members)
     nid, _ = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
-    link(herald.store, [group_id], nid, step.kind, step.number, audience, now)
+    about = members or [group_id]
+    link(herald.store, about, nid, step.kind, step.number, audience, now)
     moved, current = _advance(herald, group_id, chain.policy, step, now)
     if moved:
         log.info("alert %s: %s step %d to %s (%s)", group_id, step.kind, step.number, audience, nid)
@@ -156,25 +164,52 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
     if current is not None and (current["acked_at"] is not None or current["state"] != "firing"):
         # Acknowledged or resolved while the step was being written: it must not go out.
         ledger.cancel(herald.store, nid, now)
-        forget_notice(herald.store, group_id, nid)
+        for member in about:
+            forget_notice(herald.store, member, nid)
     return None
 
 
+def _summary(herald: Herald, group_id: str) -> tuple[list[str] | None, bool]:
+    """The groups still firing of the flood-control summary ``group_id`` leads (None: it leads none),
+    and whether any of its groups was acknowledged."""
+    with herald.store.begin() as connection:
+        summary = storm.summary_led(connection, group_id)
+        if summary is None:
+            return None, False
+        where = storm.in_summary(summary)
+        return storm.firing_ids(connection, where), storm.acknowledged(connection, where)
+
+
 def _step_notification(
-    herald: Herald, row: Mapping[str, Any], policy: Policy, step: Step, audience: str, now: float
+    herald: Herald,
+    row: Mapping[str, Any],
+    policy: Policy,
+    step: Step,
+    audience: str,
+    now: float,
+    members: list[str] | None = None,
 ) -> NewNotification:
-    """The step's notification, keyed ``alert:<group>:step:<n>`` so whoever ticks writes it once."""
+    """The step's notification, keyed ``alert:<group>:step:<n>`` so whoever ticks writes it once.
+    For the lead of a flood-control summary (``members``) it speaks for the whole summary."""
     group_id = row["id"]
+    waited = now - row["opened_at"]
     with herald.store.begin() as connection:
         facts = group_facts(connection, row)
         parent = first_notification(connection, group_id)
         links = alert_links(connection, group_id, row["external_url"])
+        if members:
+            folded = storm.storm_facts(connection, group_id, row["route"], GROUP.c.id.in_(members))
+            title = messages.storm_escalation_title(folded, step.kind, step.number, step.tier)
+            body = messages.storm_escalation_body(folded, step.kind, waited, audience)
+        else:
+            title = messages.escalation_title(facts, step.kind, step.number, step.tier)
+            body = messages.escalation_body(facts, step.kind, waited, audience)
     return NewNotification(
         id=new_notification_id(),
         kind=step.kind,
         severity=row["severity"],
-        title=messages.escalation_title(facts, step.kind, step.number, step.tier)[:500],
-        body=messages.escalation_body(facts, step.kind, now - row["opened_at"], audience),
+        title=title[:500],
+        body=body,
         audience=audience[:2000],
         channels=policy.channels,
         created_by=f"alert:{row['source']}",

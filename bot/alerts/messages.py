@@ -43,6 +43,18 @@ class GroupFacts:
     held_since: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StormFacts:
+    """A flood-control summary: the groups it folded (the first :data:`MAX_LISTED` listed) and
+    totals. ``lead`` is the group whose escalation chain and Slack message stand for all of them."""
+
+    lead: str
+    route: str
+    listed: Sequence[GroupFacts]
+    groups: int
+    alerts: int
+
+
 def utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -108,41 +120,73 @@ def firing_body(facts: GroupFacts, reason: str, now: float, flood_limit: int) ->
     return "\n".join([*lines, *_footer(facts)])
 
 
-def summary_title(groups: Sequence[GroupFacts]) -> str:
-    total = sum(g.firing + g.truncated for g in groups)
-    names = ", ".join(g.title for g in groups[:3]) + (", ..." if len(groups) > 3 else "")
-    return f"[FIRING:{total}] {len(groups)} alert groups: {names}"
+def summary_title(storm: StormFacts) -> str:
+    names = ", ".join(g.title for g in storm.listed[:3]) + (", ..." if storm.groups > 3 else "")
+    return f"[FIRING:{storm.alerts}] {storm.groups} alert groups: {names}"
 
 
-def summary_body(groups: Sequence[GroupFacts], route: str, flood_limit: int) -> str:
-    """One notification standing for many groups that flood control would otherwise hold back."""
-    lines = [
-        f"Flood control: route {route} reached {flood_limit} notifications a minute, so these "
-        f"{len(groups)} alert groups come in one message.",
-        "Reply ACK to acknowledge the latest, or acknowledge each in Slack.",
-    ]
-    for facts in groups[:MAX_LISTED]:
+def storm_ack_hint(storm: StormFacts) -> str:
+    return (
+        f"Reply ACK to acknowledge this summary (alert {storm.lead}), or use Acknowledge in Slack; "
+        "escalation follows this summary, not each alert."
+    )
+
+
+def storm_lines(storm: StormFacts) -> list[str]:
+    """``- title (N firing, alert id): first alert`` for the listed groups, then ``and N more groups.``"""
+    lines = []
+    for facts in storm.listed[:MAX_LISTED]:
         first = facts.sample[0].summary if facts.sample else facts.title
         lines.append(f"- {facts.title} ({facts.firing + facts.truncated} firing, alert {facts.id}): {first}")
-    if len(groups) > MAX_LISTED:
-        lines.append(f"and {len(groups) - MAX_LISTED} more groups.")
-    return "\n".join(lines)
+    more = storm.groups - min(len(storm.listed), MAX_LISTED)
+    if more > 0:
+        lines.append(f"and {more} more groups.")
+    return lines
+
+
+def summary_body(storm: StormFacts, flood_limit: int) -> str:
+    """One notification standing for many groups that flood control folded (urgent ones included)."""
+    lines = [
+        storm_ack_hint(storm),
+        f"Flood control: route {storm.route} reached {flood_limit} notifications a minute, so these "
+        f"{storm.groups} alert groups ({storm.alerts} alerts) come in one message.",
+    ]
+    return "\n".join([*lines, *storm_lines(storm)])
+
+
+def _tag(kind: str, step: int, tier: int) -> str:
+    return f"ESCALATED tier {tier}" if kind == "escalation" else f"REMINDER {step - tier}"
+
+
+def _why(kind: str, waited: float, audience: str) -> str:
+    if kind == "escalation":
+        return (
+            f"Not acknowledged {duration(waited)} after it was received; you are the next tier ({audience})."
+        )
+    return f"Still not acknowledged {duration(waited)} after it was received."
 
 
 def escalation_title(facts: GroupFacts, kind: str, step: int, tier: int) -> str:
-    tag = f"ESCALATED tier {tier}" if kind == "escalation" else f"REMINDER {step - tier}"
-    return f"[{tag}] {firing_title(facts)}"
+    return f"[{_tag(kind, step, tier)}] {firing_title(facts)}"
 
 
 def escalation_body(facts: GroupFacts, kind: str, waited: float, audience: str) -> str:
-    if kind == "escalation":
-        why = (
-            f"Not acknowledged {duration(waited)} after it was received; you are the next tier ({audience})."
-        )
-    else:
-        why = f"Still not acknowledged {duration(waited)} after it was received."
     head = f"{facts.firing} firing since {utc(facts.opened_at)}; first paged: {facts.audience}."
-    return "\n".join([ack_hint(facts.id), why, head, *alert_lines(facts), *_footer(facts)])
+    lines = [ack_hint(facts.id), _why(kind, waited, audience), head, *alert_lines(facts)]
+    return "\n".join([*lines, *_footer(facts)])
+
+
+def storm_escalation_title(storm: StormFacts, kind: str, step: int, tier: int) -> str:
+    """A step of a summary's chain: one per tier for the whole summary, never one per alert."""
+    return f"[{_tag(kind, step, tier)}] {summary_title(storm)}"
+
+
+def storm_escalation_body(storm: StormFacts, kind: str, waited: float, audience: str) -> str:
+    first = storm.listed[0] if storm.listed else None
+    head = f"{storm.groups} alert groups ({storm.alerts} alerts) firing" + (
+        f" since {utc(first.opened_at)}; first paged: {first.audience}." if first else "."
+    )
+    return "\n".join([storm_ack_hint(storm), _why(kind, waited, audience), head, *storm_lines(storm)])
 
 
 def resolution_title(facts: GroupFacts) -> str:
@@ -158,3 +202,20 @@ def resolution_body(facts: GroupFacts, resolved_at: float, resolved_by: str | No
             *_footer(facts),
         ]
     )
+
+
+def storm_resolution_title(titles: Sequence[str], groups: int) -> str:
+    names = ", ".join(titles[:3]) + (", ..." if groups > 3 else "")
+    return f"[RESOLVED] {groups} alert groups: {names}"
+
+
+def storm_resolution_body(listed: Sequence[tuple[str, str]], groups: int, resolved_at: float) -> str:
+    """One resolution notice for groups a flood-control summary paged together: (title, id) listed."""
+    lines = [
+        f"These {groups} alert groups, paged together by flood control, resolved "
+        f"(the last at {utc(resolved_at)}). No action needed."
+    ]
+    lines += [f"- {title} (alert {group_id})" for title, group_id in listed[:MAX_LISTED]]
+    if groups > MAX_LISTED:
+        lines.append(f"and {groups - MAX_LISTED} more groups.")
+    return "\n".join(lines)

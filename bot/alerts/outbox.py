@@ -15,20 +15,22 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
-from bot.alerts import messages
-from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, Owed, plan_flood
+from bot.alerts import messages, storm
+from bot.alerts.flood import FLOOD_LIMIT, FLOOD_WINDOW, FloodPlan, Owed, lane_of, plan_flood
 from bot.alerts.models import Policy
 from bot.alerts.notify import (
     FIRING_KINDS,
     GROUP,
     NOTICE,
+    NOTIFICATION,
     alert_links,
     display_actor,
     first_notification,
@@ -47,6 +49,8 @@ log = logging.getLogger("herald.alerts")
 # One flush at a time in this process (webhook threads and the tick); other processes are kept
 # from sending twice by the notifications' idempotency keys (and ``herald serve`` ticks on the leader).
 _FLUSH_LOCK = threading.Lock()
+_SEVERITY_ORDER = {name: index for index, name in enumerate(SEVERITIES)}
+MAX_OWED = 10_000  # owed notifications planned at once (a storm in one webhook is folded at once)
 
 
 _T = TypeVar("_T")
@@ -82,10 +86,7 @@ def flush(herald: Herald) -> Flushed:
         rows = _owed(herald, now)
         if rows:
             _flush_firing(herald, rows, now, flushed)
-        for row in _resolutions_owed(herald):
-            nid = guarded("resolution notice", row["id"], partial(_send_resolution, herald, row, now))
-            if nid is not None:
-                flushed.sent.append((nid, (row["id"],)))
+        _flush_resolutions(herald, now, flushed)
         return flushed
 
 
@@ -95,40 +96,37 @@ def _owed(herald: Herald, now: float) -> list[dict[str, Any]]:
             select(GROUP)
             .where(GROUP.c.state == "firing", GROUP.c.pending.is_not(None), GROUP.c.pending_at <= now)
             .order_by(GROUP.c.pending_at)
-            .limit(2000)
+            .limit(MAX_OWED)
         ).mappings()
         return [dict(row) for row in rows]
 
 
 def _recent(herald: Herald, route_keys: set[str], now: float) -> dict[str, int]:
+    """Firing notifications sent in the window, per flood-control lane (route and urgency)."""
     with herald.store.begin() as connection:
-        counts = connection.execute(
-            select(GROUP.c.route_key, func.count(func.distinct(NOTICE.c.notification_id)))
-            .select_from(NOTICE.join(GROUP, GROUP.c.id == NOTICE.c.group_id))
+        sent = connection.execute(
+            select(GROUP.c.route_key, NOTICE.c.notification_id, NOTIFICATION.c.severity)
+            .distinct()
+            .select_from(
+                NOTICE.join(GROUP, GROUP.c.id == NOTICE.c.group_id).join(
+                    NOTIFICATION, NOTIFICATION.c.id == NOTICE.c.notification_id
+                )
+            )
             .where(
                 GROUP.c.route_key.in_(route_keys),
                 NOTICE.c.kind.in_(FIRING_KINDS),
                 NOTICE.c.at > now - FLOOD_WINDOW,
             )
-            .group_by(GROUP.c.route_key)
         ).all()
-    return {str(key): int(count) for key, count in counts}
+    counts: Counter[str] = Counter()
+    for route_key, _nid, severity in sent:
+        counts[lane_of(str(route_key), herald.settings.is_mandatory(severity))] += 1
+    return dict(counts)
 
 
 def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushed: Flushed) -> None:
     by_id = {row["id"]: row for row in rows}
-    owed = []
-    for row in rows:
-        policy = Policy.from_json(row["policy"])
-        owed.append(
-            Owed(
-                group_id=row["id"],
-                route_key=row["route_key"],
-                urgent=herald.settings.is_mandatory(row["severity"]),
-                since=row["pending_at"],
-                bucket=(policy.audience, *policy.channels),
-            )
-        )
+    owed = [_owed_of(herald, row) for row in rows]
     plan = plan_flood(owed, _recent(herald, {row["route_key"] for row in rows}, now))
     for group_id in plan.singles:
         nid = guarded("notification", group_id, partial(_send_firing, herald, by_id[group_id], now))
@@ -141,7 +139,33 @@ def _flush_firing(herald: Herald, rows: list[dict[str, Any]], now: float, flushe
             flushed.sent.append((nid, tuple(group_ids)))
     if plan.held:
         _mark_held(herald, plan.held, now)
+        _show_held(herald, plan, {o.group_id: o.lane for o in owed}, by_id)
         flushed.held.extend(plan.held)
+
+
+def _owed_of(herald: Herald, row: Mapping[str, Any]) -> Owed:
+    policy = Policy.from_json(row["policy"])
+    return Owed(
+        group_id=row["id"],
+        route_key=row["route_key"],
+        urgent=herald.settings.is_mandatory(row["severity"]),
+        since=row["pending_at"],
+        bucket=(policy.audience, *policy.channels),
+    )
+
+
+def _show_held(
+    herald: Herald, plan: FloodPlan, lanes: Mapping[str, str], by_id: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Held groups are shown in Slack in one message per lane: the summary's, else the first's."""
+    leads = {lanes[ids[0]]: _lead([by_id[g] for g in ids]) for ids in plan.summaries}
+    held: dict[str, list[str]] = {}
+    for group_id in plan.held:
+        held.setdefault(lanes[group_id], []).append(group_id)
+    with herald.store.begin() as connection:
+        for lane, ids in held.items():
+            lead = leads.get(lane) or ids[0]
+            storm.show_in(connection, lead, [g for g in ids if g != lead])
 
 
 def _mark_held(herald: Herald, group_ids: list[str], now: float) -> None:
@@ -211,16 +235,27 @@ def _send_firing(herald: Herald, row: Mapping[str, Any], now: float) -> str | No
     return nid
 
 
+def _lead(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The group leading a summary of ``rows``: the first it pages of the worst severity (its policy's
+    chain speaks for the summary); None when it pages none."""
+    paged = [row for row in rows if row["pending"] == "opened"]
+    return min(paged, key=lambda row: _SEVERITY_ORDER.get(row["severity"], 99))["id"] if paged else None
+
+
 def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> str | None:
-    """One notification standing for several groups of one route (flood control)."""
+    """One notification standing for several groups of one lane (flood control), sent at once. The
+    first group it pages leads it: its chain and Slack message stand for the others it pages."""
+    lead = _lead(rows)
+    paged = [row["id"] for row in rows if row["pending"] == "opened" and row["id"] != lead]
+    rows = sorted(rows, key=lambda row: row["id"] != lead)  # the lead first
     first = rows[0]
     policy = Policy.from_json(first["policy"])
+    ids = [row["id"] for row in rows]
     with herald.store.begin() as connection:
-        facts = [group_facts(connection, row) for row in rows]
+        facts = storm.storm_facts(connection, lead or "", first["route"], GROUP.c.id.in_(ids))
     identity = json.dumps(sorted((row["id"], row["notify_seq"]) for row in rows))
     key = "alert:summary:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
-    order = {name: index for index, name in enumerate(SEVERITIES)}
-    worst = min(rows, key=lambda row: order.get(row["severity"], len(order)))
+    worst = min(rows, key=lambda row: _SEVERITY_ORDER.get(row["severity"], 99))
     deliver_within = min(Policy.from_json(row["policy"]).deliver_within for row in rows)
     new = _notification(
         worst,
@@ -228,16 +263,20 @@ def _send_summary(herald: Herald, rows: list[Mapping[str, Any]], now: float) -> 
         key,
         "alert",
         messages.summary_title(facts),
-        messages.summary_body(facts, first["route"], FLOOD_LIMIT),
+        messages.summary_body(facts, FLOOD_LIMIT),
         now,
         alert_reason="summary",
-        alert_groups=[row["id"] for row in rows],
+        alert_lead=lead,
+        alert_groups=ids,
     )
     new = replace(new, deadline=now + deliver_within)
     nid, _ = ensure_notification(
         herald.store, new, people_for(policy.audience), delivery_rules(herald.settings)
     )
-    link(herald.store, [row["id"] for row in rows], nid, "summary", 0, policy.audience, now)
+    link(herald.store, ids, nid, "summary", 0, policy.audience, now)
+    if lead is not None:
+        with herald.store.begin() as connection:
+            storm.fold(connection, lead, paged)
     _notified(herald, rows, now, folded=True)
     log.warning("flood control folded %d alert groups into notification %s", len(rows), nid)
     return nid
@@ -266,9 +305,69 @@ def _notified(herald: Herald, rows: Sequence[Mapping[str, Any]], now: float, fol
 def _resolutions_owed(herald: Herald) -> list[dict[str, Any]]:
     with herald.store.begin() as connection:
         rows = connection.execute(
-            select(GROUP).where(GROUP.c.resolution_pending.is_(True)).order_by(GROUP.c.resolved_at).limit(500)
+            select(GROUP)
+            .where(GROUP.c.resolution_pending.is_(True))
+            .order_by(GROUP.c.resolved_at)
+            .limit(MAX_OWED)
         ).mappings()
         return [dict(row) for row in rows]
+
+
+def _flush_resolutions(herald: Herald, now: float, flushed: Flushed) -> None:
+    """A resolution notice per group; groups one summary paged share one (a storm resolving)."""
+    rows = _resolutions_owed(herald)
+    with herald.store.begin() as connection:
+        summaries = storm.paged_by_summary(connection, [row["id"] for row in rows])
+    together: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        together.setdefault(summaries.get(row["id"], row["id"]), []).append(row)
+    for group in together.values():
+        if len(group) == 1:
+            send = partial(_send_resolution, herald, group[0], now)
+        else:
+            send = partial(_send_storm_resolution, herald, group, now)
+        nid = guarded("resolution notice", group[0]["id"], send)
+        if nid is not None:
+            flushed.sent.append((nid, tuple(row["id"] for row in group)))
+
+
+def _send_storm_resolution(herald: Herald, rows: list[dict[str, Any]], now: float) -> str | None:
+    ids = [row["id"] for row in rows]
+    first = rows[0]
+    with herald.store.begin() as connection:
+        parent = first_notification(connection, first["id"])
+    identity = json.dumps(sorted(ids))
+    new = _notification(
+        first,
+        Policy.from_json(first["policy"]),
+        "alert:resolved:" + hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "resolution",
+        messages.storm_resolution_title([row["title"] for row in rows], len(rows)),
+        messages.storm_resolution_body(
+            [(row["title"], row["id"]) for row in rows],
+            len(rows),
+            max(row["resolved_at"] or now for row in rows),
+        ),
+        now,
+        audience=f"everyone notified about {len(rows)} alert groups",
+        parent_id=parent,
+        alert_groups=ids,
+    )
+    nid, _ = ensure_notification(
+        herald.store, new, storm.notified_about(ids), delivery_rules(herald.settings)
+    )
+    link(herald.store, ids, nid, "resolution", 0, new.audience, now)
+    _resolution_sent(herald, ids)
+    return nid
+
+
+def _resolution_sent(herald: Herald, group_ids: Sequence[str]) -> None:
+    with herald.store.begin() as connection:
+        connection.execute(
+            update(GROUP)
+            .where(GROUP.c.id.in_(group_ids))
+            .values(resolution_pending=False, version=GROUP.c.version + 1, revision=GROUP.c.revision + 1)
+        )
 
 
 def _send_resolution(herald: Herald, row: Mapping[str, Any], now: float) -> str | None:
@@ -293,10 +392,5 @@ def _send_resolution(herald: Herald, row: Mapping[str, Any], now: float) -> str 
         herald.store, new, notified_people(row["id"]), delivery_rules(herald.settings)
     )
     link(herald.store, [row["id"]], nid, "resolution", 0, new.audience, now)
-    with herald.store.begin() as connection:
-        connection.execute(
-            update(GROUP)
-            .where(GROUP.c.id == row["id"])
-            .values(resolution_pending=False, version=GROUP.c.version + 1, revision=GROUP.c.revision + 1)
-        )
+    _resolution_sent(herald, [row["id"]])
     return nid

@@ -6,6 +6,8 @@ The message (``chat.postMessage``, then ``chat.update``) is rendered by
 tick, a webhook's background task, a button) edits messages that are behind. A writer re-reads the
 revision after each edit and edits again if it moved, so the last edit always shows the latest
 state even when two writers cross.
+A group flood control folded or held is shown in another group's message (its summary's lead, see
+:mod:`bot.alerts.storm`): syncing it edits that message, so a storm is a handful of messages.
 
 :func:`on_alert_action` is what the Bolt listener for the Acknowledge and Resolve buttons calls
 after acking.
@@ -24,7 +26,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.alerts import acks
 from bot.alerts.models import AckOutcome
 from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION, GroupView, actor_text, alert_message
-from bot.alerts.slack_state import behind, claim_post, load_view, record_post, record_shown, release_post
+from bot.alerts.slack_state import (
+    behind,
+    claim_post,
+    load_view,
+    owners,
+    record_post,
+    record_shown,
+    release_post,
+)
 from bot.app import Herald
 from bot.slack.blocks import Block
 from bot.slack.client import web_client
@@ -68,8 +78,8 @@ class AlertSlack:
         store = self.herald.store
         if group_ids is None:
             ids: Sequence[str] = await asyncio.to_thread(behind, store, self.herald.clock.now())
-        else:
-            ids = list(dict.fromkeys(group_ids))
+        else:  # a flood-control summary's followers are shown in its lead's message
+            ids = await asyncio.to_thread(owners, store, list(dict.fromkeys(group_ids)))
         for group_id in ids:
             try:
                 await self.sync_one(group_id)
@@ -78,6 +88,7 @@ class AlertSlack:
 
     async def sync_one(self, group_id: str) -> None:
         store = self.herald.store
+        (group_id,) = await asyncio.to_thread(owners, store, [group_id])
         for _ in range(MAX_CATCH_UP):
             view = await asyncio.to_thread(load_view, store, group_id)
             if view is None:

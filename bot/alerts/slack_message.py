@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.alerts.messages import GroupFacts, alert_lines, firing_title
+from bot.alerts.messages import GroupFacts, StormFacts, alert_lines, firing_title, storm_lines
 from bot.alerts.notify import display_actor
 from bot.slack.blocks import Block, Message, button, context, field, people, section
 from bot.slack.mrkdwn import Mrkdwn, join, mention, mrkdwn, slack_date
@@ -55,6 +55,7 @@ class GroupView:
     revision: int
     slack_channel: str | None
     slack_ts: str | None
+    storm: StormFacts | None = None  # other groups shown in this message (flood control)
 
 
 def alert_message(view: GroupView) -> Message:
@@ -69,12 +70,28 @@ def alert_message(view: GroupView) -> Message:
     listed = alert_lines(facts)
     if listed and view.state != "resolved":
         blocks.append(section(join("\n", listed)))
+    if view.storm is not None and view.storm.groups:
+        storm = view.storm
+        head = mrkdwn(
+            "Flood control folded {} more alert groups ({} alerts) into this alert:",
+            storm.groups,
+            storm.alerts,
+        )
+        blocks.append(section(join("\n", [head, *storm_lines(storm)])))
     timeline = _timeline(view)
     if timeline:
         blocks.append(context(join("\n", timeline)))
     if view.state == "firing":
         blocks.append({"type": "actions", "block_id": f"alert_{facts.id}", "elements": _buttons(view)})
     return text, blocks
+
+
+def _storm_block(storm: StormFacts) -> Block:
+    """The other groups flood control shows in this message (one message for a storm, not one each)."""
+    head = mrkdwn(
+        "Flood control: {} more alert groups ({} alerts) are shown here:", storm.groups, storm.alerts
+    )
+    return section(join("\n", [head, *storm_lines(storm)]))
 
 
 def _fields(facts: GroupFacts) -> Block:

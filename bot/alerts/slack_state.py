@@ -9,17 +9,21 @@ thread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from bot.alerts.models import Policy
 from bot.alerts.notify import DELIVERY, GROUP, NOTICE, group_facts
 from bot.alerts.slack_message import GroupView, NoticeLine
+from bot.alerts.storm import SHOWN_IN, shown_with, storm_facts
 from bot.store import Store
 
 CLAIM_STALE_AFTER = 60.0
 RESUME_WITHIN = 3 * 86400.0
 SYNC_BATCH = 20
+CHUNK = 500
 
 
 def load_view(store: Store, group_id: str) -> GroupView | None:
@@ -31,6 +35,7 @@ def load_view(store: Store, group_id: str) -> GroupView | None:
         row = dict(found)
         facts = group_facts(connection, row)
         notices = _notices(connection, group_id)
+        storm = storm_facts(connection, group_id, row["route"], shown_with(row))
     policy = Policy.from_json(row["policy"])
     step = int(row["step"])
     return GroupView(
@@ -45,6 +50,7 @@ def load_view(store: Store, group_id: str) -> GroupView | None:
         next_audience=policy.escalate[step] if step < len(policy.escalate) else None,
         held_back=int(row["held_back"] or 0),
         notices=notices,
+        storm=storm,
         revision=int(row["revision"]),
         slack_channel=row["slack_channel"],
         slack_ts=row["slack_ts"],
@@ -67,20 +73,49 @@ def _notices(connection: Connection, group_id: str) -> tuple[NoticeLine, ...]:
 
 
 def behind(store: Store, now: float, limit: int = SYNC_BATCH) -> list[str]:
-    """Groups whose message is missing or shows an older revision (recent ones only)."""
+    """Groups whose message is missing or shows an older revision (recent ones only). A follower of
+    a flood-control summary that changed stands for its lead's message (see :mod:`bot.alerts.storm`)."""
+    recent = GROUP.c.opened_at >= now - RESUME_WITHIN
+    stale = or_(GROUP.c.slack_ts.is_(None), GROUP.c.slack_revision < GROUP.c.revision)
     with store.begin() as connection:
-        return [
-            str(value)
-            for value in connection.execute(
-                select(GROUP.c.id)
-                .where(
-                    GROUP.c.opened_at >= now - RESUME_WITHIN,
-                    or_(GROUP.c.slack_ts.is_(None), GROUP.c.slack_revision < GROUP.c.revision),
-                )
-                .order_by(GROUP.c.opened_at)
-                .limit(limit)
-            ).scalars()
-        ]
+        changed = connection.execute(
+            select(GROUP.c.id).where(recent, _FOLLOWER, GROUP.c.slack_revision < GROUP.c.revision)
+        ).scalars()
+        leads = _followers_shown(connection, [str(value) for value in changed])
+        rest = connection.execute(
+            select(GROUP.c.id)
+            .where(recent, stale, ~_FOLLOWER | GROUP.c.slack_ts.is_(None))
+            .order_by(GROUP.c.opened_at)
+            .limit(limit)
+        ).scalars()
+        return list(dict.fromkeys([*leads.values(), *(str(value) for value in rest)]))
+
+
+def owners(store: Store, group_ids: Sequence[str]) -> list[str]:
+    """The groups whose message shows ``group_ids`` (a summary's follower: its lead), once each."""
+    with store.begin() as connection:
+        leads = _followers_shown(connection, group_ids)
+    return list(dict.fromkeys(leads.get(group_id, group_id) for group_id in group_ids))
+
+
+_FOLLOWER = GROUP.c.slack_ts.like(SHOWN_IN + "%")
+
+
+def _followers_shown(connection: Connection, group_ids: Sequence[str]) -> dict[str, str]:
+    """Followers among ``group_ids`` -> their lead; each is marked shown (its lead's message shows it)."""
+    leads: dict[str, str] = {}
+    for start in range(0, len(group_ids), CHUNK):
+        chunk = group_ids[start : start + CHUNK]
+        found = connection.execute(
+            select(GROUP.c.id, GROUP.c.slack_ts).where(GROUP.c.id.in_(chunk), _FOLLOWER)
+        ).all()
+        leads.update({str(gid): str(ts).removeprefix(SHOWN_IN) for gid, ts in found})
+        connection.execute(
+            update(GROUP)
+            .where(GROUP.c.id.in_([gid for gid, _ in found]))
+            .values(slack_revision=GROUP.c.revision)
+        )
+    return leads
 
 
 def claim_post(store: Store, group_id: str, now: float) -> bool:
