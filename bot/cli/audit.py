@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from sqlalchemy import select
 
-from bot.cli.common import ConfigOption, JsonOption, fail, settings_from, store_from
+from bot.cli.common import (
+    ConfigOption,
+    JsonOption,
+    SinceOption,
+    settings_from,
+    since_seconds,
+    store_from,
+)
 from bot.clock import SystemClock
-from bot.config import parse_duration
 from bot.render import time_text
 from bot.store import Store
 from bot.tables import AuditEntry, table_of
@@ -73,15 +79,12 @@ def short_detail(detail: dict[str, Any], width: int = DETAIL_WIDTH) -> str:
 
 
 def audit_command(
-    since: Annotated[str, typer.Option("--since", help="How far back, e.g. 7d, 24h.")] = "7d",
+    since: SinceOption = "7d",
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Who did what: announcements, cancels, refusals, acks, suppression removals, syncs, probes."""
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        fail(f"--since: {exc}")
+    window = since_seconds(since)
     store = store_from(settings_from(config))
     try:
         rows = entries(store, SystemClock().now() - window)

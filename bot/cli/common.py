@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, parse_duration
 from bot.store import Store, StoreError, open_store
 
 EXIT_OK = 0
@@ -26,6 +26,15 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="TOML settings file (else $HERALD_CONFIG, else demo defaults)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+SinceOption = Annotated[str, typer.Option("--since", help="How far back, e.g. 7d, 24h.")]
+
+
+def since_seconds(since: str) -> float:
+    """``--since`` as seconds; a bad duration is a usage error naming the option."""
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -13,7 +13,17 @@ import typer
 
 from bot import runtime, service
 from bot.app import Herald
-from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held, settings_from, store_from
+from bot.cli.common import (
+    EXIT_FAILED,
+    ConfigOption,
+    JsonOption,
+    SinceOption,
+    fail,
+    report_held,
+    settings_from,
+    since_seconds,
+    store_from,
+)
 from bot.config import parse_duration
 from bot.engine import workers
 from bot.render import format_preview, format_report, format_status
@@ -81,15 +91,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        since: Annotated[str, typer.Option("--since", help="How far back, e.g. 7d, 24h.")] = "7d",
+        since: SinceOption = "7d",
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
         """Delivery and SLA report over many notifications."""
-        try:
-            window = parse_duration(since)
-        except ValueError as exc:
-            fail(f"--since: {exc}")
+        window = since_seconds(since)
         with open_herald(config) as herald:
             result = service.report(herald, herald.clock.now() - window)
         print(json.dumps(result, indent=2) if as_json else format_report(result))
