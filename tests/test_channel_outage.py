@@ -5,6 +5,7 @@ exactly once with nobody suppressed. Both databases."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,12 @@ async def test_wrong_smtp_password_holds_the_fan_out_until_fixed(
         # The deadline passed with every delivery held by the outage: exit 1, naming it.
         assert held.exit_code == 1, held.stderr
         assert "email channel is down (auth" in held.stderr
-        assert "Patch" in held.stdout and '"failed": 0' in held.stdout and '"suppressed": 0' in held.stdout
-        assert f'"deferred": {PEOPLE}' in held.stdout
-        assert '"channels_down": {' in held.stdout  # the status JSON names the outage too
+        report = json.loads(held.stdout)
+        email = report["channels"]["email"]
+        assert report["title"] == "Patch" and email.get("failed", 0) == 0 and email.get("suppressed", 0) == 0
+        # Every delivery is held; one may be the probe in flight when the deadline passed.
+        assert email.get("deferred", 0) + email.get("sending", 0) == PEOPLE and email.get("sending", 0) <= 1
+        assert "email" in report["channels_down"]  # the status JSON names the outage too
         assert smtp.messages == []
         posts = alert_posts(slack)
         assert len(posts) == 1 and "email channel is down" in posts[0]
