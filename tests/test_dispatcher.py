@@ -102,6 +102,7 @@ async def test_critical_notice_overtakes_a_large_maintenance_notice(rig: Any) ->
     async with asyncio.timeout(20):  # under way: a second's worth sent, about 60 still queued
         while emailed(r.herald, big, "sent") < 20:
             await asyncio.sleep(0.02)
+    before = len(r.smtp.messages)
     urgent = service.announce(r.herald, request("person:p1@example.com,p2@example.com", "critical"))
     try:
         async with asyncio.timeout(20):
@@ -111,13 +112,16 @@ async def test_critical_notice_overtakes_a_large_maintenance_notice(rig: Any) ->
         stop.set()
         await task
     critical = service.status(r.herald, urgent)
-    maintenance = service.status(r.herald, big)
-    assert critical is not None and maintenance is not None
-    assert critical["channels"]["email"]["sent"] == 2
-    # Queued behind ~60 maintenance mails at 20/s, it still starts within a second of being created.
-    assert critical["sla"]["first_delivery_s"] < 1.0
-    assert critical["sla"]["last_delivery_s"] < 1.5
-    assert maintenance["sla"]["last_delivery_s"] > 3.0
+    assert critical is not None and critical["channels"]["email"]["sent"] == 2
+    # Judged by arrival order, not the wall clock: after the critical notice was created, only what
+    # the dispatcher had already claimed (a claim at 20/s is 11) and had in flight may arrive first;
+    # the ~50 maintenance mails still queued all come after it.
+    subjects = [str(m.message["Subject"]) for m in r.smtp.messages]
+    urgent_at = [i for i, subject in enumerate(subjects) if subject.startswith("[CRITICAL]")]
+    assert len(urgent_at) == 2 and len(subjects) == 82
+    ahead = urgent_at[-1] - before - 1  # maintenance mails that arrived between creation and the last
+    assert ahead <= 11 + r.herald.settings.smtp.max_connections
+    assert len(subjects) - urgent_at[-1] - 1 >= 30
 
 
 async def test_achieved_rate_never_exceeds_the_throttle(peers: Peers, db_url: str, tmp_path: Path) -> None:
