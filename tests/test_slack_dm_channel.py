@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 from conftest import Peers
 
+from bot.app import Herald
+from bot.config import load_settings
+from bot.metrics import HeraldMetrics
 from bot.slack.dm_blocks import preferences_block, render_dm
 from bot.standins.slack import SlackStandIn
 from channels.base import ChannelDownError, Notice, PermanentError, Recipient, TransientError
@@ -168,6 +171,13 @@ def test_a_refused_bot_token_holds_the_channel(
     assert slack_counts.get("deferred", 0) + slack_counts.get("sending", 0) == 6
     assert slack.dm_channels == {} and slack.messages == {}
     assert {call.answered for call in slack.calls} == {"invalid_auth"}
+    herald = Herald.build(load_settings(Path(config)))
+    try:
+        metrics = HeraldMetrics(herald.store, herald.clock, herald.configured_channels()).render().decode()
+    finally:
+        herald.store.dispose()
+    assert 'herald_channel_up{channel="slack"} 0.0' in metrics
+    assert 'herald_channel_up{channel="email"} 1.0' in metrics
 
 
 async def test_the_adapter_opens_each_dm_once_and_classifies_answers() -> None:
