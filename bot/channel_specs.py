@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.config import CHANNEL_NAMES, Settings
+from bot.slack.dm_blocks import preferences_block, render_dm
 from channels.base import Channel, DeliveryError
 from channels.email import EmailChannel, EmailSettings
+from channels.slack import SlackDmChannel, SlackDmSettings
+from channels.slack import classify_transport_error as classify_slack_failure
 from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
 
@@ -43,10 +46,10 @@ class ChannelSpec:
     """One channel as Herald sees it; see the module docstring."""
 
     name: str
-    label: str  # how people read the name: Email, SMS
-    section: str  # the settings section: [smtp], [twilio]
-    address_column: str  # the Person column with the address: email, phone
-    unreachable: str  # why a person without that address is not reached: no_email, no_phone
+    label: str  # how people read the name: Email, SMS, Slack
+    section: str  # the settings section: [smtp], [twilio], [slack_dm]
+    address_column: str  # the Person column with the address: email, phone, slack_user_id
+    unreachable: str  # why a person without that address is not reached: no_email, no_phone...
     fold_case: bool  # addresses compare case-insensitively (email), else as given (E.164 numbers)
     cost_unit: str  # what one throttle slot pays for: a message, an SMS segment
     concurrency_of: Callable[[Settings], int]  # the section's key for sends in flight
@@ -115,6 +118,28 @@ def _sms(settings: Settings) -> SmsChannel:
     return SmsChannel(sms)
 
 
+def slack_dm_settings(settings: Settings) -> SlackDmSettings | None:
+    """The slack channel's settings, or None when no bot token is configured (the channel is off)."""
+    token = settings.slack.bot_token
+    if token is None:
+        return None
+    dm = settings.slack_dm
+    return SlackDmSettings(
+        bot_token=token.get_secret_value(),
+        api_url=settings.slack.api_url,
+        max_concurrency=dm.max_concurrency,
+        timeout=dm.timeout,
+        dm_cache=dm.dm_cache,
+    )
+
+
+def _slack(settings: Settings) -> SlackDmChannel:
+    dm = slack_dm_settings(settings)
+    if dm is None:
+        raise LookupError("the slack channel is not configured (slack.bot_token)")
+    return SlackDmChannel(dm, render=render_dm, preferences=preferences_block)
+
+
 EMAIL = ChannelSpec(
     name="email",
     label="Email",
@@ -148,7 +173,24 @@ SMS = ChannelSpec(
     classify=classify_transport_error,
 )
 
-CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS)}
+SLACK = ChannelSpec(
+    name="slack",
+    label="Slack",
+    section="slack_dm",
+    address_column="slack_user_id",
+    unreachable="no_slack_user",
+    fold_case=False,  # Slack user ids are upper case as Slack issues them
+    cost_unit="message",
+    concurrency_of=lambda settings: settings.slack_dm.max_concurrency,
+    cluster_connections=False,
+    preferences_link=True,
+    latency=0.2,  # conversations.open and chat.postMessage
+    enabled=lambda settings: slack_dm_settings(settings) is not None,
+    adapter=_slack,
+    classify=classify_slack_failure,
+)
+
+CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS, SLACK)}
 assert tuple(CHANNELS) == CHANNEL_NAMES, "register a ChannelSpec for every name in CHANNEL_NAMES"
 
 

@@ -23,8 +23,8 @@ from bot.config_types import parse_duration as parse_duration
 
 SEVERITIES = ("critical", "outage", "security", "maintenance", "info")
 Severity = Literal["critical", "outage", "security", "maintenance", "info"]
-CHANNEL_NAMES = ("email", "sms")
-ChannelName = Literal["email", "sms"]
+CHANNEL_NAMES = ("email", "sms", "slack")
+ChannelName = Literal["email", "sms", "slack"]
 
 
 class Section(BaseModel):
@@ -88,6 +88,24 @@ class TwilioSettings(Section):
     help_text: str = (
         "Herald: IT notifications from your company. Reply STOP to opt out, START to opt back in."
     )
+
+
+class SlackDmSettings(Section):
+    """``[slack_dm]``: the ``slack`` channel's pacing (direct messages with ``[slack] bot_token``).
+
+    Slack allows about one ``chat.postMessage`` per second per channel with short bursts, under a
+    workspace-wide limit, and ``conversations.open`` is a Tier 3 method (50+ a minute): hence one DM
+    a second by default; a 429's ``Retry-After`` slows the whole cluster further.
+    """
+
+    rate_per_second: float = Field(1.0, ge=0)
+    burst: int = Field(0, ge=0)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    daily_cap: int = Field(0, ge=0)
+    retry_for: Duration = 4 * 3600.0
+    timeout: Duration = 10.0
+    warmup: list[int] = Field(default_factory=list)
+    dm_cache: int = Field(10_000, ge=1)
 
 
 class LdapSettings(Section):
@@ -233,6 +251,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    slack_dm: SlackDmSettings = Field(default_factory=SlackDmSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     sla: dict[str, SlaPolicy] = Field(default_factory=_default_sla)
     routes: list[Route] = Field(default_factory=list)
@@ -364,7 +383,7 @@ def unconfigured(settings: Settings) -> list[str]:
     if not settings.twilio.account_sid:
         notes.append("twilio.account_sid: not set, so the sms channel is off")
     if settings.slack.bot_token is None:
-        notes.append("slack.bot_token: not set, so the Slack bot is off")
+        notes.append("slack.bot_token: not set, so the Slack bot and the slack channel are off")
     if settings.slack.bot_token is not None and not settings.slack.announcers:
         notes.append("slack.announcers: empty, so nobody may announce from Slack")
     if settings.server.api_token is None:

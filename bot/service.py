@@ -72,11 +72,11 @@ def _validate(herald: Herald, request: AnnounceRequest) -> None:
         known = ", ".join(herald.settings.sla)
         raise AnnounceError(f"unknown severity {request.severity!r} (expected one of {known})")
     if not request.channels:
-        raise AnnounceError("no channels given (expected email, sms or both)")
+        raise AnnounceError(f"no channels given (expected one or more of {', '.join(CHANNELS)})")
     configured = herald.configured_channels()
     for channel in request.channels:
         if channel not in CHANNELS:
-            raise AnnounceError(f"unknown channel {channel!r} (expected {' or '.join(CHANNELS)})")
+            raise AnnounceError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
         if channel not in configured:
             raise AnnounceError(f"the {channel} channel is not configured")
     if not request.title.strip():

@@ -294,8 +294,15 @@ def test_show_json(cli: Any, env: dict[str, str], loaded: Store) -> None:
     assert (result.exit_code, result.stderr) == (0, "")
     assert json.loads(result.stdout) == {
         "count": 4,
-        "reachable": {"email": 2, "sms": 3},
-        "unreachable": {"no_email": 1, "suppressed_email": 1, "no_phone": 0, "suppressed_sms": 1},
+        "reachable": {"email": 2, "sms": 3, "slack": 3},
+        "unreachable": {
+            "no_email": 1,
+            "suppressed_email": 1,
+            "no_phone": 0,
+            "suppressed_sms": 1,
+            "no_slack_user": 1,
+            "suppressed_slack": 0,
+        },
         "inactive": 0,
         "people": [
             {
@@ -327,10 +334,14 @@ def test_show_text(cli: Any, env: dict[str, str], loaded: Store) -> None:
     assert (result.exit_code, result.stderr) == (0, "")
     lines = result.stdout.splitlines()
     assert lines[0] == '2 people match group:oncall-network,contractors -site:"new york"'
-    table = "\n".join(lines[1:-2])
+    table = "\n".join(lines[1:-3])
     assert "alice.archer@example.com" in table
     assert "bob@example.com" in table
-    assert lines[-2:] == ["email: 1 reachable, 1 suppressed", "sms: 1 reachable, 1 suppressed"]
+    assert lines[-3:] == [
+        "email: 1 reachable, 1 suppressed",
+        "sms: 1 reachable, 1 suppressed",
+        "slack: 2 reachable",
+    ]
 
 
 def test_show_text_counts_inactive_and_lists_more(cli: Any, env: dict[str, str], loaded: Store) -> None:
@@ -338,9 +349,10 @@ def test_show_text_counts_inactive_and_lists_more(cli: Any, env: dict[str, str],
     lines = result.stdout.splitlines()
     assert lines[0] == "5 people match everyone (1 inactive not counted)"
     assert "… and 4 more (--limit N lists more)" in lines
-    assert lines[-2:] == [
+    assert lines[-3:] == [
         "email: 3 reachable, 1 no email, 1 suppressed",
         "sms: 3 reachable, 1 no phone, 1 suppressed",
+        "slack: 3 reachable, 2 no slack user",
     ]
 
 

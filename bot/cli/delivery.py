@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
         ],
         title: Annotated[str, typer.Option("--title", "-t")],
         body: Annotated[str, typer.Option("--body", "-b")] = "",
-        channels: Annotated[str, typer.Option("--channels", help="email, sms or email,sms")] = "email",
+        channels: Annotated[
+            str, typer.Option("--channels", help="email, sms, slack or a list (email,slack)")
+        ] = "email",
         severity: Annotated[str, typer.Option("--severity", "-s")] = "info",
         at: Annotated[str | None, typer.Option("--at", help="Send later: ISO time or +30m.")] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
@@ -72,7 +74,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         config: ConfigOption = None,
     ) -> None:
-        """Announce to an audience over email and/or SMS (the same path as Slack's /announce)."""
+        """Announce to an audience over email, SMS and/or Slack DMs (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
             _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json)
 

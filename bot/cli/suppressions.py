@@ -24,7 +24,7 @@ def _channel(value: str | None) -> str | None:
         return None
     channel = value.strip().lower()
     if channel not in CHANNELS:
-        fail(f"unknown channel {value!r} (expected email or sms)")
+        fail(f"unknown channel {value!r} (expected one of {', '.join(CHANNELS)})")
     return channel
 
 

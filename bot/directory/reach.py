@@ -2,11 +2,12 @@
 
 :func:`reach` runs one aggregate query over the people :mod:`bot.directory.audience_sql` selects,
 plus a small sample of them. ``Reach.unreachable`` maps channel → reason → count with reasons
-``no_email`` / ``no_phone`` (no address) and ``suppressed`` (the address is on the suppression list
-for that channel), plus ``opted_out`` when :func:`reach` is given opt-outs (the person turned the
-notice's kind off on that channel); a person is counted under the first reason that applies, in
-that order. ``Reach.flat_unreachable()`` gives the one-level map of ``herald directory show --json``:
-``no_email``, ``no_phone``, ``suppressed_email``, ``suppressed_sms``.
+``no_email`` / ``no_phone`` / ``no_slack_user`` (no address: the channel spec's ``unreachable``) and
+``suppressed`` (the address is on the suppression list for that channel), plus ``opted_out`` when
+:func:`reach` is given opt-outs (the person turned the notice's kind off on that channel); a person
+is counted under the first reason that applies, in that order. ``Reach.flat_unreachable()`` gives
+the one-level map of ``herald directory show --json``:
+``no_email``, ``no_phone``, ``no_slack_user``, ``suppressed_email``, ``suppressed_sms``...
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from sqlalchemy import ColumnElement, and_, case, false, func, not_, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from bot.channel_specs import CHANNELS
+from bot.config import CHANNEL_NAMES
 from bot.directory.audience import Audience
 from bot.directory.audience_sql import PERSON, PERSON_GROUP, audience_condition, audience_match
 from bot.store import Store
 from bot.tables import Suppression
 
-CHANNEL_REASONS = {"email": "no_email", "sms": "no_phone"}
 SUPPRESSION = SQLModel.metadata.tables[Suppression.__tablename__]
 
 
@@ -58,7 +60,8 @@ class Reach:
 
 
 def _address(channel: str) -> ColumnElement[str | None]:
-    return PERSON.c.email if channel == "email" else PERSON.c.phone
+    column: ColumnElement[str | None] = PERSON.c[CHANNELS[channel].address_column]
+    return column
 
 
 def _suppressed(channel: str) -> ColumnElement[bool]:
@@ -66,7 +69,7 @@ def _suppressed(channel: str) -> ColumnElement[bool]:
     # index, PostgreSQL into a hash), whatever the size of the audience. Emails are compared
     # lower-case, as people's emails are stored.
     address = SUPPRESSION.c.address
-    listed = select(func.lower(address) if channel == "email" else address).where(
+    listed = select(func.lower(address) if CHANNELS[channel].fold_case else address).where(
         SUPPRESSION.c.channel == channel
     )
     return _address(channel).in_(listed.scalar_subquery())
@@ -75,7 +78,7 @@ def _suppressed(channel: str) -> ColumnElement[bool]:
 def reach(
     store: Store,
     audience: Audience,
-    channels: Sequence[str] = ("email", "sms"),
+    channels: Sequence[str] = CHANNEL_NAMES,
     slack_groups: Mapping[str, Collection[str]] | None = None,
     sample: int = 10,
     opted_out: Mapping[str, ColumnElement[bool]] | None = None,
@@ -83,13 +86,13 @@ def reach(
     """Count the audience and its reach per channel with one aggregate query, plus a sample.
 
     A query matching no one gives ``count == 0``; deciding whether that is an error is the caller's.
-    Raise ValueError for a channel other than email or sms. ``opted_out`` maps a channel to a
-    condition over ``person`` (who turned the notice's kind off there, from
+    Raise ValueError for a channel that is not registered (:data:`bot.channel_specs.CHANNELS`).
+    ``opted_out`` maps a channel to a condition over ``person`` (who turned the notice's kind off there, from
     :func:`bot.recipients.rules.opt_out_conditions`); those people count under reason ``opted_out``.
     """
-    unknown = [channel for channel in channels if channel not in CHANNEL_REASONS]
+    unknown = [channel for channel in channels if channel not in CHANNELS]
     if unknown:
-        raise ValueError(f"unknown channel {unknown[0]!r} (expected email or sms)")
+        raise ValueError(f"unknown channel {unknown[0]!r} (expected one of {', '.join(CHANNELS)})")
     columns = _reach_columns(channels, opted_out or {})
     with store.begin() as connection:
         row = connection.execute(
@@ -135,7 +138,7 @@ def _read_reach(
     unreachable: dict[str, dict[str, int]] = {}
     for index, channel in enumerate(channels):
         no_address, suppressed_n, opted_n = row[2 + 3 * index : 5 + 3 * index]
-        unreachable[channel] = {CHANNEL_REASONS[channel]: no_address, "suppressed": suppressed_n}
+        unreachable[channel] = {CHANNELS[channel].unreachable: no_address, "suppressed": suppressed_n}
         if opted_out is not None and channel in opted_out:
             unreachable[channel]["opted_out"] = opted_n
         reachable[channel] = count - no_address - suppressed_n - opted_n

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from bot.channel_specs import spec
 from bot.engine.ledger import OPEN_STATES, announce_work
 from bot.recipients import rules as recipient_rules
 from bot.recipients import soft_failures
@@ -34,7 +35,6 @@ NOTIFICATION = table_of(Notification)
 PERSON = table_of(Person)
 SUPPRESSION = table_of(Suppression)
 
-ADDRESS_COLUMN = {"email": PERSON.c.email, "sms": PERSON.c.phone}
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _DELIVERY_COLUMNS = [
     "notification_id",
@@ -49,6 +49,11 @@ _DELIVERY_COLUMNS = [
     "updated_at",
     "attempts",
 ]
+
+
+def address_column(channel: str) -> Any:
+    """The ``person`` column with each person's address on ``channel`` (from its channel spec)."""
+    return PERSON.c[spec(channel).address_column]
 
 
 def new_notification_id() -> str:
@@ -169,7 +174,7 @@ def _delivery_rows(
     channel: str,
 ) -> Select[Any]:
     """The delivery rows for ``channel``, in :data:`_DELIVERY_COLUMNS` order."""
-    address = ADDRESS_COLUMN[channel]
+    address = address_column(channel)
     due_at = recipient_rules.quiet_due_at(connection, rules, people, new.severity, new.start_at, new.deadline)
     state, reason = _state_and_reason(new, rules, channel, quiet=due_at > new.start_at)
     return (
@@ -196,7 +201,7 @@ def _state_and_reason(
 ) -> tuple[Any, Any]:
     """Each person's first state and its reason: suppressed (no address, a suppressed address, the
     kind turned off), deferred (quiet hours), else queued; the first that holds wins."""
-    address = ADDRESS_COLUMN[channel]
+    address = address_column(channel)
     held = [
         (address.is_(None) | (address == ""), "suppressed", "no_address"),
         (

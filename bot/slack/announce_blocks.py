@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.channel_specs import CHANNELS
 from bot.config import CHANNEL_NAMES, SEVERITIES
 from bot.slack.blocks import (
     CANCEL_ACTION,
@@ -34,6 +35,7 @@ _REASONS = {
     "no_address": "no address",
     "no_email": "no email",
     "no_phone": "no phone",
+    "no_slack_user": "no Slack user",
     "suppressed": "suppressed or opted out",
     "opted_out": "opted out",
     "bounced": "bounced",
@@ -226,9 +228,7 @@ def _channels_input(offered: Sequence[str]) -> Block:
         "element": {
             "type": "checkboxes",
             "action_id": "value",
-            "options": [
-                _option(name, name.upper() if name == "sms" else name.capitalize()) for name in offered
-            ],
+            "options": [_option(name, CHANNELS[name].label) for name in offered],
             "initial_options": [_option("email", "Email")],
         },
     }

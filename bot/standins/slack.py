@@ -7,11 +7,17 @@ every answer is HTTP 200 with ``{"ok": true, ...}`` or ``{"ok": false, "error": 
 rate limiting, which is HTTP 429 with a ``Retry-After`` header (seconds) and ``error: ratelimited``.
 
 Methods: ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``views.open``, ``views.update``, ``views.publish``, ``usergroups.users.list``, ``users.info``,
-``users.list``. Anything else answers ``unknown_method``. Errors it gives as Slack does:
+``conversations.open``, ``views.open``, ``views.update``, ``views.publish``, ``usergroups.users.list``,
+``users.info``, ``users.list``. Anything else answers ``unknown_method``. Errors it gives as Slack does:
 ``not_authed`` (no token), ``invalid_auth`` (another token), ``channel_not_found`` (no channel),
 ``message_not_found`` (``chat.update`` of a ts it never issued), ``no_text`` (neither text nor
 blocks), ``invalid_arguments`` (a required argument missing), ``no_such_subteam``, ``user_not_found``.
+
+Direct messages: ``conversations.open(users=U…)`` answers the person's DM channel (``D…``, the same
+one every time) for a user in ``users``; ``user_not_found`` for anyone else, ``user_disabled`` for a
+user with ``deleted: true``, ``cannot_dm_bot`` for a bot user (``is_bot: true``). ``chat.postMessage``
+to a ``D…`` channel it never opened answers ``channel_not_found``; :meth:`SlackStandIn.dms_to`
+lists what a person received.
 
 Failures on demand, per method and consumed in order: :meth:`SlackStandIn.rate_limit` answers 429
 with ``Retry-After`` the next N calls; :meth:`SlackStandIn.fail` answers ``{"ok": false, "error": E}``.
@@ -131,6 +137,8 @@ class SlackStandIn:
         self._clock = clock
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
         self._ts_counter = 0
+        self.dm_channels: dict[str, str] = {}  # user id -> DM channel id, as conversations.open made them
+        self._dm_ids: set[str] = set()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._methods: dict[str, Callable[[JsonDict], JsonDict]] = {
@@ -138,6 +146,7 @@ class SlackStandIn:
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
+            "conversations.open": self._conversations_open,
             "views.open": self._views_open,
             "views.update": self._views_update,
             "views.publish": self._views_publish,
@@ -201,6 +210,11 @@ class SlackStandIn:
     def calls_to(self, method: str) -> list[ApiCall]:
         """The recorded calls of one method, oldest first."""
         return [call for call in self.calls if call.method == method]
+
+    def dms_to(self, user_id: str) -> list[PostedMessage]:
+        """The messages posted in ``user_id``'s DM channel, oldest first."""
+        channel = self.dm_channels.get(user_id)
+        return [m for (where, _), m in self.messages.items() if channel is not None and where == channel]
 
     def responses_to(self, key: str) -> list[JsonDict]:
         """What was posted to ``response_url(key)``, oldest first."""
@@ -335,9 +349,26 @@ class SlackStandIn:
         self._ts_counter += 1
         return f"{int(self._clock())}.{self._ts_counter:06d}"
 
+    def _conversations_open(self, args: JsonDict) -> JsonDict:
+        users = [u.strip() for u in str(args.get("users") or "").split(",") if u.strip()]
+        if not users:
+            return _error("users_list_not_supplied")
+        if len(users) > 1:
+            return _error("not_implemented")  # group DMs: Herald opens one person's DM at a time
+        user = self.users.get(users[0])
+        if user is None:
+            return _error("user_not_found")
+        if user.get("deleted"):
+            return _error("user_disabled")
+        if user.get("is_bot") or users[0] == self.bot_user_id:
+            return _error("cannot_dm_bot")
+        channel = self.dm_channels.setdefault(users[0], f"D{len(self.dm_channels) + 1:08d}")
+        self._dm_ids.add(channel)
+        return {"ok": True, "channel": {"id": channel}}
+
     def _chat_post_message(self, args: JsonDict) -> JsonDict:
         channel = str(args.get("channel") or "")
-        if not channel:
+        if not channel or (channel.startswith("D") and channel not in self._dm_ids):
             return _error("channel_not_found")
         if not args.get("text") and not args.get("blocks"):
             return _error("no_text")
@@ -439,8 +470,18 @@ async def _read_args(request: web.Request) -> JsonDict:
     return args
 
 
+def numbered_users(n: int) -> list[str]:
+    """The ids ``--users N`` makes known: ``U00000001`` ... ``U{N:08d}``."""
+    return [f"U{index:08d}" for index in range(1, n + 1)]
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    standin = SlackStandIn(token=args.token, host=args.host, port=args.port, app_token=args.app_token)
+    users = {
+        user: {"id": user, "name": f"user{index}"} for index, user in enumerate(numbered_users(args.users))
+    }
+    standin = SlackStandIn(
+        token=args.token, host=args.host, port=args.port, app_token=args.app_token, users=users
+    )
     await serve_until_signalled(
         standin,
         lambda s: f"slack stand-in listening on {s.api_url}",
@@ -457,6 +498,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
     parser.add_argument("--token", default="xoxb-stand-in")
     parser.add_argument("--app-token", default=None, help="xapp-... token: enables Socket Mode")
+    parser.add_argument("--users", type=int, default=0, help="N known users U00000001... (DM targets)")
     runtime.run(_serve(parser.parse_args(argv)))
 
 

@@ -1,0 +1,75 @@
+"""The direct message the ``slack`` channel sends each person (:mod:`channels.slack`), as Block Kit.
+
+Pure: a :class:`channels.base.Notice` in, a :class:`channels.slack.PreparedSlack` out. Every piece of
+the notice is escaped (:mod:`bot.slack.mrkdwn`) and stripped of control characters and bidi overrides.
+
+Blocks, each with a fixed ``block_id`` so that a later edit of the DM (``chat.update``) can find
+and replace one: ``title`` (a header: severity and title), ``body`` (a section, cut to Slack's
+3,000 characters without splitting an escape), ``about`` (a context: severity and notification
+id), then room for an ``actions`` block (a Confirm button, action id ``confirm_receipt``) that
+confirmations will append, and last, for non-mandatory kinds, ``preferences`` (the person's signed
+preferences link, added per recipient by :func:`preferences_block`).
+"""
+
+from __future__ import annotations
+
+from bot.slack.blocks import Block, context, headline, section
+from bot.slack.mrkdwn import Mrkdwn, escape, mrkdwn
+from channels.base import Notice
+from channels.gsm import drop_controls
+from channels.slack import PreparedSlack
+
+HEADER_MAX = 150  # Slack's limit on a header block's text
+SECTION_MAX = 3000  # and on a section's
+FALLBACK_BODY = 200  # the body's characters in the notification preview
+_SEVERITY_EMOJI = {
+    "critical": ":rotating_light:",
+    "outage": ":red_circle:",
+    "security": ":lock:",
+    "maintenance": ":wrench:",
+    "info": ":information_source:",
+}
+
+
+def clean(value: str) -> str:
+    """``value`` without control characters (line breaks stay) and without trailing space."""
+    return drop_controls(value).strip()
+
+
+def fit(value: str, most: int) -> Mrkdwn:
+    """``value`` escaped, cut (with an ellipsis) so that the escaped text has at most ``most``
+    characters; the cut is made before escaping, so an entity (``&amp;``) is never split."""
+    escaped = escape(value)
+    while len(escaped) > most:
+        value = value[: max(0, len(value) - (len(escaped) - most) - 1)]
+        escaped = escape(value) + "…"
+    return Mrkdwn(escaped)
+
+
+def render_dm(notice: Notice) -> PreparedSlack:
+    """The DM for ``notice``: fallback text and blocks (see the module docstring)."""
+    title, body = clean(notice.title), clean(notice.body)
+    emoji = _SEVERITY_EMOJI.get(notice.severity, ":loudspeaker:")
+    heading = headline(clean(notice.severity), title)
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "block_id": "title",
+            "text": {"type": "plain_text", "text": fit(heading, HEADER_MAX), "emoji": True},
+        }
+    ]
+    if body:
+        blocks.append({**section(fit(body, SECTION_MAX)), "block_id": "body"})
+    about = mrkdwn(
+        "{} *{}* · Herald notification `{}`", Mrkdwn(emoji), notice.severity, notice.notification_id
+    )
+    blocks.append({**context(about), "block_id": "about"})
+    preview = " ".join(body.split())
+    text = fit(heading + (f": {preview}" if preview else ""), HEADER_MAX + FALLBACK_BODY)
+    return PreparedSlack(text=text, blocks=tuple(blocks), notification_id=notice.notification_id)
+
+
+def preferences_block(url: str) -> Block:
+    """The person's preferences link, a context line (``url`` is Herald's own signed link)."""
+    link = Mrkdwn(f"<{escape(url)}|Notification preferences>")
+    return {**context(mrkdwn("You can turn off this kind of notice: {}", link)), "block_id": "preferences"}
