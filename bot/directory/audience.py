@@ -54,6 +54,7 @@ _TOKEN = re.compile(r"[^\s()]*")
 _BARE_VALUE = re.compile(r'[^\s,"()]+')
 MAX_CHARS = 2000  # longer queries are refused before any parsing
 MAX_TERMS = 200  # each term and each further comma-separated value counts one
+_OR = frozenset({"OR", "Or", "oR", "or"})
 MAX_DEPTH = 20  # nested parentheses: bounds the parser's recursion and the SQL expression depth
 _QUOTES = {'"': '"', "\u201c": "\u201d"}  # straight, and the curly pair macOS and Slack may type
 
@@ -196,7 +197,7 @@ class _Parser:
 
     def _at_or(self) -> bool:
         end = self.pos + 2
-        if self.text[self.pos : end].lower() != "or":
+        if self.text[self.pos : end] not in _OR:  # a two-character slice, whatever the query's length
             return False
         return end >= len(self.text) or self.text[end].isspace() or self.text[end] == "("
 
