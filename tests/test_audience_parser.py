@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.directory.audience import EXPECTED, Audience, AudienceError, OrGroup, Term, parse_audience
 
@@ -53,6 +55,7 @@ from bot.directory.audience import EXPECTED, Audience, AudienceError, OrGroup, T
         ("manager:Alice@Example.com", [Term("manager", ("Alice@Example.com",))], "manager:Alice@Example.com"),
         ("-manager:bob,carol", [Term("manager", ("bob", "carol"), True)], "-manager:bob,carol"),
         ('site:"Berlin (Mitte)"', [Term("site", ("Berlin (Mitte)",))], 'site:"Berlin (Mitte)"'),
+        ('dept:"R&D(x)"', [Term("dept", ("R&D(x)",))], 'dept:"R&D(x)"'),
     ],
 )
 def test_parses(text: str, terms: list[Term], canonical: str) -> None:
@@ -311,3 +314,60 @@ def test_directory_show_runs_or_and_manager_through_the_cli(cli: Any, db_url: st
     result = cli("directory", "show", "(dept:x site:y OR manager:bob", env=env)
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == "herald: bad audience: at 29: expected ')' to close the '(' at 0\n"
+
+
+# --- round trip --------------------------------------------------------------------------------
+
+_VALUES = st.text(alphabet="abcXYZ09 ()&.-_", min_size=1, max_size=6).filter(
+    lambda value: value == " ".join(value.split())
+)
+_TERMS = st.builds(
+    Term,
+    st.sampled_from(["dept", "site", "group", "title", "person", "manager"]),
+    st.lists(_VALUES, min_size=1, max_size=3).map(tuple),
+    st.booleans(),
+)
+
+
+def _groups(children: st.SearchStrategy[Audience]) -> st.SearchStrategy[Audience]:
+    negated = st.builds(lambda a: Audience((OrGroup((a,), True),)), children)
+    either = st.builds(
+        lambda alts, neg: Audience((OrGroup(tuple(alts), neg),)),
+        st.lists(children, min_size=2, max_size=3),
+        st.booleans(),
+    )
+    both = st.builds(lambda a, b: Audience(a.terms + b.terms), children, children)
+    return st.one_of(negated, either, both)
+
+
+_AUDIENCES = st.recursive(st.builds(lambda t: Audience((t,)), _TERMS), _groups, max_leaves=8)
+
+
+def _selects(node: Audience | Term | OrGroup, person: dict[str, str]) -> bool:
+    """A toy evaluator: equal values (case-insensitive) per kind; enough to compare two parses."""
+    if isinstance(node, Audience):
+        return all(_selects(child, person) for child in node.terms)
+    if isinstance(node, OrGroup):
+        hit = any(_selects(alternative, person) for alternative in node.alternatives)
+    else:
+        hit = person[node.kind].lower() in {value.lower() for value in node.values}
+    return hit != node.negated
+
+
+_PEOPLE = st.lists(
+    st.fixed_dictionaries(
+        {kind: _VALUES for kind in ("dept", "site", "group", "title", "person", "manager")}
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@given(_AUDIENCES, _PEOPLE)
+@settings(max_examples=300, deadline=None, database=None)
+def test_the_canonical_text_selects_the_same_people(audience: Audience, people: list[dict[str, str]]) -> None:
+    """Printing an audience and parsing it back keeps precedence, grouping and negation."""
+    parsed = parse_audience(str(audience))
+    for person in people:
+        assert _selects(parsed, person) == _selects(audience, person), (str(audience), person)
+    assert str(parse_audience(str(parsed))) == str(parsed)

@@ -137,7 +137,7 @@ def _matched(pattern: re.Pattern[str], text: str, pos: int) -> str:
 
 
 def _quote(value: str) -> str:
-    return f'"{value}"' if re.search(r'[\s,"]', value) else value
+    return f'"{value}"' if re.search(r'[\s,"()]', value) else value
 
 
 # --- parsing ---------------------------------------------------------------------------------
