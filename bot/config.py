@@ -51,6 +51,8 @@ class SlackSettings(Section):
     announcers: list[str] = Field(default_factory=list)
     alert_channel: str | None = None
     confirm_above: int = Field(500, ge=1)
+    # The slash command's name as created in the Slack app (Slack: "/", lower case, at most 32).
+    command: str = Field("/announce", pattern=r"^/[a-z0-9][a-z0-9_.-]{0,30}$")
 
 
 class SmtpSettings(Section):

@@ -206,7 +206,14 @@ class SignedSlack:
     async def command(
         self, text: str, user_id: str, channel_id: str, response_url: str, **extra: Any
     ) -> httpx.Response:
-        body = command_body(text, user_id, channel_id, response_url, trigger_id=extra.pop("trigger_id", ""))
+        body = command_body(
+            text,
+            user_id,
+            channel_id,
+            response_url,
+            trigger_id=extra.pop("trigger_id", ""),
+            command=extra.pop("command", "/announce"),
+        )
         return await self.post(body, "application/x-www-form-urlencoded", **extra)
 
     async def interaction(self, payload: dict[str, Any], **extra: Any) -> httpx.Response:

@@ -87,17 +87,21 @@ class Alertmanager:
 
 @asynccontextmanager
 async def running_alertmanager(
-    tmp_path: Path, herald_url: str, repeat_interval: str = "1h", group_wait: str = "1s"
+    tmp_path: Path,
+    herald_url: str,
+    repeat_interval: str = "1h",
+    group_wait: str = "1s",
+    config_text: str | None = None,
 ) -> AsyncIterator[Alertmanager]:
+    """Alertmanager on a free port with :data:`AM_CONFIG`, or with ``config_text`` when given."""
     binary = require_program("prometheus-alertmanager")
     port = free_port()
     config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        AM_CONFIG.format(
+    if config_text is None:
+        config_text = AM_CONFIG.format(
             group_wait=group_wait, repeat_interval=repeat_interval, herald_url=herald_url, token=AM_TOKEN
-        ),
-        encoding="utf-8",
-    )
+        )
+    config.write_text(config_text, encoding="utf-8")
     log = (tmp_path / "alertmanager.log").open("wb")
     process = subprocess.Popen(
         [

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 import pytest
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import event, func, insert, literal, select
 
 from bot.directory.audience import parse_audience
 from bot.directory.audience_sql import audience_condition
@@ -36,6 +36,7 @@ PEOPLE = [
         department="IT",
         site="Berlin",
         title="IT Manager",
+        manager="alice",
         groups=("oncall-network",),
         slack_user_id="U0BOB001",
     ),
@@ -46,6 +47,7 @@ PEOPLE = [
         department="IT",
         site="New York",
         title="Network Engineer",
+        manager="Alice@Example.com",
         groups=("oncall-network", "contractors"),
     ),
     PersonRecord(
@@ -55,6 +57,7 @@ PEOPLE = [
         department="HR",
         site="Berlin",
         title="Recruiter",
+        manager="ALICE",
     ),
     PersonRecord(
         id="Erin",
@@ -64,6 +67,7 @@ PEOPLE = [
         department="Finance",
         site="London",
         title="Accountant",
+        manager="bob@example.com",
         slack_user_id="U0ERIN01",
     ),
     PersonRecord(
@@ -73,9 +77,16 @@ PEOPLE = [
         department="Sales",
         site="New York",
         groups=("contractors",),
+        manager="alice",
         active=False,
     ),
-    PersonRecord(id="gina", name="Gina Gray", email="gina@example.com", title="Head of 100% Uptime"),
+    PersonRecord(
+        id="gina",
+        name="Gina Gray",
+        email="gina@example.com",
+        title="Head of 100% Uptime",
+        manager="ghost@example.com",
+    ),
 ]
 ACTIVE = ["Erin", "alice", "bob", "carol", "dan", "gina"]
 
@@ -137,6 +148,58 @@ def selected(
 )
 def test_audience_selects(directory: Store, query: str, expected: list[str]) -> None:
     assert selected(directory, query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # manager: matches the manager field by the named person's id or email, either way round
+        ("manager:alice", ["bob", "carol", "dan"]),
+        ("manager:ALICE@example.com", ["bob", "carol", "dan"]),
+        ("manager:bob", ["Erin"]),
+        ("manager:BOB@EXAMPLE.COM", ["Erin"]),
+        ("manager:erin", []),
+        ("manager:ghost@example.com", ["gina"]),
+        ("manager:alice,bob", ["Erin", "bob", "carol", "dan"]),
+        ("-manager:alice", ["Erin", "alice", "gina"]),
+        ("manager:alice site:berlin", ["bob", "dan"]),
+        # OR and parentheses: AND binds tighter than OR
+        ("(dept:finance site:berlin) OR group:contractors", ["alice", "carol"]),
+        ("dept:finance OR dept:it site:berlin", ["Erin", "alice", "bob"]),
+        ("(dept:finance OR dept:it) site:berlin", ["alice", "bob"]),
+        ("dept:hr or title:accountant or person:gina", ["Erin", "dan", "gina"]),
+        ("everyone -(dept:it OR site:berlin)", ["Erin", "gina"]),
+        ("-(dept:it site:berlin)", ["Erin", "alice", "carol", "dan", "gina"]),
+        ("-(-dept:it)", ["bob", "carol"]),
+        ("manager:alice OR person:alice", ["alice", "bob", "carol", "dan"]),
+        ("(manager:alice -site:berlin) OR <@U0ERIN01>", ["Erin", "carol"]),
+        (
+            "(<!subteam^S0NET> -group:contractors) OR (dept:hr (site:london OR site:berlin))",
+            ["alice", "bob", "dan"],
+        ),
+        ("((dept:finance)) OR ((dept:sales))", ["Erin", "alice"]),
+        ("dept:nothing OR site:nowhere", []),
+    ],
+)
+def test_audience_selects_with_or_groups_and_managers(
+    directory: Store, query: str, expected: list[str]
+) -> None:
+    assert selected(directory, query) == expected
+
+
+def test_an_or_audience_is_one_statement(directory: Store) -> None:
+    """However it is written, an audience compiles to one SELECT: no query per person or per term."""
+    statements: list[str] = []
+    condition = audience_condition(parse_audience("(dept:it site:berlin) OR manager:alice OR group:managers"))
+    with directory.begin() as connection:
+        event.listen(connection, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        assert sorted(connection.scalars(select(Person.id).where(condition))) == [
+            "alice",
+            "bob",
+            "carol",
+            "dan",
+        ]
+    assert len(statements) == 1
 
 
 def test_slack_user_group_members_from_slack(directory: Store) -> None:

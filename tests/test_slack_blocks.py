@@ -227,10 +227,13 @@ def test_small_helpers() -> None:
 def test_the_manifest_matches_the_code() -> None:
     from pathlib import Path
 
-    from bot.slack.listeners import COMMAND
+    from bot.config import SlackSettings
+    from bot.slack.commands import COMMAND
 
     manifest = (Path(__file__).parent.parent / "slack" / "manifest.yml").read_text(encoding="utf-8")
+    assert SlackSettings().command == COMMAND
     assert f"- command: {COMMAND}\n" in manifest
+    assert "[slack] command" in manifest  # documents that the name is configurable
     assert manifest.count("url: https://herald.example.com/slack/events") == 3
     assert "- app_home_opened" in manifest and "is_enabled: true" in manifest
     assert "socket_mode_enabled: false" in manifest and "should_escape: true" in manifest

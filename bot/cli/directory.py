@@ -131,7 +131,11 @@ def _import_json(file: Path, outcome: FileImport) -> dict[str, Any]:
 @directory_app.command("show")
 def show_command(
     query: Annotated[
-        str, typer.Argument(help='Audience query, e.g. "dept:finance,hr site:berlin -group:x".')
+        str,
+        typer.Argument(
+            help='Audience query, e.g. "dept:finance,hr site:berlin -group:x" or '
+            '"(dept:finance site:berlin) OR manager:alice@example.com".'
+        ),
     ],
     json_output: JsonOption = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="How many people to list.")] = 10,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, true
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
 from sqlmodel import SQLModel
 
-from bot.directory.audience import Audience, Term
+from bot.directory.audience import Audience, Node, OrGroup, Term
 from bot.tables import Group, Person, PersonGroup
 
 PERSON = SQLModel.metadata.tables[Person.__tablename__]
@@ -39,13 +39,22 @@ def audience_match(
     """:func:`audience_condition` without the active filter (to count the inactive people it spares).
 
     Every term compiles to a two-valued condition (never NULL), so NOT of a term is its complement:
-    ``-dept:finance`` selects people with no department too.
+    ``-dept:finance`` selects people with no department too. Groups nest as AND/OR of their terms,
+    all in the one expression: still one query however the audience is written.
     """
-    conditions = []
-    for term in audience.terms:
-        condition = _term_condition(term, slack_groups or {})
-        conditions.append(not_(condition) if term.negated else condition)
-    return and_(true(), *conditions)
+    return _all_of(audience, slack_groups or {})
+
+
+def _all_of(audience: Audience, slack_groups: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
+    return and_(true(), *(_node_condition(node, slack_groups) for node in audience.terms))
+
+
+def _node_condition(node: Node, slack_groups: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
+    if isinstance(node, OrGroup):
+        condition = or_(*(_all_of(alternative, slack_groups) for alternative in node.alternatives))
+    else:
+        condition = _term_condition(node, slack_groups)
+    return not_(condition) if node.negated else condition
 
 
 def _term_condition(term: Term, slack_groups: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
@@ -64,6 +73,8 @@ def _term_condition(term: Term, slack_groups: Mapping[str, Collection[str]]) -> 
             func.lower(person.id).in_(lowered),
             and_(person.email.is_not(None), person.email.in_(lowered)),
         )
+    if term.kind == "manager":
+        return _reports_condition(lowered)
     if term.kind == "group":
         return exists().where(
             PERSON_GROUP.c.person_id == person.id,
@@ -87,3 +98,22 @@ def _slack_group_condition(
     if not members:
         return in_directory
     return or_(in_directory, and_(person.slack_user_id.is_not(None), person.slack_user_id.in_(members)))
+
+
+def _reports_condition(managers: Sequence[str]) -> ColumnElement[bool]:
+    """People whose ``manager`` names one of ``managers`` (lower-cased ids or emails) by id or email.
+
+    A manager named by id is also found through their email and the other way round; the two
+    subqueries are uncorrelated, so the database runs each once, not per person.
+    """
+    boss = PERSON.alias("boss")
+    named = or_(func.lower(boss.c.id).in_(managers), boss.c.email.in_(managers))
+    manager = func.lower(PERSON.c.manager)
+    return and_(
+        PERSON.c.manager.is_not(None),
+        or_(
+            manager.in_(managers),
+            manager.in_(select(func.lower(boss.c.id)).where(named)),
+            manager.in_(select(boss.c.email).where(named, boss.c.email.is_not(None))),
+        ),
+    )

@@ -28,7 +28,7 @@ from bot.slack.blocks import (
     plural,
     section,
 )
-from bot.slack.commands import HELP, USAGE
+from bot.slack.commands import COMMAND, HELP, USAGE, named
 from bot.slack.mrkdwn import Mrkdwn, join, mrkdwn, slack_date
 
 _REASONS = {
@@ -173,6 +173,7 @@ def announce_modal(
     channel_id: str,
     channels: Sequence[str] = CHANNEL_NAMES,
     initial_audience: str = "",
+    command: str = COMMAND,
 ) -> dict[str, Any]:
     """The ``/announce`` form; ``private_metadata`` remembers where the command was typed."""
     offered = [name for name in CHANNEL_NAMES if name in channels] or ["email"]
@@ -189,7 +190,7 @@ def announce_modal(
             "label": plain("Send later (optional)"),
             "element": {"type": "datetimepicker", "action_id": "value"},
         },
-        context(mrkdwn("Or type it: `{}`", USAGE)),
+        context(mrkdwn("Or type it: `{}`", named(USAGE, command))),
     ]
     return {
         "type": "modal",
@@ -248,5 +249,5 @@ def _severity_input() -> Block:
     }
 
 
-def help_message() -> Message:
-    return mrkdwn("usage: {}", USAGE), [section(mrkdwn("{}", HELP))]
+def help_message(command: str = COMMAND) -> Message:
+    return mrkdwn("usage: {}", named(USAGE, command)), [section(mrkdwn("{}", named(HELP, command)))]

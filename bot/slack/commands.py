@@ -21,6 +21,7 @@ from typing import Any
 
 from bot.config import CHANNEL_NAMES, SEVERITIES
 
+COMMAND = "/announce"  # the default name; ``[slack] command`` renames it
 USAGE = "/announce <severity> to <audience> via <channels>: <title> | <body>"
 EXAMPLE = "/announce maintenance to site:berlin via email,sms: Patch Tuesday | Servers reboot at 22:00 CET"
 HELP = (
@@ -30,8 +31,14 @@ HELP = (
     "`/announce cancel ID`, `/announce help`.\n"
     f"Severities: {', '.join(SEVERITIES)}. Channels: {', '.join(CHANNEL_NAMES)}.\n"
     "Audience: `everyone`, `dept:Finance`, `site:Berlin`, `group:oncall`, `title:Manager`, "
-    "`person:alice@example.com`, `@user`, `@usergroup`; space = and, comma = or, leading `-` = not."
+    "`person:alice@example.com`, `manager:alice@example.com` (direct reports), `@user`, `@usergroup`; "
+    "space = and, comma = or, leading `-` = not, `OR` between terms, `( )` to group."
 )
+
+
+def named(text: str, command: str) -> str:
+    """Herald's own help or usage ``text`` with ``command`` in place of ``/announce``."""
+    return text if command == COMMAND else text.replace(COMMAND, command)
 
 
 class ParseError(ValueError):

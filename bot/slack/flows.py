@@ -111,6 +111,7 @@ class AnnounceFlows:
         self.tracker = tracker
         self.metrics = metrics
         self.on_queued = on_queued
+        self.command = herald.settings.slack.command  # the slash command's configured name
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -219,7 +220,8 @@ class AnnounceFlows:
         """The preview's Send: store the announcement once (idempotent on the token), then follow it."""
         entry = await asyncio.to_thread(pending.load, self.herald, token)
         if entry is None:
-            await reply(*blocks.error_message("This preview has expired; run /announce again."), replace=True)
+            expired = f"This preview has expired; run {self.command} again."
+            await reply(*blocks.error_message(expired), replace=True)
             return
         if entry.user_id != origin.user_id:
             await reply(
@@ -241,7 +243,8 @@ class AnnounceFlows:
         if start_at and start_at > self.herald.clock.now():
             text = mrkdwn(
                 ":calendar: Scheduled `{id}` for {when}. "
-                "`/announce list` shows it, `/announce cancel {id}` cancels it.",
+                "`{command} list` shows it, `{command} cancel {id}` cancels it.",
+                command=self.command,
                 id=notification_id,
                 when=slack_date(start_at),
             )
@@ -294,13 +297,13 @@ class AnnounceFlows:
             return
         scheduled = await self._call(service.scheduled)
         recent = await self._call(service.recent, 10)
-        await reply(*status_blocks.list_message(scheduled, recent))
+        await reply(*status_blocks.list_message(scheduled, recent, self.command))
 
     async def home(self, user_id: str) -> None:
         """``app_home_opened``: the last notifications (a member's own only) with their SLA state."""
         announcer = await self.announcers.allows(user_id)
         items = await self._call(home_items, user_id, announcer)
-        view = status_blocks.home_view(items, announcer)
+        view = status_blocks.home_view(items, announcer, self.command)
         try:
             await self.client.views_publish(user_id=user_id, view=view)
         except (SlackApiError, SlackClientError) as exc:

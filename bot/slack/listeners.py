@@ -40,6 +40,7 @@ from bot.slack.commands import (
     ModalErrors,
     ParseError,
     StatusCommand,
+    named,
     parse_announce_command,
     parse_modal_submission,
 )
@@ -49,7 +50,6 @@ from bot.slack.tasks import TaskSet
 
 log = logging.getLogger("herald.slack")
 
-COMMAND = "/announce"
 ACK_BUDGET = 2.0
 
 
@@ -98,14 +98,15 @@ class Listeners:
     async def command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         """``/announce …``: help and usage errors travel in the ack; everything else after it."""
         self.metrics.slack_requests.labels(kind="command").inc()
+        name = self.flows.command
         try:
             parsed = parse_announce_command(str(command.get("text") or ""))
         except ParseError as exc:
-            text, message_blocks = blocks.error_message(str(exc))
+            text, message_blocks = blocks.error_message(named(str(exc), name))
             await ack(text=text, blocks=message_blocks)
             return
         if isinstance(parsed, HelpCommand):
-            text, message_blocks = announce_blocks.help_message()
+            text, message_blocks = announce_blocks.help_message(name)
             await ack(text=text, blocks=message_blocks)
             return
         await ack()
@@ -128,7 +129,9 @@ class Listeners:
     async def _open_modal(self, origin: Origin, trigger_id: str, reply: Reply) -> None:
         if not await self.flows.may_announce(origin, "slack.announce", "(form)", reply):
             return
-        view = announce_blocks.announce_modal(origin.channel_id, self.flows.herald.configured_channels())
+        view = announce_blocks.announce_modal(
+            origin.channel_id, self.flows.herald.configured_channels(), command=self.flows.command
+        )
         await self.flows.client.views_open(trigger_id=trigger_id, view=view)
 
     async def send(
@@ -238,8 +241,8 @@ class Listeners:
 
 
 def register(app: AsyncApp, listeners: Listeners) -> None:
-    """Attach the listeners to ``app``."""
-    app.command(COMMAND)(listeners.command)
+    """Attach the listeners to ``app``; the slash command under its configured name."""
+    app.command(listeners.flows.command)(listeners.command)
     app.action(blocks.SEND_ACTION)(listeners.send)
     app.action(blocks.CANCEL_ACTION)(listeners.cancel)
     app.view(blocks.MODAL_CALLBACK)(listeners.submit)

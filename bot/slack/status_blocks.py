@@ -221,7 +221,9 @@ def status_message(status: Mapping[str, Any], now: float) -> Message:
 # -- list and Home -----------------------------------------------------------------------------------
 
 
-def list_message(scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]]) -> Message:
+def list_message(
+    scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mapping[str, Any]], command: str = "/announce"
+) -> Message:
     """``/announce list``: what is scheduled (cancel with ``/announce cancel ID``), then recent ones."""
     blocks: list[Block] = [section(mrkdwn("*Scheduled*"))]
     if scheduled:
@@ -230,7 +232,7 @@ def list_message(scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mappin
             when = mrkdwn(" starts {}", slack_date(float(start))) if start else ""
             line = mrkdwn("`{}` {}{}{}", item.get("id"), _item_title(item), when, _item_route(item))
             blocks.append(section(line))
-        blocks.append(context(mrkdwn("Cancel one with `/announce cancel ID`.")))
+        blocks.append(context(mrkdwn("Cancel one with `{} cancel ID`.", command)))
     else:
         blocks.append(context(mrkdwn("Nothing scheduled.")))
     blocks.append(section(mrkdwn("*Recent*")))
@@ -271,12 +273,14 @@ def _recent_lines(recent: Iterable[Mapping[str, Any]]) -> list[Block]:
     return [section(join("\n", lines))]
 
 
-def home_view(recent: Sequence[Mapping[str, Any]], may_announce: bool) -> dict[str, Any]:
+def home_view(
+    recent: Sequence[Mapping[str, Any]], may_announce: bool, command: str = "/announce"
+) -> dict[str, Any]:
     """The App Home tab: the last notifications (an announcer's: all; a member's: their own)."""
-    intro = mrkdwn(
-        "Type `/announce` in any channel to send an announcement, or `/announce help`."
+    intro = (
+        mrkdwn("Type `{0}` in any channel to send an announcement, or `{0} help`.", command)
         if may_announce
-        else "You are not an announcer; ask an admin to add you to `slack.announcers`."
+        else mrkdwn("You are not an announcer; ask an admin to add you to `slack.announcers`.")
     )
     blocks: list[Block] = [
         {"type": "header", "text": plain("Herald")},
