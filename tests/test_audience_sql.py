@@ -239,16 +239,19 @@ def test_reach_counts_with_reasons(directory: Store) -> None:
     result = reach(directory, parse_audience("everyone"), sample=3)
     assert result.count == 6
     assert result.inactive == 1
-    assert dict(result.reachable) == {"email": 4, "sms": 3}
+    assert dict(result.reachable) == {"email": 4, "sms": 3, "slack": 3}
     assert {k: dict(v) for k, v in result.unreachable.items()} == {
         "email": {"no_email": 1, "suppressed": 1},
         "sms": {"no_phone": 2, "suppressed": 1},
+        "slack": {"no_slack_user": 3, "suppressed": 0},
     }
     assert result.flat_unreachable() == {
         "no_email": 1,
         "suppressed_email": 1,
         "no_phone": 2,
         "suppressed_sms": 1,
+        "no_slack_user": 3,
+        "suppressed_slack": 0,
     }
     assert [(p.id, p.groups) for p in result.sample] == [
         ("alice", ("Managers", "oncall-network")),
