@@ -147,7 +147,7 @@ async def test_the_deliveries_api_pages_with_a_cursor(
                 "wrong token": await http.get(path, headers={"Authorization": "Bearer nope"}),
                 "limit": await http.get(path, params={"limit": "1001"}, headers=auth),
                 "zero": await http.get(path, params={"limit": "0"}, headers=auth),
-                "after": await http.get(path, params={"after": "x1"}, headers=auth),
+                "after": await http.get(path, params={"after": "x1!"}, headers=auth),
                 "unknown": await http.get("/api/notifications/nope/deliveries", headers=auth),
             }
             spec = (await http.get("/openapi.json")).json()

@@ -48,7 +48,9 @@ async def deliveries_endpoint(herald: Herald, request: Request) -> Response:
     return JSONResponse({"deliveries": found.rows, "next": found.next})
 
 
-def _page(herald: Herald, notification_id: str, limit: int, after: int) -> deliveries.Page | None:
+def _page(
+    herald: Herald, notification_id: str, limit: int, after: deliveries.Cursor
+) -> deliveries.Page | None:
     if not deliveries.exists(herald.store, notification_id):
         return None
     return deliveries.page(herald.store, notification_id, limit, after)
@@ -100,7 +102,7 @@ def openapi_paths(json_body: Any, error: dict[str, Any], path_parameter: Any) ->
         "security": [{"bearer": []}],
         "parameters": _QUERY,
         "responses": {
-            "200": json_body("one page, in delivery order", _PAGE),
+            "200": json_body("one page, by person id and channel", _PAGE),
             "400": json_body("bad limit or after (named in `parameter`)", error),
             "401": json_body("unauthorized", error),
             "404": json_body("no such notification, or the API is off", error),
