@@ -92,7 +92,7 @@ class HeraldServer:
             self.herald.store,
             self.herald.clock,
             self.herald.configured_channels(),
-            ReachTargets.of(settings),
+            ReachTargets.of(self.herald.settings),
         )
         notify = outage_notifier(self.herald)
         self.dispatcher = Dispatcher(self.herald, self.worker_id, notify=notify) if dispatch else None
