@@ -3,8 +3,9 @@
 Two kinds. Read from the database on every scrape (the truth, whichever process did the work):
 ``herald_deliveries{channel,state}``, ``herald_queue_depth{channel}`` (due and waiting),
 ``herald_queue_oldest_seconds{channel}``, ``herald_notifications{state}``,
-``herald_sla_missed_notifications``, ``herald_alerts_unrouted_total`` (alert groups whose route
-audience selected nobody reachable, kept in ``key_value``), ``herald_database_up``,
+``herald_sla_missed_notifications`` (late, or short of the reach target),
+``herald_alerts_unrouted_total`` (alert groups whose route audience selected nobody reachable,
+kept in ``key_value``), ``herald_database_up``,
 ``herald_channel_up{channel}``. Counted by this process: HTTP requests and latency, Slack requests,
 429s from Slack, progress edits, announcements, scheduler ticks, and (when a dispatcher runs here)
 sends by outcome and reason
@@ -32,13 +33,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import distinct, func, or_, select
+from sqlalchemy import func, or_, select, union
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.alerts.notify import unrouted_total
 from bot.clock import Clock
 from bot.engine.health import outages
 from bot.engine.workers import STALE_AFTER, WORKER
+from bot.people import ReachTargets, reach_missed
 from bot.store import Store
 from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification, table_of
 
@@ -74,11 +76,17 @@ class DispatcherLike(Protocol):
 class HeraldMetrics:
     """The metrics of one running app; ``registry`` is what ``/metrics`` renders."""
 
-    def __init__(self, store: Store, clock: Clock, channels: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        channels: Sequence[str] = (),
+        reach_targets: ReachTargets | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.registry.register(LedgerCollector(store, clock, channels))
+        self.registry.register(LedgerCollector(store, clock, channels, reach_targets))
         self._dispatcher_collector = DispatcherCollector()
         self.registry.register(self._dispatcher_collector)
         r = self.registry
@@ -142,10 +150,17 @@ def live_workers_with_hosts(store: Store, now: float) -> list[tuple[str, str]]:
 class LedgerCollector(Collector):
     """Delivery and notification counts from the database, at scrape time (zeros for ``channels``)."""
 
-    def __init__(self, store: Store, clock: Clock, channels: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        channels: Sequence[str] = (),
+        reach_targets: ReachTargets | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.channels = tuple(channels)
+        self.reach_targets = reach_targets or ReachTargets.defaults()
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # dynamic: nothing to describe without a query
@@ -164,13 +179,14 @@ class LedgerCollector(Collector):
         yield from families
 
     def _read(self, now: float) -> list[Metric]:
-        rows = _LedgerRows.query(self.store, now)
+        rows = _LedgerRows.query(self.store, now, self.reach_targets)
         return [
             *self._delivery_families(rows, now),
             _gauge("herald_notifications", "Notifications by state.", ["state"], rows.by_state),
             _gauge(
                 "herald_sla_missed_notifications",
-                "Notifications that missed their SLA (a delivery late, expired, or open past the deadline).",
+                "Notifications that missed their SLA (a delivery late, expired, or open past the deadline, "
+                "or fewer people reached than the reach target).",
                 [],
                 [((), rows.missed)],
             ),
@@ -246,7 +262,7 @@ class _LedgerRows:
     unrouted: int  # alert groups whose route audience selected nobody reachable, ever
 
     @classmethod
-    def query(cls, store: Store, now: float) -> _LedgerRows:
+    def query(cls, store: Store, now: float, targets: ReachTargets) -> _LedgerRows:
         with store.begin() as connection:
             counts = connection.execute(
                 select(DELIVERY.c.channel, DELIVERY.c.state, func.count()).group_by(
@@ -266,9 +282,8 @@ class _LedgerRows:
                 DELIVERY.c.state == "expired",
                 DELIVERY.c.state.in_(OPEN_STATES) & (DELIVERY.c.deadline < now),
             )
-            missed = connection.execute(
-                select(func.count(distinct(DELIVERY.c.notification_id))).where(late)
-            ).scalar_one()
+            either = union(select(DELIVERY.c.notification_id).where(late), reach_missed(targets, now))
+            missed = connection.execute(select(func.count()).select_from(either.subquery())).scalar_one()
             unrouted = unrouted_total(connection)
         return cls(
             [(str(c), str(s), int(n)) for c, s, n in counts],

@@ -22,13 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Float, Select, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import FromClause
 
-from bot.tables import Delivery, table_of
+from bot.config import DEFAULT_SLA, Settings
+from bot.tables import OPEN_STATES, Delivery, Notification, table_of
 
 DELIVERY = table_of(Delivery)
+NOTIFICATION = table_of(Notification)
 
 _IN_TIME = and_(
     DELIVERY.c.state.in_(("sent", "delivered")),
@@ -142,3 +144,43 @@ def sla_document(
         "reach_target": target,
         "met": sla_met(people, target, running=running, missed=missed or late),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ReachTargets:
+    """``[sla.<severity>] reach`` per severity, and the target of a severity not configured."""
+
+    by_severity: Mapping[str, float]
+    default: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReachTargets:
+        return cls({name: policy.reach for name, policy in settings.sla.items()}, settings.sla_for("").reach)
+
+    @classmethod
+    def defaults(cls) -> ReachTargets:
+        """The targets of the built-in ``[sla]`` sections (for callers without settings)."""
+        found = {name: float(section.get("reach", 1.0)) for name, section in DEFAULT_SLA.items()}
+        return cls(found, found["info"])
+
+
+def reach_missed(targets: ReachTargets, now: float) -> Select[Any]:
+    """The ids of judged notifications (done, or past their deadline) whose reach is below their
+    severity's target. Only notifications with a delivery failed, expired or still open (found
+    through the (notification, state) index, no scan of the ledger) are grouped by person: one
+    whose only shortfall is a delivery sent late is late anyway, which callers count apart."""
+    short = exists().where(
+        DELIVERY.c.notification_id == NOTIFICATION.c.id,
+        DELIVERY.c.state.in_(("failed", "expired", *OPEN_STATES)),
+    )
+    judged = or_(NOTIFICATION.c.state == "done", NOTIFICATION.c.deadline < now)
+    doubtful = select(NOTIFICATION.c.id).where(judged, short)
+    source = DELIVERY.join(NOTIFICATION, NOTIFICATION.c.id == DELIVERY.c.notification_id)
+    where = DELIVERY.c.notification_id.in_(doubtful)
+    per = people_query(source, where, [NOTIFICATION.c.id, NOTIFICATION.c.severity]).subquery()
+    reached, unreached = per.c[2], per.c[3]
+    target: Any = literal(targets.default)
+    if targets.by_severity:
+        target = case(dict(targets.by_severity), value=per.c[1], else_=targets.default)
+    reach = cast(reached, Float) / func.nullif(reached + unreached, 0)
+    return select(per.c[0]).where(reach < target)

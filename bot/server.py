@@ -33,6 +33,7 @@ from bot.engine.health import held_by
 from bot.engine.leader import Leadership
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.metrics import HeraldMetrics
+from bot.people import ReachTargets
 from bot.slack.app import SlackFrontDoor, build_slack
 from bot.web import build_web_app
 
@@ -87,7 +88,12 @@ class HeraldServer:
         self.settings = settings
         self.herald = herald or Herald.build(settings, clock=clock)
         self.worker_id = worker_id or new_worker_id("serve")
-        self.metrics = HeraldMetrics(self.herald.store, self.herald.clock, self.herald.configured_channels())
+        self.metrics = HeraldMetrics(
+            self.herald.store,
+            self.herald.clock,
+            self.herald.configured_channels(),
+            ReachTargets.of(self.herald.settings),
+        )
         notify = outage_notifier(self.herald)
         self.dispatcher = Dispatcher(self.herald, self.worker_id, notify=notify) if dispatch else None
         if self.dispatcher is not None:

@@ -3,7 +3,8 @@
 Routes here: ``POST /slack/events`` (Bolt, through its Starlette adapter: signatures verified, 401
 on a bad or stale one), ``GET /healthz`` (200 while the process is up), ``GET /readyz`` (200 when
 the database answers, else 503), ``GET /metrics`` (Prometheus text), ``GET /openapi.json``, and
-``GET /api/notifications/{id}`` (status JSON, ``Authorization: Bearer <server.api_token>``).
+``GET /api/notifications/{id}`` (status JSON, ``Authorization: Bearer <server.api_token>``) and
+``GET /api/notifications/{id}/deliveries`` (its person x channel rows, :mod:`bot.recipients.api`).
 Webhook and preference-page routes are built by their own modules and passed in as ``routes``.
 
 Every route's request body is capped at :data:`MAX_REQUEST_BODY` (:class:`BodyLimitMiddleware`):
@@ -26,9 +27,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import service
-from bot.alerts.auth import bearer_token, configured, secret_matches
 from bot.app import Herald
 from bot.metrics import CONTENT_TYPE, HeraldMetrics
+from bot.recipients.api import api_refusal, deliveries_endpoint
+from bot.recipients.api import openapi_paths as deliveries_paths
 from bot.slack.app import SlackFrontDoor
 
 READY_TIMEOUT = 5.0
@@ -52,6 +54,7 @@ def build_web_app(
             Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", handlers.openapi, methods=["GET"]),
             Route("/api/notifications/{id}", handlers.notification, methods=["GET"]),
+            Route("/api/notifications/{id}/deliveries", handlers.deliveries, methods=["GET"]),
             *routes,
         ],
         middleware=[
@@ -97,17 +100,17 @@ class WebHandlers:
 
     async def notification(self, request: Request) -> Response:
         """``GET /api/notifications/{id}``: the status JSON, for the bearer of ``server.api_token``."""
-        api_token = self.herald.settings.server.api_token
-        if configured(api_token) is None:  # unset (or empty, which configuration refuses too)
-            return JSONResponse({"error": "the notification API is off (set server.api_token)"}, 404)
-        if not secret_matches(bearer_token(request.headers), api_token):
-            return JSONResponse(
-                {"error": "unauthorized"}, 401, headers={"WWW-Authenticate": 'Bearer realm="herald"'}
-            )
+        refused = api_refusal(self.herald, request.headers)
+        if refused is not None:
+            return refused
         found = await asyncio.to_thread(service.status, self.herald, request.path_params["id"])
         if found is None:
             return JSONResponse({"error": "no such notification", "id": request.path_params["id"]}, 404)
         return JSONResponse(found)
+
+    async def deliveries(self, request: Request) -> Response:
+        """``GET /api/notifications/{id}/deliveries``: one page of its person x channel rows."""
+        return await deliveries_endpoint(self.herald, request)
 
 
 class MetricsMiddleware:
@@ -200,7 +203,7 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
 _STATUS = {
     "type": "object",
-    "required": ["id", "state", "recipients", "channels", "sla"],
+    "required": ["id", "state", "recipients", "channels", "people", "sla"],
     "properties": {
         "id": {"type": "string"},
         "state": {"type": "string", "enum": ["scheduled", "queued", "sending", "done", "cancelled"]},
@@ -209,11 +212,20 @@ _STATUS = {
             "type": "object",
             "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
         },
+        "people": {
+            "type": "object",
+            "properties": {
+                name: {"type": "integer"}
+                for name in ("reached", "unreached", "unreachable", "cancelled", "confirmed")
+            },
+        },
         "sla": {
             "type": "object",
             "properties": {
                 "deliver_within_s": {"type": "number"},
                 "last_delivery_s": {"type": ["number", "null"]},
+                "reach": {"type": "number", "minimum": 0, "maximum": 1},
+                "reach_target": {"type": "number", "minimum": 0, "maximum": 1},
                 "met": {"type": ["boolean", "null"]},
             },
         },
@@ -349,6 +361,7 @@ def _api_paths() -> dict[str, Any]:
                 },
             },
         },
+        **deliveries_paths(_json, _ERROR, _path_parameter),
     }
 
 

@@ -52,8 +52,28 @@ def config_check(
     for note in unconfigured(settings):
         print(f"note: {note}")
     print(f"ok: {path or 'embedded defaults'} (database {safe_url(settings.database.url)})")
+    _check_audiences(settings)
     if probe:
         _probe(settings)
+
+
+def _check_audiences(settings: Settings) -> None:
+    """A ``warning:`` line (stderr) per route or escalation audience that selects nobody; the exit
+    code stays as it is. Skipped, with a note, while the database or its schema is not there yet."""
+    from bot.alerts.coverage import audience_targets, empty_audience_warnings, open_existing
+
+    targets = audience_targets(settings)
+    if not targets:
+        return
+    store = open_existing(settings.database.url)
+    if isinstance(store, str):
+        print(f"note: route and escalation audiences not checked: {store}")
+        return
+    try:
+        for warning in empty_audience_warnings(store, targets):
+            print(f"warning: {warning}", file=sys.stderr)
+    finally:
+        store.dispose()
 
 
 def _probe(settings: Settings) -> None:

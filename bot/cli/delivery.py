@@ -83,8 +83,15 @@ def register(app: typer.Typer) -> None:
         notification_id: Annotated[str, typer.Argument(metavar="ID")],
         as_json: JsonOption = False,
         config: ConfigOption = None,
+        recipients: Annotated[
+            bool, typer.Option("--recipients", help="List every person x channel with state and times.")
+        ] = False,
+        as_csv: Annotated[bool, typer.Option("--csv", help="With --recipients: CSV with a header.")] = False,
     ) -> None:
         """One notification: counts per channel and state, SLA met or missed, timings."""
+        if recipients or as_csv:
+            _print_recipients(config, notification_id, recipients, as_csv, as_json)
+            return
         with open_herald(config) as herald:
             current = service.status(herald, notification_id)
         if current is None:
@@ -113,6 +120,24 @@ def register(app: typer.Typer) -> None:
         code = runtime.run(run_demo(people))
         if code:
             raise typer.Exit(code)
+
+
+def _print_recipients(
+    config: Any, notification_id: str, recipients: bool, as_csv: bool, as_json: bool
+) -> None:
+    """``status ID --recipients``: the rows as a table, CSV or JSON, read a page at a time."""
+    from bot.cli.recipients import print_rows
+    from bot.engine import deliveries
+
+    if not recipients:
+        fail("--csv goes with --recipients")
+    if as_csv and as_json:
+        fail("--csv and --json: choose one")
+    with open_herald(config) as herald:
+        if not deliveries.exists(herald.store, notification_id):
+            fail(f"no notification {notification_id!r}")
+        style = "csv" if as_csv else "json" if as_json else "table"
+        print_rows(deliveries.all_pages(herald.store, notification_id), style)
 
 
 def _announce(

@@ -106,10 +106,19 @@ def progress_message(
     per_channel = _per_channel_line(status.get("channels") or {})
     if per_channel:
         blocks.append(context(per_channel))
+    blocks.extend(_held_lines(status, final))
     if not final and state != "cancelled":
         blocks.append({"type": "actions", "block_id": "announce_progress", "elements": [_stop_button(ident)]})
     verb = _progress_verb(state, counts, final)
     return mrkdwn("{}: {} ({})", title, verb, _counts_line(counts)), blocks
+
+
+def _held_lines(status: Mapping[str, Any], final: bool) -> list[Block]:
+    """``held: the email channel is down (auth: 535 …)``, one per outage holding what is left."""
+    if final:
+        return []
+    outages = (status.get("channels_down") or {}).values()
+    return [context(mrkdwn(":pause_button: held: {}", str(outage))) for outage in outages]
 
 
 def _percent(counts: Tally) -> int:
