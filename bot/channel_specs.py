@@ -19,6 +19,7 @@ from channels.base import Channel, DeliveryError
 from channels.email import EmailChannel, EmailSettings
 from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
+from channels.verp import derive_key
 
 
 class ChannelSection(Protocol):
@@ -86,7 +87,15 @@ def email_settings(settings: Settings) -> EmailSettings:
         reply_to=smtp.reply_to,
         max_connections=smtp.max_connections,
         timeout=smtp.timeout,
+        return_path=settings.bounces.return_path,
+        verp_key=verp_key(settings),
     )
+
+
+def verp_key(settings: Settings) -> bytes | None:
+    """The key VERP tokens are signed with (from ``server.secret_key``), or None without one."""
+    secret = settings.server.secret_key
+    return derive_key(secret.get_secret_value()) if secret is not None else None
 
 
 def sms_settings(settings: Settings) -> SmsSettings | None:

@@ -155,6 +155,15 @@ class WebhookAuth(Section):
     signature_header: str = "X-Herald-Signature"
 
 
+class BouncesSettings(Section):
+    return_path: str | None = None
+    imap_url: str | None = Field(None, pattern=r"^imaps?://[^/?#]+/?$")
+    username: str | None = None
+    password: Secret | None = None
+    folder: str = "INBOX"
+    poll_every: Duration = Field(60.0, gt=0)
+
+
 class QuietHours(Section):
     start: str = "22:00"
     end: str = "07:00"
@@ -236,11 +245,14 @@ class Settings(BaseSettings):
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     sla: dict[str, SlaPolicy] = Field(default_factory=_default_sla)
     routes: list[Route] = Field(default_factory=list)
-    webhooks: dict[Literal["alertmanager", "grafana", "alerts"], WebhookAuth] = Field(default_factory=dict)
+    webhooks: dict[Literal["alertmanager", "grafana", "alerts", "bounces"], WebhookAuth] = Field(
+        default_factory=dict
+    )
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     kinds: KindSettings = Field(default_factory=KindSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    bounces: BouncesSettings = Field(default_factory=BouncesSettings)
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -344,6 +356,7 @@ def check_settings(settings: Settings) -> list[str]:
         problems.append("slack.signing_secret: missing (required for HTTP mode; or set app_token)")
     if settings.smtp.username and settings.smtp.password is None:
         problems.append("smtp.password: missing (required with username)")
+    problems += _check_bounces(settings)
     if not settings.database.url.startswith(("sqlite", "postgresql")):
         problems.append("database.url: expected sqlite:///PATH or postgresql://...")
     for severity in settings.kinds.mandatory:
@@ -355,6 +368,21 @@ def check_settings(settings: Settings) -> list[str]:
                 re.compile(pattern)
             except re.error as exc:
                 problems.append(f"routes.{index}.match_re.{label}: invalid regular expression: {exc}")
+    return problems
+
+
+def _check_bounces(settings: Settings) -> list[str]:
+    bounces, problems = settings.bounces, []
+    if bounces.return_path:
+        local, at, domain = bounces.return_path.rpartition("@")
+        if not (at and local and domain) or "+" in local or any(c in bounces.return_path for c in " <>"):
+            problems.append("bounces.return_path: expected local@domain without '+' in the local part")
+        if settings.server.secret_key is None:
+            problems.append(
+                "server.secret_key: missing (required with bounces.return_path: it signs the token)"
+            )
+    if bounces.imap_url and not (bounces.username and bounces.password):
+        problems.append("bounces: username and password are required with imap_url")
     return problems
 
 
