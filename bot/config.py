@@ -373,14 +373,10 @@ def check_settings(settings: Settings) -> list[str]:
 
 def _check_bounces(settings: Settings) -> list[str]:
     bounces, problems = settings.bounces, []
-    if bounces.return_path:
-        local, at, domain = bounces.return_path.rpartition("@")
-        if not (at and local and domain) or "+" in local or any(c in bounces.return_path for c in " <>"):
-            problems.append("bounces.return_path: expected local@domain without '+' in the local part")
-        if settings.server.secret_key is None:
-            problems.append(
-                "server.secret_key: missing (required with bounces.return_path: it signs the token)"
-            )
+    if bounces.return_path and not re.fullmatch(r"[^@+\s<>]+@[^@\s<>]+", bounces.return_path):
+        problems.append("bounces.return_path: expected local@domain without '+' in the local part")
+    if bounces.return_path and settings.server.secret_key is None:
+        problems.append("server.secret_key: missing (required with bounces.return_path: it signs the token)")
     if bounces.imap_url and not (bounces.username and bounces.password):
         problems.append("bounces: username and password are required with imap_url")
     return problems
