@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.retention import retention_job
 from bot.engine.workers import SecondDispatcherError, new_worker_id
+from bot.recipients.bounce_imap import bounce_jobs
 from bot.recipients.bounce_web import bounce_routes
 from bot.recipients.web import recipient_routes
 from bot.server import HeraldServer, Job, ServeError
@@ -65,6 +66,7 @@ async def run_serve(settings: Settings) -> int:
                 check_every(settings.directory.sync_every),
                 functools.partial(scheduled_sync, herald),
             ),
+            *bounce_jobs(herald),
         ],
     )
     try:
