@@ -191,3 +191,25 @@ def test_serve_reads_a_bounce_and_the_next_announcement_skips_the_address(  # ty
     second = announce_json(cli, config, "everyone", "email", "info", "Two")
     assert second["channels"]["email"]["suppressed"] == 1
     assert "p1@example.com" not in {m.rcpt_tos[0] for m in peers.smtp.messages[before:]}
+
+
+def test_config_check_probe_logs_in_to_the_mailbox(  # type: ignore[no-untyped-def]
+    cli, peers: Peers, dovecot: DovecotServer, db_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(db_url, mailbox_toml(dovecot.port)), encoding="utf-8")
+    dovecot.append((SAMPLES / "unrelated.eml").read_bytes())
+    good = cli("config", "check", "--probe", "--config", str(config))
+    assert good.exit_code == 0, good.stdout + good.stderr
+    assert (
+        f"\nok  imap 127.0.0.1:{dovecot.port} (no tls, login as {USER}, INBOX: 1 messages)\n" in good.stdout
+    )
+    bad = cli(
+        "config", "check", "--probe", "--config", str(config), env={"HERALD_BOUNCES__PASSWORD": "Wrong-pw"}
+    )
+    assert bad.exit_code == 1 and bad.stderr.endswith("did not answer: imap\n")
+    assert f"\nFAIL imap: 127.0.0.1:{dovecot.port}: " in bad.stdout
+    assert "Wrong-pw" not in bad.stdout + bad.stderr and PASSWORD not in good.stdout + bad.stdout
+    assert dovecot.seen() == (0, 1)  # the probe reads nothing
+    empty = cli("config", "check", "--config", str(config), env={"HERALD_BOUNCES__PASSWORD": ""})
+    assert empty.exit_code == 2 and "bounces.password" in empty.stderr
