@@ -98,12 +98,19 @@ def verp_key(settings: Settings) -> bytes | None:
     return derive_key(secret.get_secret_value()) if secret is not None else None
 
 
+def receipts_on(settings: Settings) -> bool:
+    """Twilio status callbacks: as ``twilio.status_callbacks`` says, else on when ``public_url`` is https
+    (Twilio can reach it, and only a receipt tells ``delivered`` from ``sent``)."""
+    configured = settings.twilio.status_callbacks
+    return configured if configured is not None else settings.server.public_url.lower().startswith("https://")
+
+
 def sms_settings(settings: Settings) -> SmsSettings | None:
     """The SMS channel's settings, or None when no Twilio account is configured (the channel is off)."""
     tw = settings.twilio
     if not tw.account_sid or tw.auth_token is None:
         return None
-    callback = f"{settings.server.public_url}/hooks/twilio/status" if tw.status_callbacks else None
+    callback = f"{settings.server.public_url}/hooks/twilio/status" if receipts_on(settings) else None
     return SmsSettings(
         account_sid=tw.account_sid,
         auth_token=tw.auth_token.get_secret_value(),

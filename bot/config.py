@@ -81,7 +81,7 @@ class TwilioSettings(Section):
     api_url: BaseUrl = "https://api.twilio.com"
     max_segments: int = Field(3, ge=1, le=10)
     max_concurrency: int = Field(8, ge=1, le=256)
-    status_callbacks: bool = False
+    status_callbacks: bool | None = None  # None: on when server.public_url is https
     retry_for: Duration = 4 * 3600.0
     timeout: Duration = 15.0
     warmup: list[int] = Field(default_factory=list)

@@ -18,6 +18,7 @@ SHOWN_STATES = (
     "sent",
     "delivered",
     "failed",
+    "bounced",
     "suppressed",
     "expired",
     "cancelled",

@@ -122,6 +122,19 @@ def test_reports_fail_suppress_or_change_nothing(  # type: ignore[no-untyped-def
     assert is_soft("email", "failed", "bounced: 4.2.2 smtp; 550 no")
     assert dict(rows(db_url, "SELECT address, source FROM suppression")) == {p0: "bounce"}
 
+    status = json.loads(cli("status", first["id"], "--json", "--config", config).stdout)
+    assert (status["channels"]["email"]["bounced"], status["channels"]["email"]["failed"]) == (3, 0)
+    assert status["channels"]["email"]["sent"] == 3 and status["people"]["reached"] == 3
+    assert (
+        "failed"
+        not in cli("status", first["id"], "--config", config).stdout.split("email:")[1].split("\n")[0]
+    )
+    assert "bounced 3" in cli("status", first["id"], "--config", config).stdout
+    report = json.loads(cli("report", "--json", "--config", config).stdout)
+    assert report["channels"]["email"]["bounced"] == 3 and report["channels"]["email"]["failed"] == 0
+    listed = cli("suppressions", "list", "--config", config).stdout
+    assert f"{p0:<40}" in listed and "UTC  bounce: bounced: 5.1.1 smtp; 550 no" in listed
+
     second = announce_json(cli, config, "dept:engineering", "email", "info", "Two")
     assert second["channels"]["email"]["suppressed"] == 1
     assert deliveries(db_url, second["id"])[("p0", "email")][0] == "suppressed"
