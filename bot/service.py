@@ -24,7 +24,7 @@ from bot.engine.create import NewNotification, ensure_notification, find_by_key,
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
-from bot.recipients.bounce_state import BOUNCED, bounced_or_state
+from bot.recipients.bounce_state import BOUNCED, bounce_summary, bounced_or_state
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
@@ -373,7 +373,13 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),
+        "bounces": bounces_since(herald, since),
     }
+
+
+def bounces_since(herald: Herald, since: float) -> dict[str, Any]:
+    with herald.store.begin() as connection:
+        return bounce_summary(connection, DELIVERY, NOTIFICATION, since)
 
 
 def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:

@@ -132,6 +132,9 @@ def test_reports_fail_suppress_or_change_nothing(  # type: ignore[no-untyped-def
     assert "bounced 3" in cli("status", first["id"], "--config", config).stdout
     report = json.loads(cli("report", "--json", "--config", config).stdout)
     assert report["channels"]["email"]["bounced"] == 3 and report["channels"]["email"]["failed"] == 0
+    bounces = report["bounces"]
+    assert bounces["count"] == 3 and 0 <= bounces["median_delay_s"] <= bounces["max_delay_s"] < 120
+    assert "bounced later: 3, median " in cli("report", "--config", config).stdout
     listed = cli("suppressions", "list", "--config", config).stdout
     assert f"{p0:<40}" in listed and "UTC  bounce: bounced: 5.1.1 smtp; 550 no" in listed
 
