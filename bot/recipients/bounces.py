@@ -12,7 +12,7 @@ ours) is ``unmatched`` and changes nothing.
   address on the suppression list (source ``bounce``). Other 5.x.x codes (policy, mailbox full)
   count toward the soft-failure rule, like a synchronous ``rejected_recipient``.
 - ``failed`` with ``4.x.x`` (the relay gave up retrying): ``failed`` too, and soft.
-- ``delayed`` (or any other action): no state changes.
+- ``delayed``: no state changes; nor does any other action (``delivered``, ``relayed``: ``ignored``).
 - a complaint (ARF): the person stops getting non-mandatory email (one-click unsubscribe's effect).
 """
 
@@ -89,7 +89,7 @@ def apply(store: Store, settings: Settings, report: BounceReport, now: float) ->
     if delivery_id is None:
         return Applied("unmatched")
     if report.action.lower() != "failed" or not report.status.startswith(("4.", "5.")):
-        return Applied("delayed", delivery_id)
+        return Applied("delayed" if report.action.lower() == "delayed" else "ignored", delivery_id)
     _fail(store, delivery_id, report, now)
     if is_hard(report.status):
         suppressions.add(store, "email", address, report.reason, SOURCE, now)
