@@ -17,6 +17,7 @@ from bot.config import load_settings
 from bot.recipients.bounce_web import bounce_routes
 from bot.recipients.soft_failures import is_soft
 from bot.server import HeraldServer
+from bot.slack.status_blocks import tally
 
 HOOK = "/hooks/bounces"
 TOKEN = "bounce-hook-token"
@@ -142,3 +143,8 @@ def test_reports_fail_suppress_or_change_nothing(  # type: ignore[no-untyped-def
     assert second["channels"]["email"]["suppressed"] == 1
     assert deliveries(db_url, second["id"])[("p0", "email")][0] == "suppressed"
     assert sum(1 for m in peers.smtp.messages if m.rcpt_tos == [p0]) == 1  # only the first notice
+
+
+def test_the_slack_progress_counts_bounced_as_failed() -> None:
+    counted = tally({"email": {"sent": 2, "bounced": 1, "failed": 1}, "sms": {"delivered": 1}})
+    assert (counted.total, counted.sent, counted.failed, counted.left) == (5, 3, 2, 0)
