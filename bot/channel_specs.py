@@ -22,6 +22,7 @@ from channels.slack import SlackDmChannel, SlackDmSettings
 from channels.slack import classify_transport_error as classify_slack_failure
 from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
+from channels.verp import derive_key
 
 
 class ChannelSection(Protocol):
@@ -89,7 +90,22 @@ def email_settings(settings: Settings) -> EmailSettings:
         reply_to=smtp.reply_to,
         max_connections=smtp.max_connections,
         timeout=smtp.timeout,
+        return_path=settings.bounces.return_path,
+        verp_key=verp_key(settings),
     )
+
+
+def verp_key(settings: Settings) -> bytes | None:
+    """The key VERP tokens are signed with (from ``server.secret_key``), or None without one."""
+    secret = settings.server.secret_key
+    return derive_key(secret.get_secret_value()) if secret is not None else None
+
+
+def receipts_on(settings: Settings) -> bool:
+    """Twilio status callbacks: as ``twilio.status_callbacks`` says, else on when ``public_url`` is https
+    (Twilio can reach it, and only a receipt tells ``delivered`` from ``sent``)."""
+    configured = settings.twilio.status_callbacks
+    return configured if configured is not None else settings.server.public_url.lower().startswith("https://")
 
 
 def sms_settings(settings: Settings) -> SmsSettings | None:
@@ -97,7 +113,7 @@ def sms_settings(settings: Settings) -> SmsSettings | None:
     tw = settings.twilio
     if not tw.account_sid or tw.auth_token is None:
         return None
-    callback = f"{settings.server.public_url}/hooks/twilio/status" if tw.status_callbacks else None
+    callback = f"{settings.server.public_url}/hooks/twilio/status" if receipts_on(settings) else None
     return SmsSettings(
         account_sid=tw.account_sid,
         auth_token=tw.auth_token.get_secret_value(),

@@ -83,7 +83,7 @@ class TwilioSettings(Section):
     api_url: BaseUrl = "https://api.twilio.com"
     max_segments: int = Field(3, ge=1, le=10)
     max_concurrency: int = Field(8, ge=1, le=256)
-    status_callbacks: bool = False
+    status_callbacks: bool | None = None  # None: on when server.public_url is https
     retry_for: Duration = 4 * 3600.0
     timeout: Duration = 15.0
     warmup: list[int] = Field(default_factory=list)
@@ -175,6 +175,15 @@ class WebhookAuth(Section):
     signature_header: str = "X-Herald-Signature"
 
 
+class BouncesSettings(Section):
+    return_path: str | None = None
+    imap_url: str | None = Field(None, pattern=r"^imaps?://[^/?#]+/?$")
+    username: str | None = None
+    password: Secret | None = None
+    folder: str = "INBOX"
+    poll_every: Duration = Field(60.0, gt=0)
+
+
 class QuietHours(Section):
     start: str = "22:00"
     end: str = "07:00"
@@ -257,11 +266,14 @@ class Settings(BaseSettings):
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     sla: dict[str, SlaPolicy] = Field(default_factory=_default_sla)
     routes: list[Route] = Field(default_factory=list)
-    webhooks: dict[Literal["alertmanager", "grafana", "alerts"], WebhookAuth] = Field(default_factory=dict)
+    webhooks: dict[Literal["alertmanager", "grafana", "alerts", "bounces"], WebhookAuth] = Field(
+        default_factory=dict
+    )
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     kinds: KindSettings = Field(default_factory=KindSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    bounces: BouncesSettings = Field(default_factory=BouncesSettings)
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -365,6 +377,7 @@ def check_settings(settings: Settings) -> list[str]:
         problems.append("slack.signing_secret: missing (required for HTTP mode; or set app_token)")
     if settings.smtp.username and settings.smtp.password is None:
         problems.append("smtp.password: missing (required with username)")
+    problems += _check_bounces(settings)
     if not settings.database.url.startswith(("sqlite", "postgresql")):
         problems.append("database.url: expected sqlite:///PATH or postgresql://...")
     for severity in settings.kinds.mandatory:
@@ -376,6 +389,17 @@ def check_settings(settings: Settings) -> list[str]:
                 re.compile(pattern)
             except re.error as exc:
                 problems.append(f"routes.{index}.match_re.{label}: invalid regular expression: {exc}")
+    return problems
+
+
+def _check_bounces(settings: Settings) -> list[str]:
+    bounces, problems = settings.bounces, []
+    if bounces.return_path and not re.fullmatch(r"[^@+\s<>]+@[^@\s<>]+", bounces.return_path):
+        problems.append("bounces.return_path: expected local@domain without '+' in the local part")
+    if bounces.return_path and settings.server.secret_key is None:
+        problems.append("server.secret_key: missing (required with bounces.return_path: it signs the token)")
+    if bounces.imap_url and not (bounces.username and bounces.password):
+        problems.append("bounces: username and password are required with imap_url")
     return problems
 
 

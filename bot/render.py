@@ -18,6 +18,7 @@ SHOWN_STATES = (
     "sent",
     "delivered",
     "failed",
+    "bounced",
     "suppressed",
     "expired",
     "cancelled",
@@ -132,6 +133,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     lines.extend(channel_lines(report["channels"]))
     lines.append(people_line(report["people"], {"reach": report["people"]["reach"]}))
+    bounces = report.get("bounces") or {}
+    if bounces.get("count"):
+        median, longest = seconds_text(bounces["median_delay_s"]), seconds_text(bounces["max_delay_s"])
+        lines.append(f"bounced later: {bounces['count']}, median {median} after the send (longest {longest})")
     alerts = report.get("alerts")
     if alerts and alerts["groups"]:
         ack = alerts["ack_sla"]

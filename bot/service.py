@@ -24,6 +24,7 @@ from bot.engine.create import NewNotification, ensure_notification, find_by_key,
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
+from bot.recipients.bounce_state import BOUNCED, bounce_summary, bounced_or_state
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
@@ -256,10 +257,11 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
         row = connection.execute(select(NOTIFICATION).where(NOTIFICATION.c.id == notification_id)).first()
         if row is None:
             return None
+        state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
         counts = connection.execute(
-            select(DELIVERY.c.channel, DELIVERY.c.state, func.count())
+            select(DELIVERY.c.channel, state, func.count())
             .where(DELIVERY.c.notification_id == notification_id)
-            .group_by(DELIVERY.c.channel, DELIVERY.c.state)
+            .group_by(DELIVERY.c.channel, state)
         ).all()
         first_sent, last_sent = connection.execute(
             select(func.min(DELIVERY.c.sent_at), func.max(DELIVERY.c.sent_at)).where(
@@ -284,7 +286,9 @@ def _status_dict(
     """SPEC's status JSON from the notification ``row``, its (channel, state, count) rows, its first
     and last ``sent`` times and its :class:`~bot.people.People`."""
     channels: dict[str, dict[str, int]] = {
-        name: dict.fromkeys(DELIVERY_STATES, 0) for name in (row["channels"] or "").split(",") if name
+        name: dict.fromkeys((*DELIVERY_STATES, BOUNCED), 0)
+        for name in (row["channels"] or "").split(",")
+        if name
     }
     left = 0
     for channel, state, count in counts:
@@ -369,7 +373,13 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),
+        "bounces": bounces_since(herald, since),
     }
+
+
+def bounces_since(herald: Herald, since: float) -> dict[str, Any]:
+    with herald.store.begin() as connection:
+        return bounce_summary(connection, DELIVERY, NOTIFICATION, since)
 
 
 def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:

@@ -258,6 +258,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "paths": {
             **_slack_paths(),
             **_alert_hook_paths(),
+            **_bounce_paths(),
             **_twilio_paths(),
             **_preference_paths(),
             **_api_paths(),
@@ -312,6 +313,27 @@ def _alert_hook(summary: str, responses: dict[str, Any], **extra: Any) -> dict[s
     """A POST alert webhook, authenticated by bearer token or HMAC signature."""
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"hmac": []}]
     return {"post": {"summary": summary, "security": security, **extra, "responses": responses}}
+
+
+def _bounce_paths() -> dict[str, Any]:
+    text: dict[str, Any] = {"type": "string"}
+    fields: dict[str, Any] = {
+        "recipient": text,
+        "status": {"type": "string", "pattern": r"^[245]\.\d+\.\d+$"},
+    }
+    fields |= {
+        "action": {"enum": ["failed", "delayed"]},
+        "token": text,
+        "message_id": text,
+        "diagnostic": text,
+    }
+    report = {"type": "object", "required": ["recipient", "status", "action"], "properties": fields}
+    responses = {"200": _json("recorded: outcome, delivery_id"), "401": _json("unauthenticated", _ERROR)}
+    responses |= {"400": _json("not a JSON object", _ERROR), "422": _json("invalid field", _ERROR)}
+    body = {"content": {"application/json": {"schema": report}}}
+    return {
+        "/hooks/bounces": _alert_hook("A delivery report (bounce) from a relay", responses, requestBody=body)
+    }
 
 
 def _twilio_paths() -> dict[str, Any]:

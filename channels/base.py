@@ -125,6 +125,7 @@ class Recipient:
     person_id: str = ""
     unsubscribe_url: str = ""
     message_key: str = ""  # stable per delivery; the email channel derives Message-ID from it
+    delivery_id: int | None = None  # the ledger's id; the email channel's VERP token names it
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@ A connection that answered 421, was dropped, timed out or was cancelled mid-tran
 is discarded, and a new one is opened by the next send. One left idle longer than
 ``probe_idle_after`` seconds is probed with NOOP before reuse, so a connection the server
 closed while idle does not fail a message. No retries happen here: the dispatcher retries.
+
+With ``return_path`` (and ``verp_key``), a recipient with a ``delivery_id`` gets a VERP envelope
+sender (:mod:`channels.verp`); the header From stays ``from_address``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from channels.email_render import (
     prepare_email,
 )
 from channels.smtp_classify import classify_smtp_exception, classify_smtp_reply, drops_connection
+from channels.verp import Verp
 
 __all__ = ["EmailChannel", "EmailSettings", "PreparedEmail", "Security", "SmtpPool", "build_message"]
 
@@ -68,6 +72,8 @@ class EmailSettings:
     cert_bundle: str | None = None
     local_hostname: str | None = None
     probe_idle_after: float = 10.0
+    return_path: str | None = None  # VERP: each message's envelope sender is local+<token>@domain
+    verp_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.security not in _DEFAULT_PORTS:
@@ -85,6 +91,8 @@ class EmailSettings:
                     parse_mailbox(value)
                 except ValueError as exc:
                     raise ValueError(f"smtp.{key}: {exc}") from exc
+        if self.return_path is not None and not self.verp_key:
+            raise ValueError("bounces.return_path: needs a signing key (server.secret_key)")
 
     @property
     def effective_port(self) -> int:
@@ -104,6 +112,12 @@ class EmailChannel:
         self._environment: jinja2.Environment = make_environment()
         self._date_second = -1
         self._date = ""
+        self._verp: Verp | None = None
+        if settings.return_path and settings.verp_key:
+            try:
+                self._verp = Verp(settings.return_path, settings.verp_key)
+            except ValueError as exc:
+                raise ValueError(f"bounces.return_path: {exc}") from exc
 
     def prepare(self, notice: Notice) -> PreparedEmail:
         """Render ``notice`` once for all its recipients. Pure apart from the clock."""
@@ -121,7 +135,10 @@ class EmailChannel:
         if not isinstance(prepared, PreparedEmail):
             raise TypeError(f"EmailChannel.send needs a PreparedEmail, not {type(prepared).__name__}")
         outgoing = personalise(prepared, to, date=self._now_date())
-        reply = await self.pool.sendmail(prepared.envelope_from, outgoing.address, outgoing.data)
+        sender = prepared.envelope_from
+        if self._verp is not None and to.delivery_id is not None:
+            sender = self._verp.address(to.delivery_id)
+        reply = await self.pool.sendmail(sender, outgoing.address, outgoing.data)
         return Receipt(provider_id=outgoing.message_id, detail=reply)
 
     async def limit_connections(self, most: int) -> None:

@@ -10,6 +10,7 @@ One probe per provider, in this order, each a function returning what it reached
   ``GET {api_url}/2010-04-01/Accounts/{sid}.json``, through the official client.
 - ``slack`` (when ``slack.bot_token`` is set): ``auth.test``.
 - ``ldap`` (when ``[directory] source = "ldap"``): connect and bind as Herald's sync does.
+- ``imap`` (when ``[bounces] imap_url`` is set): log in to the bounce mailbox, select its folder.
 
 A line never holds a secret: every configured secret (and the database password) is masked in it
 whatever a server or library said. When the database answers, the run is audited (action
@@ -62,6 +63,8 @@ def probe_all(settings: Settings) -> list[Probe]:
         checks.append(("slack", _slack))
     if settings.directory.source == "ldap":
         checks.append(("ldap", _ldap))
+    if settings.bounces.imap_url:
+        checks.append(("imap", _imap))
     secrets = sorted(set(_secrets(settings)), key=len, reverse=True)
     return [_run(name, check, settings, secrets) for name, check in checks]
 
@@ -217,3 +220,20 @@ def _ldap(settings: Settings) -> str:
     except SyncError as exc:
         raise ProbeFailed(str(exc)) from exc
     return f"{ldap.url} ({f'bind as {ldap.bind_dn}' if ldap.bind_dn else 'anonymous bind'})"
+
+
+def _imap(settings: Settings) -> str:
+    from bot.recipients.bounce_imap import UNREACHABLE, connect, is_loopback, where
+
+    bounces = settings.bounces
+    host, port, secure = where(bounces)
+    try:
+        imap = connect(bounces, timeout=SLACK_TIMEOUT)
+        try:
+            count = imap.select_folder(bounces.folder, readonly=True).get(b"EXISTS", 0)
+        finally:
+            imap.logout()
+    except UNREACHABLE as exc:
+        raise ProbeFailed(f"{host}:{port}: {exc or type(exc).__name__}") from exc
+    shown = "tls" if secure else "no tls" if is_loopback(host) else "starttls"
+    return f"{host}:{port} ({shown}, login as {bounces.username}, {bounces.folder}: {count} messages)"

@@ -26,6 +26,8 @@ from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.retention import retention_job
 from bot.engine.workers import SecondDispatcherError, new_worker_id
+from bot.recipients.bounce_imap import bounce_jobs
+from bot.recipients.bounce_web import bounce_routes
 from bot.recipients.web import recipient_routes
 from bot.server import HeraldServer, Job, ServeError
 from bot.sync.schedule import check_every, scheduled_sync
@@ -55,7 +57,7 @@ async def run_serve(settings: Settings) -> int:
     server = HeraldServer(
         settings,
         herald=herald,
-        routes=[*recipient_routes(herald), *alert_routes(herald)],
+        routes=[*recipient_routes(herald), *alert_routes(herald), *bounce_routes(herald)],
         jobs=[
             Job("alerts", ALERT_TICK_EVERY, alert_tick(herald)),
             Job("retention", settings.retention.every, retention_job(herald)),
@@ -64,6 +66,7 @@ async def run_serve(settings: Settings) -> int:
                 check_every(settings.directory.sync_every),
                 functools.partial(scheduled_sync, herald),
             ),
+            *bounce_jobs(herald),
         ],
     )
     try:

@@ -128,6 +128,7 @@ async def send_one(
         person_id=item.person_id,
         unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
         message_key=f"{item.notification_id}.{item.id}",
+        delivery_id=item.id,
     )
     try:
         return await herald.channel(channel).send(notice.prepared, recipient)

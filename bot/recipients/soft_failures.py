@@ -5,7 +5,8 @@ A hard failure (SMTP 5.1.x, Twilio 21211/21610/21614...) suppresses at once (``l
 after the recipient's server kept answering 4xx (``server_error``: mailbox full, over quota) for the
 whole of ``retry_for``, or a delivery that ``failed`` with a recipient-side reason that does not
 suppress (``rejected_recipient``: SMTP 5xx without 5.1.x, Twilio 30003/30004/21612;
-``undelivered`` from a Twilio status callback). Connection failures, timeouts and rate limits are
+``undelivered`` from a Twilio status callback; ``bounced: …`` from a delivery report that came back
+later without a hard code, :mod:`.bounces`). Connection failures, timeouts and rate limits are
 about Herald's own path, never the address, so they do not count.
 
 The rule: when the last ``threshold`` (default 3) notifications that reached a final state for an
@@ -34,6 +35,7 @@ NOTIFICATION = SQLModel.metadata.tables[Notification.__tablename__]
 SUPPRESSION = SQLModel.metadata.tables[Suppression.__tablename__]
 
 SOFT_REASONS = ("rejected_recipient", "undelivered")
+BOUNCED = "bounced:"  # a later bounce (:mod:`.bounces`); hard ones are suppressed already
 SOURCE = "soft-failures"
 
 
@@ -46,7 +48,7 @@ class SoftFailurePolicy:
 def is_soft(channel: str, state: str, reason: str | None) -> bool:
     if state == "expired":
         return channel == "email" and reason == "server_error"
-    return state == "failed" and reason in SOFT_REASONS
+    return state == "failed" and (reason in SOFT_REASONS or (reason or "").startswith(BOUNCED))
 
 
 def sweep(connection: Connection, now: float, policy: SoftFailurePolicy) -> list[tuple[str, str]]:
@@ -59,6 +61,7 @@ def sweep(connection: Connection, now: float, policy: SoftFailurePolicy) -> list
     soft = or_(
         and_(d.state == "expired", d.channel == "email", d.reason == "server_error"),
         d.reason.in_(SOFT_REASONS),
+        d.reason.like(f"{BOUNCED}%"),
     )
     candidates = connection.execute(
         select(d.channel, d.address)

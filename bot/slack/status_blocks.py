@@ -28,7 +28,7 @@ from bot.slack.blocks import (
 from bot.slack.mrkdwn import Mrkdwn, join, mrkdwn, slack_date
 
 SENT_STATES = ("sent", "delivered")
-FAILED_STATES = ("failed", "expired")
+FAILED_STATES = ("failed", "bounced", "expired")  # bounced: failed later by a bounce
 LEFT_STATES = ("queued", "deferred", "sending")
 _SLA_MARK = {
     True: Mrkdwn(":white_check_mark: met"),
