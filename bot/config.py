@@ -200,6 +200,13 @@ class RetentionSettings(Section):
     every: Duration = Field(3600.0, gt=0)
 
 
+class AlertmanagerSettings(Section):
+    # Base URL of Alertmanager (API v2): maintenance windows create their silences there. "" = off.
+    url: str = ""
+    timeout: Duration = Field(5.0, gt=0)
+    retry_every: Duration = Field(30.0, gt=0)
+
+
 def _default_sla() -> dict[str, SlaPolicy]:
     return {name: SlaPolicy.model_validate(policy) for name, policy in DEFAULT_SLA.items()}
 
@@ -241,6 +248,7 @@ class Settings(BaseSettings):
     kinds: KindSettings = Field(default_factory=KindSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
 
     @field_validator("sla", mode="before")
     @classmethod

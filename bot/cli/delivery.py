@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from bot import runtime, service
+from bot.alerts import maintenance
+from bot.alerts.silences import sync_silences
 from bot.app import Herald
 from bot.cli.common import (
     EXIT_FAILED,
@@ -67,6 +69,14 @@ def register(app: typer.Typer) -> None:
         channels: Annotated[str, typer.Option("--channels", help="email, sms or email,sms")] = "email",
         severity: Annotated[str, typer.Option("--severity", "-s")] = "info",
         at: Annotated[str | None, typer.Option("--at", help="Send later: ISO time or +30m.")] = None,
+        window: Annotated[
+            str | None,
+            typer.Option("--window", help="Maintenance window START..END (ISO, UTC unless offset)."),
+        ] = None,
+        silence: Annotated[
+            str | None,
+            typer.Option("--silence", help="Alerts to silence in the window: key=value[,key=value]."),
+        ] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
         as_json: JsonOption = False,
@@ -74,7 +84,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Announce to an audience over email and/or SMS (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
-            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json)
+            windowed = _window(herald, severity, window, silence)
+            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed)
 
     @app.command()
     def status(
@@ -88,6 +99,8 @@ def register(app: typer.Typer) -> None:
         if current is None:
             fail(f"no notification {notification_id!r}")
         print(json.dumps(current, indent=2) if as_json else format_status(current))
+        if not as_json and current.get("window"):
+            print("\n".join(maintenance.window_lines(current["window"])))
 
     @app.command()
     def report(
@@ -124,6 +137,7 @@ def _announce(
     yes: bool,
     wait: bool,
     as_json: bool,
+    window: maintenance.Window | None = None,
 ) -> None:
     try:
         start_at = parse_when(at, herald.clock.now()) if at else None
@@ -137,6 +151,7 @@ def _announce(
         body=body,
         created_by="cli",
         start_at=start_at,
+        window=window,
     )
     try:
         preview = service.preview(herald, request)
@@ -144,6 +159,8 @@ def _announce(
         fail(str(exc))
     if not as_json:
         print(format_preview(preview, request))
+        if window is not None:
+            print("\n".join(maintenance.window_lines(window_document(window))))
     if not yes:
         if not sys.stdin.isatty():
             fail("not sending without --yes (standard input is not a terminal)")
@@ -153,6 +170,8 @@ def _announce(
         notification_id = service.announce(herald, request)
     except service.AnnounceError as exc:
         fail(str(exc))
+    if window is not None and herald.settings.alertmanager.url:
+        sync_silences(herald)  # best effort: the scheduler retries what fails
     if not wait:
         _print_queued(herald, notification_id, as_json)
         return
@@ -161,6 +180,25 @@ def _announce(
     report_held(final)
     if final["sla"]["met"] is False:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _window(
+    herald: Herald, severity: str, window: str | None, silence: str | None
+) -> maintenance.Window | None:
+    try:
+        return maintenance.window_from_options(
+            severity.lower(), window, silence, herald.clock.now(), ("--window", "--silence")
+        )
+    except maintenance.WindowError as exc:
+        fail(str(exc))
+
+
+def window_document(window: maintenance.Window) -> dict[str, Any]:
+    return {
+        "start": maintenance.iso(window.starts_at),
+        "end": maintenance.iso(window.ends_at),
+        "silence": dict(window.matchers),
+    }
 
 
 def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
