@@ -125,6 +125,7 @@ class Recipient:
     person_id: str = ""
     unsubscribe_url: str = ""
     message_key: str = ""  # stable per delivery; the email channel derives Message-ID from it
+    thread_key: str = ""  # a follow-up: the message_key of the message it answers (email threads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Notice:
     body: str
     mandatory: bool = True
     links: dict[str, str] = field(default_factory=dict)
+    reply: bool = False  # a follow-up of an earlier notice (email subject "Re: ...")
 
 
 class Prepared(Protocol):

@@ -173,7 +173,7 @@ def _announce(
     if window is not None and herald.settings.alertmanager.url:
         sync_silences(herald)  # best effort: the scheduler retries what fails
     if not wait:
-        _print_queued(herald, notification_id, as_json)
+        print_queued(herald, notification_id, as_json)
         return
     final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
     print(json.dumps(final, indent=2) if as_json else format_status(final))
@@ -201,7 +201,7 @@ def window_document(window: maintenance.Window) -> dict[str, Any]:
     }
 
 
-def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
+def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
     current = service.status(herald, notification_id) or {}
     running = workers.live_workers(herald.store, herald.clock.now())
     if as_json:

@@ -1,0 +1,60 @@
+"""``herald followup ID --body B [--done] [--yes]``: a threaded follow-up to an announcement's people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from bot import runtime
+from bot.alerts.silences import sync_silences
+from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held
+from bot.cli.delivery import open_herald, print_queued
+from bot.engine.followup import FollowupError, followup, original_of
+from bot.render import format_status
+from bot.server import wait_for
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``followup`` to ``app``."""
+
+    @app.command("followup")
+    def followup_command(
+        notification_id: Annotated[str, typer.Argument(metavar="ID")],
+        body: Annotated[str, typer.Option("--body", "-b", help="What to tell them.")],
+        done: Annotated[
+            bool, typer.Option("--done", help="The all-clear: also ends a maintenance window now.")
+        ] = False,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Send a follow-up to the same people over the same channels, threaded with the original."""
+        with open_herald(config) as herald:
+            try:
+                original = original_of(herald, notification_id)
+            except FollowupError as exc:
+                fail(str(exc))
+            if not as_json:
+                what = "all-clear" if done else "follow-up"
+                print(f"{what} of {original['id']} {original['title']!r} over {original['channels']}")
+            if not yes:
+                if not sys.stdin.isatty():
+                    fail("not sending without --yes (standard input is not a terminal)")
+                if not typer.confirm("Send?", default=False):
+                    fail("cancelled", EXIT_FAILED)
+            try:
+                sent = followup(herald, notification_id, body, done, "cli")
+            except FollowupError as exc:
+                fail(str(exc))
+            if sent.ended_window and herald.settings.alertmanager.url:
+                sync_silences(herald)  # best effort: the scheduler retries what fails
+            if not wait:
+                print_queued(herald, sent.id, as_json)
+                return
+            final = runtime.run(wait_for(herald, sent.id, sys.stderr.isatty() and not as_json))
+        print(json.dumps(final, indent=2) if as_json else format_status(final))
+        report_held(final)
