@@ -13,9 +13,10 @@ the intake does no more work than before.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -90,6 +91,28 @@ def parse_window(text: str, now: float, option: str = "--window") -> tuple[float
     return start, end
 
 
+_DAY_TIMES = re.compile(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})")
+
+
+def day_window(text: str, now: float) -> str:
+    """``22:00-23:30`` (UTC) → ``START..END`` of its next occurrence: today's, or tomorrow's once
+    today's has ended; an end before the start is on the next day. Other text is returned as is."""
+    match = _DAY_TIMES.fullmatch(text.strip())
+    if match is None:
+        return text
+    start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    if start_h > 23 or end_h > 23 or start_m > 59 or end_m > 59:
+        raise WindowError(f"window: not a time of day: {text!r}")
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day.replace(hour=start_h, minute=start_m)
+    end = day.replace(hour=end_h, minute=end_m)
+    if end <= start:
+        end += timedelta(days=1)
+    if end.timestamp() <= now:
+        start, end = start + timedelta(days=1), end + timedelta(days=1)
+    return f"{start.isoformat()}..{end.isoformat()}"
+
+
 def parse_silence(text: str, option: str = "--silence") -> dict[str, str]:
     """``key=value[,key=value]`` → matchers; every key once, no empty key or value."""
     matchers: dict[str, str] = {}
@@ -115,7 +138,7 @@ def window_from_options(
         return None
     if severity != "maintenance":
         given = window_name if window is not None else silence_name
-        raise WindowError(f"{given}: only for --severity maintenance (not {severity!r})")
+        raise WindowError(f"{given}: only for the maintenance severity (not {severity!r})")
     if window is None:
         raise WindowError(f"{silence_name}: needs {window_name} START..END")
     start, end = parse_window(window, now, window_name)

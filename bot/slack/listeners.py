@@ -34,6 +34,7 @@ from bot.slack.blocks import Block
 from bot.slack.commands import (
     AnnounceCommand,
     CancelCommand,
+    FollowupCommand,
     HelpCommand,
     ListCommand,
     ModalCommand,
@@ -120,6 +121,8 @@ class Listeners:
             work = flows.list(origin, reply)
         elif isinstance(parsed, StatusCommand):
             work = flows.status(origin, parsed.notification_id, reply)
+        elif isinstance(parsed, FollowupCommand):
+            work = flows.followup(origin, parsed.notification_id, parsed.body, parsed.done, reply)
         else:
             assert isinstance(parsed, CancelCommand)
             work = flows.cancel(origin, parsed.notification_id, reply)

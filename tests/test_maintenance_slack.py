@@ -1,0 +1,86 @@
+"""Maintenance in Slack: the typed form's ``window … silence …``, and ``/announce update|done ID: text``
+as threaded follow-ups (signed requests to ``HeraldServer``, the SMTP and Twilio stand-ins)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_signing import ANNOUNCER, CHANNEL, STRANGER, Harness, block_action, running_herald
+from test_slack_flows import button, eventually, preview_typed
+
+from bot.alerts.maintenance import window_status
+from bot.store import open_store
+
+
+@pytest.fixture
+async def h(db_url: str, tmp_path: Path) -> Any:
+    async with running_herald(db_url, tmp_path) as harness:
+        yield harness
+
+
+TYPED = (
+    "maintenance to site:berlin via email,sms window 22:00-23:30 silence service=db,env=prod: "
+    "Patch Tuesday | Reboots"
+)
+
+
+async def send_typed(h: Harness, text: str) -> str:
+    preview = await preview_typed(h, text, "cmd")
+    send = button(preview["blocks"], "announce_send")
+    clicked = await h.signed.interaction(
+        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("send"))
+    )
+    assert clicked.status_code == 200
+    replaced = (await h.responses("send"))[0]
+    return str(replaced["text"].split("`")[1])
+
+
+def window_of(h: Harness, nid: str) -> dict[str, Any] | None:
+    store = open_store(h.db_url)
+    try:
+        return window_status(store, nid)
+    finally:
+        store.dispose()
+
+
+async def command(h: Harness, text: str, key: str, user: str = ANNOUNCER) -> dict[str, Any]:
+    response = await h.signed.command(text, user, CHANNEL, h.response_url(key))
+    assert response.status_code == 200
+    return (await h.responses(key))[0]
+
+
+async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness) -> None:
+    nid = await send_typed(h, TYPED)
+    window = window_of(h, nid)
+    assert window is not None and window["silence"] == {"service": "db", "env": "prod"}
+    assert window["start"].endswith("T22:00:00Z") and window["end"].endswith("T23:30:00Z")
+    await eventually(lambda: len(h.smtp.messages) == 2 and len(h.twilio.messages) == 3)
+    originals = {m.rcpt_tos[0]: m.message for m in h.smtp.messages}
+
+    refused = await command(h, f"update {nid}: not yours", "stranger", user=STRANGER)
+    assert "announcers" in json.dumps(refused)
+
+    answer = await command(h, f"done {nid}: All clear, servers are back", "done")
+    assert "All-clear" in answer["text"] and "window has ended" in answer["text"]
+    await eventually(lambda: len(h.smtp.messages) == 4 and len(h.twilio.messages) == 6)
+    replies = [m for m in h.smtp.messages if m.message["Subject"] == "Re: [MAINTENANCE] Patch Tuesday"]
+    assert sorted(m.rcpt_tos[0] for m in replies) == sorted(originals)
+    for reply in replies:
+        parent = originals[reply.rcpt_tos[0]]["Message-ID"]
+        assert reply.message["In-Reply-To"] == parent and reply.message["References"] == parent
+    texts = [m.body for m in h.twilio.messages[3:]]
+    assert all(text.startswith("[MAINTENANCE] Patch Tuesday: All clear, servers are back") for text in texts)
+    ended = window_of(h, nid)
+    assert ended is not None and ended["ended_early"] is not None
+
+
+async def test_typed_window_errors_name_the_field(h: Harness) -> None:
+    bad = await preview_typed(h, TYPED.replace("22:00-23:30", "25:00-23:30"), "bad")
+    assert "window" in bad["text"] and "not a time of day" in bad["text"]
+    wrong = await preview_typed(h, TYPED.replace("maintenance", "info", 1), "info")
+    assert "window: only for the maintenance severity" in wrong["text"]
+    unknown = await command(h, "done nope123: text", "unknown")
+    assert "no notification" in unknown["text"]
