@@ -29,6 +29,8 @@ TYPED = (
 
 async def send_typed(h: Harness, text: str) -> str:
     preview = await preview_typed(h, text, "cmd")
+    assert "Maintenance window" in json.dumps(preview["blocks"])
+    assert "alerts with `service=db,env=prod` page nobody" in json.dumps(preview["blocks"])
     send = button(preview["blocks"], "announce_send")
     clicked = await h.signed.interaction(
         block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("send"))
@@ -75,6 +77,8 @@ async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness) -> 
     assert all(text.startswith("[MAINTENANCE] Patch Tuesday: All clear, servers are back") for text in texts)
     ended = window_of(h, nid)
     assert ended is not None and ended["ended_early"] is not None
+    status = json.dumps(await command(h, f"status {nid}", "status"))
+    assert "silences `env=prod,service=db`" in status and "ended early at" in status
 
 
 async def test_typed_window_errors_name_the_field(h: Harness) -> None:

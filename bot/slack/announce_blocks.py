@@ -62,6 +62,7 @@ class PreviewFacts:
     meets_sla: bool
     deliver_within: float
     start_at: float | None = None
+    window: tuple[float, float, Mapping[str, str]] | None = None  # maintenance: start, end, silence
 
 
 def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bool:
@@ -78,6 +79,8 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     ]
     if facts.body:
         blocks.append(section(_quote(facts.body)))
+    if facts.window is not None:
+        blocks.append(section(window_line(*facts.window)))
     blocks.append(section(_forecast_line(facts)))
     if not facts.meets_sla:
         blocks.append(section(_sla_warning(facts)))
@@ -87,6 +90,19 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     )
     text = mrkdwn("Preview: {} to {} {}", title, facts.recipients, people(facts.recipients))
     return text, blocks
+
+
+def window_line(start: float, end: float, silence: Mapping[str, str]) -> Mrkdwn:
+    """A maintenance window and the alerts it silences."""
+    matchers = ",".join(f"{key}={value}" for key, value in silence.items())
+    if not matchers:
+        return mrkdwn(":wrench: *Maintenance window* {} to {}", slack_date(start), slack_date(end))
+    return mrkdwn(
+        ":wrench: *Maintenance window* {} to {}: alerts with `{}` page nobody until it ends",
+        slack_date(start),
+        slack_date(end),
+        matchers,
+    )
 
 
 def _reach_lines(facts: PreviewFacts) -> list[Mrkdwn]:

@@ -91,6 +91,7 @@ def preview_facts(request: AnnounceRequest, result: Preview) -> announce_blocks.
         meets_sla=result.forecast.meets,
         deliver_within=result.deliver_within,
         start_at=request.start_at,
+        window=(window.starts_at, window.ends_at, window.matchers) if (window := request.window) else None,
     )
 
 

@@ -215,7 +215,26 @@ def status_message(status: Mapping[str, Any], now: float) -> Message:
     blocks.append(
         context(mrkdwn("{} {} · state {}{}", recipients, people(recipients), status.get("state"), when))
     )
+    if status.get("window"):
+        blocks.append(context(_window_line(status["window"])))
     return text, blocks
+
+
+def _window_line(window: Mapping[str, Any]) -> Mrkdwn:
+    """A maintenance notification's window: when, what it silences, and how it went."""
+    silence = ",".join(f"{k}={v}" for k, v in window["silence"].items()) or "nothing"
+    line = mrkdwn(
+        ":wrench: window {} to {} · silences `{}` · {} alert(s) silenced",
+        window["start"],
+        window["end"],
+        silence,
+        window["silenced_alerts"],
+    )
+    if window.get("ended_early"):
+        line = mrkdwn("{} · ended early at {}", line, window["ended_early"])
+    if window.get("overran"):
+        line = mrkdwn("{} · :warning: overran", line)
+    return line
 
 
 # -- list and Home -----------------------------------------------------------------------------------
