@@ -13,15 +13,23 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Peers
-from test_alertmanager_e2e import free_port, running_alertmanager
+from sqlalchemy import select
+from test_alert_webhooks import eventually, running_alerts
+from test_alertmanager_e2e import am_alert, free_port, running_alertmanager
 from test_announce_cli import setup
+from test_maintenance_http import announce_window, shown
 
 from bot.alerts.escalation import run_due
 from bot.alerts.maintenance import iso, parse_moment
 from bot.alerts.silences import sync_silences
+from bot.alerts.tables import AlertGroup
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
+from bot.store import open_store
+from bot.tables import table_of
+
+GROUP = table_of(AlertGroup)
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +123,34 @@ def herald_at(config: str, now: float, url: str | None = None) -> Herald:
     if url is not None:
         settings.alertmanager.url = url
     return Herald.build(settings, clock=ManualClock(now))
+
+
+async def test_alerts_from_alertmanager_in_the_window_page_from_its_early_end(  # type: ignore[no-untyped-def]
+    cli, db_url: str, tmp_path: Path
+) -> None:
+    async with (
+        running_alerts(db_url, tmp_path, ack_within="3s") as h,
+        running_alertmanager(tmp_path, h.url) as am,
+    ):
+        nid = announce_window(cli, h, "service=db")
+        await am.post(am_alert("DBDown", team="core", service="db"), am_alert("LinkDown", team="net"))
+        await eventually(lambda: h.sms_to("alice") != [], what="the page for the non-matching alert")
+        await eventually(lambda: shown(h, "Silenced by maintenance"), what="the silenced alert in Slack")
+        assert all("LinkDown" in sms for sms in h.sms_to("alice"))
+        assert silenced_timers(db_url) == [None]  # the silenced critical alert started no escalation clock
+
+        done = cli("followup", nid, "--body", "Done", "--done", "--yes", "--config", str(h.config))
+        assert done.exit_code == 0, done.stderr
+        await eventually(lambda: any("DBDown" in s for s in h.sms_to("alice")), what="the overrun page")
+        await eventually(lambda: h.sms_to("bob") != [], timeout=15, what="tier 1, ack_within after the end")
+        assert all("DBDown" in sms for sms in h.sms_to("bob"))
+
+
+def silenced_timers(db_url: str) -> list[float | None]:
+    store = open_store(db_url)
+    try:
+        with store.begin() as connection:
+            query = select(GROUP.c.next_escalation_at).where(GROUP.c.silenced_by.is_not(None))
+            return list(connection.execute(query).scalars())
+    finally:
+        store.dispose()
