@@ -236,19 +236,7 @@ def window_status(store: Store, notification_id: str) -> dict[str, Any] | None:
         row = window_row(connection, notification_id)
         if row is None:
             return None
-        groups = [
-            str(g)
-            for g in connection.execute(select(GROUP.c.id).where(GROUP.c.silenced_by == notification_id))
-            .scalars()
-            .all()
-        ]
-        alerts = 0
-        if groups:
-            alerts = int(
-                connection.execute(
-                    select(func.count()).select_from(INSTANCE).where(INSTANCE.c.group_id.in_(groups))
-                ).scalar_one()
-            )
+        groups, alerts = _silenced(connection, notification_id)
     return {
         "start": iso(row["starts_at"]),
         "end": iso(row["ends_at"]),
@@ -259,6 +247,16 @@ def window_status(store: Store, notification_id: str) -> dict[str, Any] | None:
         "silenced_groups": groups,
         "alertmanager": _alertmanager_status(row),
     }
+
+
+def _silenced(connection: Connection, notification_id: str) -> tuple[list[str], int]:
+    """The groups the window silenced, and how many alerts they hold."""
+    query = select(GROUP.c.id).where(GROUP.c.silenced_by == notification_id)
+    groups = [str(group) for group in connection.execute(query).scalars()]
+    if not groups:
+        return groups, 0
+    count = select(func.count()).select_from(INSTANCE).where(INSTANCE.c.group_id.in_(groups))
+    return groups, int(connection.execute(count).scalar_one())
 
 
 def _alertmanager_status(row: Mapping[str, Any]) -> dict[str, Any] | None:

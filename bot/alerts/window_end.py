@@ -70,10 +70,20 @@ def _close(connection: Connection, row: Mapping[str, Any], now: float) -> int:
     if not closed:
         return 0
     end = effective_end(row)
-    paged = 0
-    for group in connection.execute(_still_silenced(nid)).mappings().all():
-        policy = Policy.from_json(group["policy"])
-        paged += connection.execute(
+    groups = [dict(group) for group in connection.execute(_still_silenced(nid)).mappings()]
+    paged: int = sum(_page_from(connection, group, end) for group in groups)
+    if paged:
+        connection.execute(
+            update(WINDOW).where(WINDOW.c.notification_id == nid).values(overran=True, overrun_notice="owed")
+        )
+    return int(paged)
+
+
+def _page_from(connection: Connection, group: Mapping[str, Any], end: float) -> int:
+    """The group owes its first page at ``end``, its escalation clock starting then."""
+    policy = Policy.from_json(group["policy"])
+    return int(
+        connection.execute(
             update(GROUP)
             .where(GROUP.c.id == group["id"], GROUP.c.version == group["version"])
             .values(
@@ -84,11 +94,7 @@ def _close(connection: Connection, row: Mapping[str, Any], now: float) -> int:
                 revision=GROUP.c.revision + 1,
             )
         ).rowcount
-    if paged:
-        connection.execute(
-            update(WINDOW).where(WINDOW.c.notification_id == nid).values(overran=True, overrun_notice="owed")
-        )
-    return int(paged)
+    )
 
 
 def _still_silenced(nid: str) -> Any:

@@ -10,6 +10,7 @@ import typer
 
 from bot import runtime
 from bot.alerts.silences import sync_silences
+from bot.app import Herald
 from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held
 from bot.cli.delivery import open_herald, print_queued
 from bot.engine.followup import FollowupError, followup, original_of
@@ -34,27 +35,33 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Send a follow-up to the same people over the same channels, threaded with the original."""
         with open_herald(config) as herald:
-            try:
-                original = original_of(herald, notification_id)
-            except FollowupError as exc:
-                fail(str(exc))
-            if not as_json:
-                what = "all-clear" if done else "follow-up"
-                print(f"{what} of {original['id']} {original['title']!r} over {original['channels']}")
-            if not yes:
-                if not sys.stdin.isatty():
-                    fail("not sending without --yes (standard input is not a terminal)")
-                if not typer.confirm("Send?", default=False):
-                    fail("cancelled", EXIT_FAILED)
-            try:
-                sent = followup(herald, notification_id, body, done, "cli")
-            except FollowupError as exc:
-                fail(str(exc))
-            if sent.ended_window and herald.settings.alertmanager.url:
-                sync_silences(herald)  # best effort: the scheduler retries what fails
+            sent = _send(herald, notification_id, body, done, yes, as_json)
             if not wait:
-                print_queued(herald, sent.id, as_json)
+                print_queued(herald, sent, as_json)
                 return
-            final = runtime.run(wait_for(herald, sent.id, sys.stderr.isatty() and not as_json))
+            final = runtime.run(wait_for(herald, sent, sys.stderr.isatty() and not as_json))
         print(json.dumps(final, indent=2) if as_json else format_status(final))
         report_held(final)
+
+
+def _send(herald: Herald, notification_id: str, body: str, done: bool, yes: bool, as_json: bool) -> str:
+    """Show what will be sent, confirm, store it; the follow-up's id."""
+    try:
+        original = original_of(herald, notification_id)
+    except FollowupError as exc:
+        fail(str(exc))
+    if not as_json:
+        what = "all-clear" if done else "follow-up"
+        print(f"{what} of {original['id']} {original['title']!r} over {original['channels']}")
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("not sending without --yes (standard input is not a terminal)")
+        if not typer.confirm("Send?", default=False):
+            fail("cancelled", EXIT_FAILED)
+    try:
+        sent = followup(herald, notification_id, body, done, "cli")
+    except FollowupError as exc:
+        fail(str(exc))
+    if sent.ended_window and herald.settings.alertmanager.url:
+        sync_silences(herald)  # best effort: the scheduler retries what fails
+    return sent.id

@@ -68,7 +68,22 @@ def followup(herald: Herald, notification_id: str, body: str, done: bool, actor:
         raise FollowupError(f"the follow-up body is longer than {MAX_BODY} characters")
     original = original_of(herald, notification_id)
     now = herald.clock.now()
-    new = NewNotification(
+    new = _notification(herald, original, body, done, actor, now)
+    people = PERSON.c.id.in_(
+        select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id == original["id"]).distinct()
+    )
+    _, recipients = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
+    ended = maintenance.end_early(herald.store, original["id"], now) if done else False
+    detail = {"original": original["id"], "done": done, "ended_window": ended, "recipients": recipients}
+    service.audit(herald, actor, "followup", new.id, True, detail)
+    return Followup(new.id, original["id"], recipients or 0, ended)
+
+
+def _notification(
+    herald: Herald, original: dict[str, Any], body: str, done: bool, actor: str, now: float
+) -> NewNotification:
+    """The follow-up: the original's severity, title, audience and channels; due by its SLA."""
+    return NewNotification(
         id=new_notification_id(),
         kind="followup",
         severity=original["severity"],
@@ -83,11 +98,3 @@ def followup(herald: Herald, notification_id: str, body: str, done: bool, actor:
         parent_id=original["id"],
         meta={"followup_of": original["id"], "done": done},
     )
-    people = PERSON.c.id.in_(
-        select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id == original["id"]).distinct()
-    )
-    _, recipients = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))
-    ended = maintenance.end_early(herald.store, original["id"], now) if done else False
-    detail = {"original": original["id"], "done": done, "ended_window": ended, "recipients": recipients}
-    service.audit(herald, actor, "followup", new.id, True, detail)
-    return Followup(new.id, original["id"], recipients or 0, ended)
