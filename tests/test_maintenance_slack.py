@@ -3,16 +3,21 @@ as threaded follow-ups (signed requests to ``HeraldServer``, the SMTP and Twilio
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from slack_signing import ANNOUNCER, CHANNEL, STRANGER, Harness, block_action, running_herald
+from sqlalchemy import select
 from test_slack_flows import button, eventually, preview_typed
 
 from bot.alerts.maintenance import window_status
 from bot.store import open_store
+from bot.tables import Notification, table_of
+
+NOTIFICATION = table_of(Notification)
 
 
 @pytest.fixture
@@ -48,13 +53,25 @@ def window_of(h: Harness, nid: str) -> dict[str, Any] | None:
         store.dispose()
 
 
+def progress_ts(h: Harness, nid: str) -> str:
+    store = open_store(h.db_url)
+    try:
+        with store.begin() as connection:
+            meta = connection.execute(
+                select(NOTIFICATION.c.meta).where(NOTIFICATION.c.id == nid)
+            ).scalar_one()
+    finally:
+        store.dispose()
+    return str(json.loads(meta)["slack_ts"])
+
+
 async def command(h: Harness, text: str, key: str, user: str = ANNOUNCER) -> dict[str, Any]:
     response = await h.signed.command(text, user, CHANNEL, h.response_url(key))
     assert response.status_code == 200
     return (await h.responses(key))[0]
 
 
-async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness) -> None:
+async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     nid = await send_typed(h, TYPED)
     window = window_of(h, nid)
     assert window is not None and window["silence"] == {"service": "db", "env": "prod"}
@@ -65,15 +82,24 @@ async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness) -> 
     refused = await command(h, f"update {nid}: not yours", "stranger", user=STRANGER)
     assert "announcers" in json.dumps(refused)
 
+    config = str(tmp_path / "herald.toml")  # the CLI runs its own event loop: in a thread
+    update = await asyncio.to_thread(cli, "followup", nid, "--body", "Half way", "--yes", "--config", config)
+    assert update.exit_code == 0, update.stderr
+    await eventually(lambda: len(h.smtp.messages) == 4 and len(h.twilio.messages) == 6)
     answer = await command(h, f"done {nid}: All clear, servers are back", "done")
     assert "All-clear" in answer["text"] and "window has ended" in answer["text"]
-    await eventually(lambda: len(h.smtp.messages) == 4 and len(h.twilio.messages) == 6)
-    replies = [m for m in h.smtp.messages if m.message["Subject"] == "Re: [MAINTENANCE] Patch Tuesday"]
+    await eventually(lambda: len(h.smtp.messages) == 6 and len(h.twilio.messages) == 9)
+    replies = [m for m in h.smtp.messages if "All clear" in m.message.get_body().get_content()]
     assert sorted(m.rcpt_tos[0] for m in replies) == sorted(originals)
     for reply in replies:
+        assert reply.message["Subject"] == "Re: [MAINTENANCE] Patch Tuesday"
         parent = originals[reply.rcpt_tos[0]]["Message-ID"]
         assert reply.message["In-Reply-To"] == parent and reply.message["References"] == parent
-    texts = [m.body for m in h.twilio.messages[3:]]
+    threaded = [c.args for c in h.slack.calls_to("chat.postMessage") if "thread_ts" in c.args]
+    assert [(c["channel"], c["thread_ts"]) for c in threaded] == [(CHANNEL, progress_ts(h, nid))] * 2
+    assert threaded[0]["text"].startswith(":speech_balloon: *Update*: Half way")
+    assert threaded[1]["text"].startswith(":white_check_mark: *All clear*: All clear, servers are back")
+    texts = [m.body for m in h.twilio.messages[6:]]
     assert all(text.startswith("[MAINTENANCE] Patch Tuesday: All clear, servers are back") for text in texts)
     ended = window_of(h, nid)
     assert ended is not None and ended["ended_early"] is not None

@@ -16,6 +16,8 @@ from bot.cli.delivery import open_herald, print_queued
 from bot.engine.followup import FollowupError, followup, original_of
 from bot.render import format_status
 from bot.server import wait_for
+from bot.slack.client import web_client
+from bot.slack.threads import progress_message, reply_in_thread
 
 
 def register(app: typer.Typer) -> None:
@@ -64,4 +66,7 @@ def _send(herald: Herald, notification_id: str, body: str, done: bool, yes: bool
         fail(str(exc))
     if sent.ended_window and herald.settings.alertmanager.url:
         sync_silences(herald)  # best effort: the scheduler retries what fails
+    if herald.settings.slack.bot_token is not None and progress_message(herald, sent.original):
+        client = web_client(herald.settings.slack)
+        runtime.run(reply_in_thread(herald, client, sent, body.strip(), done))
     return sent.id

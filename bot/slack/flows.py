@@ -32,6 +32,7 @@ from bot.slack.commands import AnnounceCommand
 from bot.slack.home import home_items
 from bot.slack.mrkdwn import Mrkdwn, channel_link, mention, mrkdwn, slack_date
 from bot.slack.progress import ProgressTracker, set_meta
+from bot.slack.threads import reply_in_thread
 
 log = logging.getLogger("herald.slack")
 
@@ -313,6 +314,7 @@ class AnnounceFlows:
             self.on_queued()
         if sent.ended_window:
             await self._call(sync_silences)
+        await reply_in_thread(self.herald, self.client, sent, body, done)
         what = "All-clear" if done else "Follow-up"
         ended = " The maintenance window has ended." if sent.ended_window else ""
         text = mrkdwn(
