@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_signing import ANNOUNCER, CHANNEL, STRANGER, Harness, block_action, running_herald
+from slack_signing import (
+    ANNOUNCER,
+    CHANNEL,
+    STRANGER,
+    Harness,
+    block_action,
+    modal_values,
+    running_herald,
+    view_submission,
+)
 from sqlalchemy import select
-from test_slack_flows import button, eventually, preview_typed
+from test_slack_flows import button, eventually, notifications, preview_typed
 
 from bot.alerts.maintenance import window_status
 from bot.store import open_store
@@ -114,3 +123,46 @@ async def test_typed_window_errors_name_the_field(h: Harness) -> None:
     assert "window: only for the maintenance severity" in wrong["text"]
     unknown = await command(h, "done nope123: text", "unknown")
     assert "no notification" in unknown["text"]
+
+
+def with_window(values: dict[str, Any], window: str | None, silence: str | None) -> dict[str, Any]:
+    """The modal's optional window fields, as Slack fills them in."""
+    for block, value in (("window", window), ("silence", silence)):
+        values[block] = {"value": {"type": "plain_text_input", "value": value}}
+    return values
+
+
+async def test_modal_window_fields_are_checked_and_stored(h: Harness) -> None:
+    opened = await h.signed.command("", ANNOUNCER, CHANNEL, h.response_url("cmd"), trigger_id="trig.1")
+    assert opened.status_code == 200
+    await h.slack.wait_for(lambda: bool(h.slack.calls_to("views.open")))
+    view = h.slack.calls_to("views.open")[0].args["view"]
+    assert {"window", "silence"} <= {b.get("block_id") for b in view["blocks"]}
+
+    base = {"audience": "site:berlin", "channels": ("email",), "title": "Patch"}
+    wrong = with_window(modal_values(severity="info", **base), "22:00-23:30", "service=db")  # type: ignore[arg-type]
+    answer = await h.signed.interaction(view_submission(view, wrong, ANNOUNCER))
+    assert answer.json() == {
+        "response_action": "errors",
+        "errors": {"window": "window: only for the maintenance severity (not 'info')"},
+    }
+    bad = with_window(modal_values(severity="maintenance", **base), "22:00-23:30", "db")  # type: ignore[arg-type]
+    answer = await h.signed.interaction(view_submission(view, bad, ANNOUNCER))
+    assert answer.json()["errors"] == {"silence": "silence: expected key=value[,key=value], not 'db'"}
+
+    good = with_window(modal_values(severity="maintenance", **base), "22:00-23:30", "service=db")  # type: ignore[arg-type]
+    answer = await h.signed.interaction(view_submission(view, good, ANNOUNCER))
+    assert answer.status_code == 200 and answer.content == b""
+    await h.slack.wait_for(lambda: bool(h.slack.calls_to("chat.postEphemeral")))
+    preview = h.slack.calls_to("chat.postEphemeral")[0].args["blocks"]
+    assert "alerts with `service=db` page nobody" in json.dumps(preview)
+    send = button(preview, "announce_send")
+    await h.signed.interaction(
+        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
+    )
+    await h.responses("s")
+    (row,) = [n for n in notifications(h.db_url) if n.kind == "announcement"]
+    window = window_of(h, row.id)
+    assert (
+        window is not None and window["silence"] == {"service": "db"} and window["end"].endswith("T23:30:00Z")
+    )

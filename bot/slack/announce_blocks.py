@@ -203,6 +203,8 @@ def announce_modal(
             "label": plain("Send later (optional)"),
             "element": {"type": "datetimepicker", "action_id": "value"},
         },
+        _optional(_text_input("window", "Maintenance window (optional)", "22:00-23:30 (UTC) or START..END")),
+        _optional(_text_input("silence", "Silence alerts in the window (optional)", "service=db,env=prod")),
         context(mrkdwn("Or type it: `{}`", USAGE)),
     ]
     return {
@@ -214,6 +216,10 @@ def announce_modal(
         "private_metadata": json.dumps({"channel_id": channel_id}),
         "blocks": blocks,
     }
+
+
+def _optional(block: Block) -> Block:
+    return {**block, "optional": True}
 
 
 def _option(value: str, label: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.alerts import maintenance
 from bot.config import CHANNEL_NAMES, SEVERITIES
 
 USAGE = "/announce <severity> to <audience> via <channels>: <title> | <body>"
@@ -243,11 +244,24 @@ def parse_modal_submission(
     if not title:
         errors["title"] = "a title is needed"
     start_at = _modal_start(field("start_at"), now, errors)
+    window, silence = _typed(field("window")) or None, _typed(field("silence")) or None
+    _check_window(severity, window, silence, now, errors)
     if errors:
         raise ModalErrors(errors)
     return ModalSubmission(
-        AnnounceCommand(severity, audience, channels, title, _typed(field("body"))), start_at
+        AnnounceCommand(severity, audience, channels, title, _typed(field("body")), window, silence), start_at
     )
+
+
+def _check_window(
+    severity: str, window: str | None, silence: str | None, now: float, errors: dict[str, str]
+) -> None:
+    """The modal's maintenance window fields (as the typed form's ``window``/``silence``)."""
+    try:
+        start_end = maintenance.day_window(window, now) if window else None
+        maintenance.window_from_options(severity, start_end, silence, now, ("window", "silence"))
+    except maintenance.WindowError as exc:
+        errors["silence" if str(exc).startswith("silence") else "window"] = str(exc)
 
 
 def _typed(field: Mapping[str, Any]) -> str:
