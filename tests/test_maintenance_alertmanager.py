@@ -134,15 +134,21 @@ async def test_alerts_from_alertmanager_in_the_window_page_from_its_early_end(  
     ):
         nid = announce_window(cli, h, "service=db")
         await am.post(am_alert("DBDown", team="core", service="db"), am_alert("LinkDown", team="net"))
-        await eventually(lambda: h.sms_to("alice") != [], what="the page for the non-matching alert")
-        await eventually(lambda: shown(h, "Silenced by maintenance"), what="the silenced alert in Slack")
+        await eventually(
+            lambda: h.sms_to("alice") != [], timeout=30, what="the page for the non-matching alert"
+        )
+        await eventually(
+            lambda: shown(h, "Silenced by maintenance"), timeout=30, what="the silenced alert in Slack"
+        )
         assert all("LinkDown" in sms for sms in h.sms_to("alice"))
         assert silenced_timers(db_url) == [None]  # the silenced critical alert started no escalation clock
 
         done = cli("followup", nid, "--body", "Done", "--done", "--yes", "--config", str(h.config))
         assert done.exit_code == 0, done.stderr
-        await eventually(lambda: any("DBDown" in s for s in h.sms_to("alice")), what="the overrun page")
-        await eventually(lambda: h.sms_to("bob") != [], timeout=15, what="tier 1, ack_within after the end")
+        await eventually(
+            lambda: any("DBDown" in s for s in h.sms_to("alice")), timeout=30, what="the overrun page"
+        )
+        await eventually(lambda: h.sms_to("bob") != [], timeout=30, what="tier 1, ack_within after the end")
         assert all("DBDown" in sms for sms in h.sms_to("bob"))
 
 

@@ -55,20 +55,24 @@ async def test_matching_alert_is_silenced_and_a_non_matching_one_pages(  # type:
 ) -> None:
     async with running_alerts(db_url, tmp_path) as h:
         nid = announce_window(cli, h, "service=db,env=prod")
-        await eventually(lambda: bool(h.mail_to("alice")), what="the maintenance email")
+        await eventually(lambda: bool(h.mail_to("alice")), timeout=30, what="the maintenance email")
         assert h.mail_to("alice") == ["[MAINTENANCE] DB patching"]
 
         matching = await post_alert(
             h, summary="Replica lag", labels={"team": "core", "service": "db", "env": "prod"}
         )
         assert matching.status_code == 202, matching.text
-        await eventually(lambda: shown(h, "Silenced by maintenance"), what="the silenced alert in Slack")
+        await eventually(
+            lambda: shown(h, "Silenced by maintenance"), timeout=30, what="the silenced alert in Slack"
+        )
         message = next(m for m in h.alert_messages() if "Replica lag" in m.text)
         assert nid in json.dumps(message.blocks) and "DB patching" in json.dumps(message.blocks)
 
         other = await post_alert(h, summary="VPN down", labels={"team": "net", "service": "db", "env": "dev"})
         assert other.status_code == 202
-        await eventually(lambda: bool(h.sms_to("alice")), what="the page for the non-matching alert")
+        await eventually(
+            lambda: bool(h.sms_to("alice")), timeout=30, what="the page for the non-matching alert"
+        )
         assert all("VPN down" in sms for sms in h.sms_to("alice"))
         assert alert_kinds(db_url) == ["alert"]  # one page: the silenced alert paged nobody
         assert [s for s in h.mail_to("alice") if "Replica" in s] == []
@@ -87,12 +91,14 @@ async def test_done_ends_the_window_early_the_overrun_pages_and_the_all_clear_th
 ) -> None:
     async with running_alerts(db_url, tmp_path) as h:
         nid = announce_window(cli, h)
-        await eventually(lambda: bool(mail_of(h, "alice")), what="the maintenance email")
+        await eventually(lambda: bool(mail_of(h, "alice")), timeout=30, what="the maintenance email")
         (original,) = mail_of(h, "alice")
         assert (
             await post_alert(h, summary="Replica lag", labels={"team": "core", "service": "db"})
         ).is_success
-        await eventually(lambda: shown(h, "Silenced by maintenance"), what="the silenced alert in Slack")
+        await eventually(
+            lambda: shown(h, "Silenced by maintenance"), timeout=30, what="the silenced alert in Slack"
+        )
         assert h.sms_to("alice") == []
 
         done = cli(
@@ -101,14 +107,18 @@ async def test_done_ends_the_window_early_the_overrun_pages_and_the_all_clear_th
         assert done.exit_code == 0, done.stderr
 
         # The scheduler's tick closes the window: the overrun notice, then the page as usual.
-        await eventually(lambda: any("overran" in m.text for m in h.alert_messages()), what="overrun notice")
+        await eventually(
+            lambda: any("overran" in m.text for m in h.alert_messages()), timeout=30, what="overrun notice"
+        )
         notice = next(m for m in h.alert_messages() if "overran" in m.text)
         assert nid in notice.text and "DB patching" in notice.text
-        await eventually(lambda: bool(h.sms_to("alice")), what="the page after the window")
+        await eventually(lambda: bool(h.sms_to("alice")), timeout=30, what="the page after the window")
         assert any("Replica lag" in sms for sms in h.sms_to("alice"))
-        await eventually(lambda: shown(h, "Still firing when maintenance"), what="the alert message updated")
+        await eventually(
+            lambda: shown(h, "Still firing when maintenance"), timeout=30, what="the alert message updated"
+        )
 
-        await eventually(lambda: len(mail_of(h, "alice")) >= 2, what="the all-clear email")
+        await eventually(lambda: len(mail_of(h, "alice")) >= 2, timeout=30, what="the all-clear email")
         all_clear = next(m for m in mail_of(h, "alice") if "Patching finished" in m.get_body().get_content())
         assert all_clear["Subject"] == "Re: [MAINTENANCE] DB patching"
         assert all_clear["In-Reply-To"] == original["Message-ID"]

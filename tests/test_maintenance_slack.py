@@ -85,7 +85,7 @@ async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness, cli
     window = window_of(h, nid)
     assert window is not None and window["silence"] == {"service": "db", "env": "prod"}
     assert window["start"].endswith("T22:00:00Z") and window["end"].endswith("T23:30:00Z")
-    await eventually(lambda: len(h.smtp.messages) == 2 and len(h.twilio.messages) == 3)
+    await eventually(lambda: len(h.smtp.messages) == 2 and len(h.twilio.messages) == 3, timeout=40)
     originals = {m.rcpt_tos[0]: m.message for m in h.smtp.messages}
 
     refused = await command(h, f"update {nid}: not yours", "stranger", user=STRANGER)
@@ -94,10 +94,10 @@ async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness, cli
     config = str(tmp_path / "herald.toml")  # the CLI runs its own event loop: in a thread
     update = await asyncio.to_thread(cli, "followup", nid, "--body", "Half way", "--yes", "--config", config)
     assert update.exit_code == 0, update.stderr
-    await eventually(lambda: len(h.smtp.messages) == 4 and len(h.twilio.messages) == 6)
+    await eventually(lambda: len(h.smtp.messages) == 4 and len(h.twilio.messages) == 6, timeout=40)
     answer = await command(h, f"done {nid}: All clear, servers are back", "done")
     assert "All-clear" in answer["text"] and "window has ended" in answer["text"]
-    await eventually(lambda: len(h.smtp.messages) == 6 and len(h.twilio.messages) == 9)
+    await eventually(lambda: len(h.smtp.messages) == 6 and len(h.twilio.messages) == 9, timeout=40)
     replies = [m for m in h.smtp.messages if "All clear" in m.message.get_body().get_content()]
     assert sorted(m.rcpt_tos[0] for m in replies) == sorted(originals)
     for reply in replies:
@@ -112,6 +112,9 @@ async def test_typed_window_then_done_sends_a_threaded_all_clear(h: Harness, cli
     assert all(text.startswith("[MAINTENANCE] Patch Tuesday: All clear, servers are back") for text in texts)
     ended = window_of(h, nid)
     assert ended is not None and ended["ended_early"] is not None
+    listed = json.dumps(await command(h, "list", "list"), ensure_ascii=False)
+    shown = f"`{nid}` [MAINTENANCE] Patch Tuesday · :wrench: window {window['start']} to {window['end']}"
+    assert shown in listed
     status = json.dumps(await command(h, f"status {nid}", "status"))
     assert "silences `env=prod,service=db`" in status and "ended early at" in status
 

@@ -258,7 +258,12 @@ def list_message(scheduled: Sequence[Mapping[str, Any]], recent: Sequence[Mappin
 
 
 def _item_title(item: Mapping[str, Any]) -> Mrkdwn:
-    return mrkdwn("{}", headline(str(item.get("severity", "")), str(item.get("title", ""))))
+    title = mrkdwn("{}", headline(str(item.get("severity", "")), str(item.get("title", ""))))
+    window = item.get("window")
+    if not window:
+        return title
+    overran = " (overran)" if window.get("overran") else ""
+    return mrkdwn("{} · :wrench: window {} to {}{}", title, window["start"], window["end"], overran)
 
 
 def _item_route(item: Mapping[str, Any]) -> Mrkdwn:
