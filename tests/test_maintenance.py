@@ -18,6 +18,7 @@ from test_announce_cli import setup
 
 from bot import service
 from bot.alerts import escalation, maintenance
+from bot.alerts.acks import acknowledge
 from bot.alerts.lifecycle import ingest
 from bot.alerts.tables import AlertGroup
 from bot.alerts.window_end import overrun_text
@@ -205,6 +206,18 @@ def test_a_window_that_ends_clear_does_not_overrun(herald: Herald) -> None:
     advance_to(herald, "2026-01-01T01:31")
     escalation.run_due(herald)
     assert pages(herald) == []  # silenced, resolved in the window: nobody was paged, no resolution
+    status = service.status(herald, nid)
+    assert status is not None and status["window"]["overran"] is False
+
+
+def test_an_alert_acknowledged_in_the_window_does_not_page_at_its_end(herald: Herald) -> None:
+    nid = windowed(herald)
+    advance_to(herald, "2026-01-01T00:20")
+    (group_id,) = ingest(herald, batch(firing("ReplicaLag", team="db", service="db", env="prod"))).groups
+    acknowledge(herald, group_id, "slack:UDBA")
+    advance_to(herald, "2026-01-01T01:31")
+    escalation.run_due(herald)
+    assert about(herald, group_id) == []
     status = service.status(herald, nid)
     assert status is not None and status["window"]["overran"] is False
 

@@ -101,6 +101,7 @@ def _still_silenced(nid: str) -> Any:
     return select(GROUP.c.id, GROUP.c.policy, GROUP.c.version).where(
         GROUP.c.silenced_by == nid,
         GROUP.c.state == "firing",
+        GROUP.c.acked_at.is_(None),  # someone took it on during the window: no page
         GROUP.c.pending.is_(None),
         GROUP.c.last_notified_at.is_(None),
     )
