@@ -169,3 +169,30 @@ async def test_modal_window_fields_are_checked_and_stored(h: Harness) -> None:
     assert (
         window is not None and window["silence"] == {"service": "db"} and window["end"].endswith("T23:30:00Z")
     )
+
+
+async def test_done_button_on_the_progress_message_sends_the_all_clear_once(h: Harness) -> None:
+    nid = await send_typed(h, TYPED)
+    await eventually(lambda: len(h.smtp.messages) == 2 and len(h.twilio.messages) == 3, timeout=40)
+    ts = progress_ts(h, nid)
+    progress = h.slack.messages[(CHANNEL, ts)]
+    await eventually(lambda: "announce_done" in json.dumps(progress.blocks), timeout=40)
+    done = button(progress.blocks, "announce_done")
+    assert done["value"] == nid and "confirm" in done
+
+    payload = block_action(
+        "announce_done", nid, ANNOUNCER, CHANNEL, h.response_url("done"), ephemeral=False, message_ts=ts
+    )
+    assert (await h.signed.interaction(payload)).status_code == 200
+    answer = (await h.responses("done"))[0]
+    assert "All-clear" in answer["text"] and "window has ended" in answer["text"]
+    await eventually(lambda: len(h.smtp.messages) == 4, timeout=40)
+    assert {str(m.message["Subject"]) for m in h.smtp.messages[2:]} == {"Re: [MAINTENANCE] Patch Tuesday"}
+    await eventually(lambda: "announce_done" not in json.dumps(progress.blocks), timeout=40)
+
+    again = block_action(
+        "announce_done", nid, ANNOUNCER, CHANNEL, h.response_url("again"), ephemeral=False, message_ts=ts
+    )
+    assert (await h.signed.interaction(again)).status_code == 200
+    assert "has ended" in (await h.responses("again"))[0]["text"]
+    assert [n.kind for n in notifications(h.db_url)].count("followup") == 1  # no second all-clear

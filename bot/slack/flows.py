@@ -32,7 +32,7 @@ from bot.slack.commands import AnnounceCommand
 from bot.slack.home import home_items
 from bot.slack.mrkdwn import Mrkdwn, channel_link, mention, mrkdwn, slack_date
 from bot.slack.progress import ProgressTracker, set_meta
-from bot.slack.threads import reply_in_thread
+from bot.slack.threads import DONE_TEXT, refresh_progress, reply_in_thread
 
 log = logging.getLogger("herald.slack")
 
@@ -326,6 +326,15 @@ class AnnounceFlows:
             ended,
         )
         await reply(text, [blocks.section(text)])
+
+    async def done(self, origin: Origin, notification_id: str, reply: Reply) -> None:
+        """The progress message's Done button: the all-clear, once, while the window is open."""
+        status = await self._call(service.status, notification_id)
+        if not status_blocks.window_open((status or {}).get("window"), self.herald.clock.now()):
+            await reply(*blocks.error_message(f"The maintenance window of {notification_id} has ended."))
+            return
+        await self.followup(origin, notification_id, DONE_TEXT, True, reply)
+        await refresh_progress(self.herald, self.client, notification_id)
 
     async def status(self, origin: Origin, notification_id: str, reply: Reply) -> None:
         """``/announce status ID``, for announcers only (others are refused like an announcement)."""

@@ -157,6 +157,15 @@ class Listeners:
         else:
             self._spawn(self.flows.cancel(origin, value, reply), reply, "cancel")
 
+    async def done(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        """The Done button on a maintenance notification's progress message: the all-clear."""
+        await ack()
+        self.metrics.slack_requests.labels(kind="action").inc()
+        reply = respond_reply(respond)
+        self._spawn(self.flows.done(_origin(body), str(action.get("value", "")), reply), reply, "done")
+
     async def submit(
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -245,6 +254,7 @@ def register(app: AsyncApp, listeners: Listeners) -> None:
     app.command(COMMAND)(listeners.command)
     app.action(blocks.SEND_ACTION)(listeners.send)
     app.action(blocks.CANCEL_ACTION)(listeners.cancel)
+    app.action(blocks.DONE_ACTION)(listeners.done)
     app.view(blocks.MODAL_CALLBACK)(listeners.submit)
     app.action(ACK_ACTION)(listeners.alert_action)
     app.action(RESOLVE_ACTION)(listeners.alert_action)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.slack.blocks import (
     CANCEL_ACTION,
+    DONE_ACTION,
     Block,
     Message,
     button,
@@ -108,6 +110,8 @@ def progress_message(
         blocks.append(context(per_channel))
     if not final and state != "cancelled":
         blocks.append({"type": "actions", "block_id": "announce_progress", "elements": [_stop_button(ident)]})
+    if window_open(status.get("window"), now):
+        blocks.append({"type": "actions", "block_id": "announce_window", "elements": [_done_button(ident)]})
     verb = _progress_verb(state, counts, final)
     return mrkdwn("{}: {} ({})", title, verb, _counts_line(counts)), blocks
 
@@ -148,6 +152,24 @@ def _stop_button(notification_id: str) -> Block:
         "deny": plain("Keep sending"),
     }
     return stop
+
+
+def window_open(window: Mapping[str, Any] | None, now: float) -> bool:
+    """A maintenance window that has not ended (nor been ended early)."""
+    if not window or window.get("ended_early"):
+        return False
+    return datetime.fromisoformat(str(window["end"])).timestamp() > now
+
+
+def _done_button(notification_id: str) -> Block:
+    done = button("Done: send the all-clear", DONE_ACTION, notification_id, "primary")
+    done["confirm"] = {
+        "title": plain("End the maintenance?"),
+        "text": {"type": "mrkdwn", "text": "Everyone it went to gets the all-clear; the window ends now."},
+        "confirm": plain("Send the all-clear"),
+        "deny": plain("Not yet"),
+    }
+    return done
 
 
 def _counts_line(counts: Tally) -> Mrkdwn:

@@ -13,15 +13,18 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
+from bot import service
 from bot.app import Herald
 from bot.engine.followup import Followup
 from bot.slack.mrkdwn import Mrkdwn, mrkdwn
+from bot.slack.status_blocks import progress_message as render
 from bot.tables import Notification, table_of
 
 log = logging.getLogger("herald.slack")
 
 NOTIFICATION = table_of(Notification)
 _SLACK_ERRORS = (SlackApiError, SlackClientError, OSError, TimeoutError)
+DONE_TEXT = "The maintenance is finished: all clear."
 
 
 def thread_text(sent: Followup, body: str, done: bool) -> Mrkdwn:
@@ -56,3 +59,16 @@ async def reply_in_thread(
         log.warning("follow-up %s not posted in the Slack thread: %s", sent.id, exc)
         return False
     return True
+
+
+async def refresh_progress(herald: Herald, client: AsyncWebClient, notification_id: str) -> None:
+    """Redraw a finished progress message (after the all-clear its Done button goes)."""
+    place = await asyncio.to_thread(progress_message, herald, notification_id)
+    status = await asyncio.to_thread(service.status, herald, notification_id)
+    if place is None or status is None:
+        return
+    text, message_blocks = render(status, herald.clock.now())
+    try:
+        await client.chat_update(channel=place[0], ts=place[1], text=str(text), blocks=message_blocks)
+    except _SLACK_ERRORS as exc:
+        log.warning("progress message of %s not redrawn: %s", notification_id, exc)
