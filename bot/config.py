@@ -202,9 +202,16 @@ class RetentionSettings(Section):
 
 class AlertmanagerSettings(Section):
     # Base URL of Alertmanager (API v2): maintenance windows create their silences there. "" = off.
-    url: str = ""
+    url: BaseUrl = ""
     timeout: Duration = Field(5.0, gt=0)
     retry_every: Duration = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL, or \"\" for none")
+        return value
 
 
 def _default_sla() -> dict[str, SlaPolicy]:

@@ -243,3 +243,11 @@ def test_overrun_text_escapes_the_title() -> None:
         }
     )
     assert "&lt;!channel&gt;" in text and "<!channel>" not in text and "`a1` ReplicaLag" in text
+
+
+def test_a_bad_alertmanager_url_is_a_configuration_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "herald.toml"
+    config.write_text('[alertmanager]\nurl = "alertmanager:9093"\n', encoding="utf-8")
+    result = cli("config", "check", "--config", str(config))
+    assert result.exit_code == 2
+    assert "alertmanager.url" in result.stderr and "http://" in result.stderr
