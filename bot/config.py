@@ -210,7 +210,7 @@ class AlertmanagerSettings(Section):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL, or \"\" for none")
+            raise ValueError('expected an http:// or https:// URL, or "" for none')
         return value
 
 

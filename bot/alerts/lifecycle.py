@@ -148,7 +148,7 @@ def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
 
 def _mark_silenced(herald: Herald, plans: list[GroupPlan]) -> None:
     """Note on each plan the maintenance window that silences it (:mod:`bot.alerts.maintenance`)."""
-    with herald.store.begin() as connection:
+    with herald.store.one_statement() as connection:
         windows = maintenance.open_windows(connection, herald.clock.now())
     if not windows:
         return
