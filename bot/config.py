@@ -229,6 +229,20 @@ class RetentionSettings(Section):
     every: Duration = Field(3600.0, gt=0)
 
 
+class AlertmanagerSettings(Section):
+    # Base URL of Alertmanager (API v2): maintenance windows create their silences there. "" = off.
+    url: BaseUrl = ""
+    timeout: Duration = Field(5.0, gt=0)
+    retry_every: Duration = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError('expected an http:// or https:// URL, or "" for none')
+        return value
+
+
 def _default_sla() -> dict[str, SlaPolicy]:
     return {name: SlaPolicy.model_validate(policy) for name, policy in DEFAULT_SLA.items()}
 
@@ -274,6 +288,8 @@ class Settings(BaseSettings):
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     bounces: BouncesSettings = Field(default_factory=BouncesSettings)
+
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
 
     @field_validator("sla", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.alerts import maintenance
 from bot.app import Herald
 from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
@@ -51,6 +52,7 @@ class AnnounceRequest:
     slack_groups: Mapping[str, Collection[str]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "announcement"
+    window: maintenance.Window | None = None  # maintenance only (bot.alerts.maintenance)
 
 
 @dataclass
@@ -82,6 +84,8 @@ def _validate(herald: Herald, request: AnnounceRequest) -> None:
             raise AnnounceError(f"the {channel} channel is not configured")
     if not request.title.strip():
         raise AnnounceError("the title is empty")
+    if request.window is not None and request.severity != "maintenance":
+        raise AnnounceError("a maintenance window is only for the maintenance severity")
 
 
 def _audience(request: AnnounceRequest) -> Any:
@@ -202,6 +206,9 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
         "title": new.title,
         "recipients": recipients,
     }
+    if request.window is not None:
+        am = bool(herald.settings.alertmanager.url)
+        maintenance.store_window(herald.store, new.id, new.title, request.created_by, request.window, am)
     audit(herald, request.created_by, "announce", new.id, True, detail)
     return new.id
 
@@ -273,6 +280,10 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
     if found["left"]:  # name the outages holding what is left (bot.engine.health)
         down = outages(herald.store)
         found["channels_down"] = {c: down[c].describe() for c in found["channels"] if c in down}
+    if found["severity"] == "maintenance" and (
+        window := maintenance.window_status(herald.store, found["id"])
+    ):
+        found["window"] = window
     return found
 
 

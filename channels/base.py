@@ -127,6 +127,8 @@ class Recipient:
     message_key: str = ""  # stable per delivery; the email channel derives Message-ID from it
     delivery_id: int | None = None  # the ledger's id; the email channel's VERP token names it
 
+    thread_key: str = ""  # a follow-up: the message_key of the message it answers (email threads it)
+
 
 @dataclass(frozen=True, slots=True)
 class Notice:
@@ -138,6 +140,7 @@ class Notice:
     body: str
     mandatory: bool = True
     links: dict[str, str] = field(default_factory=dict)
+    reply: bool = False  # a follow-up of an earlier notice (email subject "Re: ...")
 
 
 class Prepared(Protocol):

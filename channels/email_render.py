@@ -151,7 +151,7 @@ def prepare_email(
     from_name, envelope_from = parse_mailbox(from_address)
     severity = shorten(clean_header_text(notice.severity).upper(), _MAX_SEVERITY) or "NOTICE"
     title = shorten(clean_header_text(notice.title), _MAX_TITLE)
-    subject = f"[{severity}] {title}"
+    subject = ("Re: " if notice.reply else "") + f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
     token = f"heraldlink{secrets.token_hex(8)}"
     context = {
@@ -222,6 +222,9 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
         message_id.encode("ascii"),
         _CRLF,
     ]
+    if to.thread_key:  # threaded under the message it answers (RFC 5322 section 3.6.4)
+        parent = _id_for_key(to.thread_key, prepared.message_id_domain).encode("ascii")
+        pieces += [b"In-Reply-To: ", parent, _CRLF, b"References: ", parent, _CRLF]
     url = "" if prepared.mandatory else clean_url(to.unsubscribe_url)
     if url:
         if len(url) > _MAX_HEADER_LINE - len("List-Unsubscribe: <>"):
@@ -244,12 +247,15 @@ def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
     Characters a Message-ID cannot hold are escaped as ``=XX`` (so distinct keys stay
     distinct); very long keys are hashed; an empty key gets a random id.
     """
-    key = to.message_key
+    return _id_for_key(to.message_key, prepared.message_id_domain)
+
+
+def _id_for_key(key: str, domain: str) -> str:
     if not key:
-        return f"<{uuid.uuid4().hex}@{prepared.message_id_domain}>"
+        return f"<{uuid.uuid4().hex}@{domain}>"
     if len(key) > _MAX_ID_LEFT or not _ID_LEFT.fullmatch(key):
         key = _escape_id(key)
-    return f"<{key}@{prepared.message_id_domain}>"
+    return f"<{key}@{domain}>"
 
 
 def _escape_id(key: str) -> str:

@@ -44,6 +44,8 @@ from bot.alerts.notify import (
     people_for,
 )
 from bot.alerts.outbox import flush, guarded
+from bot.alerts.silences import sync_silences
+from bot.alerts.window_end import close_due, post_overrun_notices
 from bot.app import Herald
 from bot.engine import ledger
 from bot.engine.create import NewNotification, ensure_notification, new_notification_id
@@ -247,9 +249,12 @@ def _advance(
 
 
 def run_due(herald: Herald) -> None:
-    """One pass of everything time-driven: escalation steps, then owed notifications."""
+    """One pass of everything time-driven: maintenance windows that ended (their overruns page),
+    escalation steps, owed notifications, then Alertmanager silences owed (bot.alerts.silences)."""
+    close_due(herald)
     escalate_due(herald)
     flush(herald)
+    sync_silences(herald)
 
 
 def alert_tick(herald: Herald) -> Callable[[], Awaitable[None]]:
@@ -260,6 +265,7 @@ def alert_tick(herald: Herald) -> Callable[[], Awaitable[None]]:
 
     async def tick() -> None:
         await asyncio.to_thread(run_due, herald)
+        await post_overrun_notices(herald, slack.client if slack is not None else None)
         if slack is not None:
             await slack.sync()
 

@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from bot.alerts import maintenance
 from bot.alerts.models import Alert, AlertBatch, IntakeResult, Policy
 from bot.alerts.notify import (
     GROUP,
@@ -88,6 +89,8 @@ class GroupPlan:
     grouped: dict[str, str]
     fallback: RouteChoice  # the default route: paged instead when the route selects nobody reachable
     alerts: dict[str, Alert] = field(default_factory=dict)  # by fingerprint; the last one wins
+    silence: str | None = None  # the open maintenance window all its firing alerts match
+    windows: tuple[str, ...] = ()  # every maintenance window open at intake
 
 
 def plan_batch(settings: Settings, configured: Sequence[str], batch: AlertBatch) -> list[GroupPlan]:
@@ -121,6 +124,7 @@ class _Applied:
 def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
     """Store ``batch`` (the caller may answer 2xx once this returns), then create what is owed."""
     plans = plan_batch(herald.settings, herald.configured_channels(), batch)
+    _mark_silenced(herald, plans)
     applied = [_apply(herald, batch, plan) for plan in plans]
     for done in applied:
         if done.unrouted is not None and done.group_id:
@@ -140,6 +144,19 @@ def ingest(herald: Herald, batch: AlertBatch) -> IntakeResult:
         resolved_groups=tuple(a.group_id for a in applied if a.resolved and a.group_id),
         held_back=tuple(g for g in flushed.held if g in touched),
     )
+
+
+def _mark_silenced(herald: Herald, plans: list[GroupPlan]) -> None:
+    """Note on each plan the maintenance window that silences it (:mod:`bot.alerts.maintenance`)."""
+    with herald.store.one_statement() as connection:
+        windows = maintenance.open_windows(connection, herald.clock.now())
+    if not windows:
+        return
+    ids = tuple(window.id for window in windows)
+    for plan in plans:
+        firing = [alert.labels for alert in plan.alerts.values() if alert.status == "firing"]
+        plan.silence = maintenance.silencing(windows, firing)
+        plan.windows = ids
 
 
 def _apply(herald: Herald, batch: AlertBatch, plan: GroupPlan) -> _Applied:
@@ -171,6 +188,7 @@ def _apply_once(
     existing = _existing(connection, group_id, list(plan.alerts))
     _upsert_alerts(connection, group_id, plan.alerts, existing, now, applied)
     changes = _group_changes(row, applied, _firing_left(connection, group_id), batch, now, connection)
+    changes.update(_silence_changes(row, plan, applied, now))
     visible = applied.new_firing > 0 or applied.resolved
     result = connection.execute(
         update(GROUP)
@@ -243,10 +261,11 @@ def _open_group(
             state="firing",
             opened_at=now,
             step=0,
-            next_escalation_at=policy.next_escalation(0, now),
+            next_escalation_at=None if plan.silence else policy.next_escalation(0, now),
             notify_seq=0,
-            pending="opened",
-            pending_at=now,
+            pending=None if plan.silence else "opened",
+            pending_at=None if plan.silence else now,
+            silenced_by=plan.silence,
             held_back=0,
             resolution_pending=False,
             truncated=batch.truncated,
@@ -330,8 +349,8 @@ def _group_changes(
         notified = connection.execute(select(exists().where(NOTICE.c.group_id == row["id"]))).scalar_one()
         changes.update(resolution(now, batch.source, bool(notified)))
         return changes
-    if row["acked_at"] is not None:
-        return changes
+    if row["acked_at"] is not None or maintenance.is_silent(row):
+        return changes  # a silenced group owes nothing until its window ends (bot.alerts.window_end)
     if applied.new_firing:
         earliest = max(now, (row["last_notified_at"] or now) + UPDATE_INTERVAL)
         if row["pending"] is None:
@@ -347,3 +366,21 @@ def _group_changes(
     ):
         changes.update(pending="repeat", pending_at=now)
     return changes
+
+
+def _silence_changes(
+    row: Mapping[str, Any], plan: GroupPlan, applied: _Applied, now: float
+) -> dict[str, Any]:
+    """A silenced group joined, while its window is open, by a firing alert the window does not
+    match pages as usual from now on (and is no longer silenced)."""
+    if not maintenance.is_silent(row) or not applied.new_firing or row["silenced_by"] not in plan.windows:
+        return {}
+    if plan.silence == row["silenced_by"] or not any(a.status == "firing" for a in plan.alerts.values()):
+        return {}
+    policy = Policy.from_json(row["policy"])
+    return {
+        "silenced_by": None,
+        "pending": "opened",
+        "pending_at": now,
+        "next_escalation_at": policy.next_escalation(0, now),
+    }

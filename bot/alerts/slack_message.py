@@ -7,7 +7,9 @@ the message shows; :mod:`bot.alerts.slack_state` reads it from the store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bot.alerts.messages import GroupFacts, StormFacts, alert_lines, firing_title, storm_lines
 from bot.alerts.notify import display_actor
@@ -56,6 +58,7 @@ class GroupView:
     slack_channel: str | None
     slack_ts: str | None
     storm: StormFacts | None = None  # other groups shown in this message (flood control)
+    maintenance: Mapping[str, Any] | None = None  # the window that silenced it (bot.alerts.window_end)
 
 
 def alert_message(view: GroupView) -> Message:
@@ -78,12 +81,31 @@ def alert_message(view: GroupView) -> Message:
             storm.alerts,
         )
         blocks.append(section(join("\n", [head, *storm_lines(storm)])))
+    if view.maintenance is not None:
+        blocks.append(section(_maintenance_line(view.maintenance)))
     timeline = _timeline(view)
     if timeline:
         blocks.append(context(join("\n", timeline)))
     if view.state == "firing":
         blocks.append({"type": "actions", "block_id": f"alert_{facts.id}", "elements": _buttons(view)})
     return text, blocks
+
+
+def _maintenance_line(window: Mapping[str, Any]) -> Mrkdwn:
+    """Silenced by a maintenance window (paging nobody), or firing past its end (paging)."""
+    if window["silent"]:
+        return mrkdwn(
+            ":no_bell: Silenced by maintenance *{}* (`{}`) until {}: paging nobody",
+            window["title"],
+            window["id"],
+            slack_date(window["end"]),
+        )
+    return mrkdwn(
+        ":warning: Still firing when maintenance *{}* (`{}`) ended ({}): paging as usual",
+        window["title"],
+        window["id"],
+        slack_date(window["end"]),
+    )
 
 
 def _storm_block(storm: StormFacts) -> Block:

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
+from bot.alerts.maintenance import is_silent, window_row
 from bot.alerts.models import Policy
 from bot.alerts.notify import DELIVERY, GROUP, NOTICE, group_facts
 from bot.alerts.slack_message import GroupView, NoticeLine
 from bot.alerts.storm import SHOWN_IN, shown_with, storm_facts
+from bot.alerts.window_end import silence_note
 from bot.store import Store
 
 CLAIM_STALE_AFTER = 60.0
@@ -36,6 +38,7 @@ def load_view(store: Store, group_id: str) -> GroupView | None:
         facts = group_facts(connection, row)
         notices = _notices(connection, group_id)
         storm = storm_facts(connection, group_id, row["route"], shown_with(row))
+        window = window_row(connection, row["silenced_by"]) if row["silenced_by"] else None
     policy = Policy.from_json(row["policy"])
     step = int(row["step"])
     return GroupView(
@@ -51,6 +54,7 @@ def load_view(store: Store, group_id: str) -> GroupView | None:
         held_back=int(row["held_back"] or 0),
         notices=notices,
         storm=storm,
+        maintenance=silence_note(window, is_silent(row)),
         revision=int(row["revision"]),
         slack_channel=row["slack_channel"],
         slack_ts=row["slack_ts"],

@@ -53,6 +53,9 @@ class AlertGroup(SQLModel, table=True):
     slack_ts: str | None = Field(default=None, max_length=64)  # "" while one process posts it
     slack_claimed_at: float | None = Field(default=None)
     slack_revision: int = Field(default=0)
+    # The maintenance notification whose window silenced the group when it opened (it paged nobody
+    # until the window ended, see :mod:`bot.alerts.maintenance`).
+    silenced_by: str | None = Field(default=None, max_length=32, index=True)
 
 
 class AlertInstance(SQLModel, table=True):
@@ -91,3 +94,28 @@ class AlertNotice(SQLModel, table=True):
     step: int = Field(default=0)
     audience: str = Field(default="", max_length=2000)
     at: float = Field(default=0.0)
+
+
+class MaintenanceWindow(SQLModel, table=True):
+    """A maintenance notification's window: its silence matchers, its end, and its Alertmanager silence.
+
+    ``am_state``: ``""`` (no ``[alertmanager] url``), ``create`` (owed), ``created``, ``expire`` (owed
+    after an early end), ``expired``; ``am_retry_at`` is when the scheduler tries again after a failure.
+    """
+
+    __tablename__ = "maintenance_window"
+
+    notification_id: str = Field(primary_key=True, foreign_key="notification.id", max_length=32)
+    title: str = Field(default="", max_length=500)
+    created_by: str = Field(default="", max_length=200)
+    starts_at: float = Field(index=True)
+    ends_at: float = Field(index=True)
+    matchers: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    ended_early_at: float | None = Field(default=None)
+    closed_at: float | None = Field(default=None, index=True)  # the end was handled (overrun checked)
+    overran: bool = Field(default=False)
+    overrun_notice: str = Field(default="", max_length=16)  # "" | owed | posted (Slack)
+    am_state: str = Field(default="", max_length=16)
+    am_silence_id: str | None = Field(default=None, max_length=64)
+    am_retry_at: float | None = Field(default=None)
+    am_error: str | None = Field(default=None, max_length=500)

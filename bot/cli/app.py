@@ -147,6 +147,7 @@ def _register() -> None:
     from bot.cli import audit as cli_audit
     from bot.cli import delivery as cli_delivery
     from bot.cli import directory as cli_directory
+    from bot.cli import followup as cli_followup
     from bot.cli import serve as cli_serve
     from bot.cli import suppressions as cli_suppressions
 
@@ -156,6 +157,7 @@ def _register() -> None:
     cli_serve.register(app)
     cli_suppressions.register(app)
     cli_audit.register(app)
+    cli_followup.register(app)
 
 
 _register()

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from bot import runtime, service
+from bot.alerts import maintenance
+from bot.alerts.silences import sync_silences
 from bot.app import Herald
 from bot.cli.common import (
     EXIT_FAILED,
@@ -69,6 +71,14 @@ def register(app: typer.Typer) -> None:
         ] = "email",
         severity: Annotated[str, typer.Option("--severity", "-s")] = "info",
         at: Annotated[str | None, typer.Option("--at", help="Send later: ISO time or +30m.")] = None,
+        window: Annotated[
+            str | None,
+            typer.Option("--window", help="Maintenance window START..END (ISO, UTC unless offset)."),
+        ] = None,
+        silence: Annotated[
+            str | None,
+            typer.Option("--silence", help="Alerts to silence in the window: key=value[,key=value]."),
+        ] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
         as_json: JsonOption = False,
@@ -76,7 +86,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Announce to an audience over email, SMS and/or Slack DMs (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
-            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json)
+            windowed = _window(herald, severity, window, silence)
+            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed)
 
     @app.command()
     def status(
@@ -97,6 +108,8 @@ def register(app: typer.Typer) -> None:
         if current is None:
             fail(f"no notification {notification_id!r}")
         print(json.dumps(current, indent=2) if as_json else format_status(current))
+        if not as_json and current.get("window"):
+            print("\n".join(maintenance.window_lines(current["window"])))
 
     @app.command()
     def report(
@@ -151,6 +164,7 @@ def _announce(
     yes: bool,
     wait: bool,
     as_json: bool,
+    window: maintenance.Window | None = None,
 ) -> None:
     try:
         start_at = parse_when(at, herald.clock.now()) if at else None
@@ -164,6 +178,7 @@ def _announce(
         body=body,
         created_by="cli",
         start_at=start_at,
+        window=window,
     )
     try:
         preview = service.preview(herald, request)
@@ -171,6 +186,8 @@ def _announce(
         fail(str(exc))
     if not as_json:
         print(format_preview(preview, request))
+        if window is not None:
+            print("\n".join(maintenance.window_lines(window_document(window))))
     if not yes:
         if not sys.stdin.isatty():
             fail("not sending without --yes (standard input is not a terminal)")
@@ -180,8 +197,10 @@ def _announce(
         notification_id = service.announce(herald, request)
     except service.AnnounceError as exc:
         fail(str(exc))
+    if window is not None and herald.settings.alertmanager.url:
+        sync_silences(herald)  # best effort: the scheduler retries what fails
     if not wait:
-        _print_queued(herald, notification_id, as_json)
+        print_queued(herald, notification_id, as_json)
         return
     final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
     print(json.dumps(final, indent=2) if as_json else format_status(final))
@@ -190,7 +209,26 @@ def _announce(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
+def _window(
+    herald: Herald, severity: str, window: str | None, silence: str | None
+) -> maintenance.Window | None:
+    try:
+        return maintenance.window_from_options(
+            severity.lower(), window, silence, herald.clock.now(), ("--window", "--silence")
+        )
+    except maintenance.WindowError as exc:
+        fail(str(exc))
+
+
+def window_document(window: maintenance.Window) -> dict[str, Any]:
+    return {
+        "start": maintenance.iso(window.starts_at),
+        "end": maintenance.iso(window.ends_at),
+        "silence": dict(window.matchers),
+    }
+
+
+def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
     current = service.status(herald, notification_id) or {}
     running = workers.live_workers(herald.store, herald.clock.now())
     if as_json:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, exists, select
 
-from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
+from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice, MaintenanceWindow
 from bot.app import Herald
 from bot.store import Store
 from bot.tables import Attempt, Delivery, Notification, table_of
@@ -40,6 +40,7 @@ ATTEMPT = table_of(Attempt)
 GROUP = table_of(AlertGroup)
 INSTANCE = table_of(AlertInstance)
 NOTICE = table_of(AlertNotice)
+WINDOW = table_of(MaintenanceWindow)
 
 
 @dataclass
@@ -153,6 +154,7 @@ def _purge_notifications(store: Store, cutoff: float, purged: Purged) -> bool:
             connection.execute(delete(DELIVERY).where(DELIVERY.c.notification_id.in_(ids)))
         )
         connection.execute(delete(NOTICE).where(NOTICE.c.notification_id.in_(ids)))
+        connection.execute(delete(WINDOW).where(WINDOW.c.notification_id.in_(ids)))
         purged.notifications += _count(
             connection.execute(delete(NOTIFICATION).where(NOTIFICATION.c.id.in_(ids)))
         )

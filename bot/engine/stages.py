@@ -19,8 +19,8 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,11 +30,12 @@ from bot.channel_specs import ChannelSpec
 from bot.engine import ledger
 from bot.engine.ledger import Claimed, Outcome
 from bot.store import database_reason
-from bot.tables import DeliveryState, Notification
+from bot.tables import Delivery, DeliveryState, Notification, table_of
 from channels.base import DeliveryError, Notice, Prepared, Receipt, Recipient, TransientError
 
 log = logging.getLogger("herald.dispatcher")
 
+DELIVERY = table_of(Delivery)
 LATENCIES_KEPT = 20_000
 NOTICES_KEPT = 1000
 
@@ -46,6 +47,7 @@ class PreparedNotice:
     prepared: Prepared
     urgent: bool  # a mandatory kind: an uncertain send is retried (a duplicate beats a miss)
     preferences_link: bool  # each copy carries the recipient's signed preferences link
+    threads: Mapping[str, str] = field(default_factory=dict)  # a follow-up: person -> key it answers
 
 
 @dataclass
@@ -87,6 +89,9 @@ class Notices:
             missing = ids
         for row in await asyncio.to_thread(self._rows, missing):
             self.by_id[row.id] = self._prepare(row)
+            if row.parent_id and row.kind == "followup" and self.spec.name == "email":
+                threads = await asyncio.to_thread(thread_keys, self.herald, row.parent_id)
+                self.by_id[row.id] = replace(self.by_id[row.id], threads=threads)
 
     def _rows(self, ids: set[str]) -> list[Notification]:
         with self.herald.store.session() as session:
@@ -103,6 +108,7 @@ class Notices:
             body=row.body,
             mandatory=mandatory,
             links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
+            reply=row.kind == "followup",
         )
         # Signing a link per recipient costs an HMAC, so it is skipped where unused: channels without
         # a preferences link (SMS opts out by STOP) and mandatory kinds, which never carry one.
@@ -129,6 +135,8 @@ async def send_one(
         unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
         message_key=f"{item.notification_id}.{item.id}",
         delivery_id=item.id,
+
+        thread_key=notice.threads.get(item.person_id, ""),
     )
     try:
         return await herald.channel(channel).send(notice.prepared, recipient)
@@ -137,6 +145,17 @@ async def send_one(
     except Exception as exc:  # a bug in a channel: keep the delivery, log loudly
         log.exception("channel %s raised a non-delivery error", channel)
         return TransientError("unknown", f"{type(exc).__name__}: {exc}")
+
+
+def thread_keys(herald: Herald, parent_id: str) -> dict[str, str]:
+    """Each person's email of ``parent_id`` as a message key (its Message-ID), for a follow-up."""
+    with herald.store.begin() as connection:
+        rows = connection.execute(
+            select(DELIVERY.c.person_id, DELIVERY.c.id).where(
+                DELIVERY.c.notification_id == parent_id, DELIVERY.c.channel == "email"
+            )
+        ).all()
+    return {str(person): f"{parent_id}.{delivery}" for person, delivery in rows}
 
 
 class GroupCommit:

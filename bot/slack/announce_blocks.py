@@ -64,6 +64,7 @@ class PreviewFacts:
     meets_sla: bool
     deliver_within: float
     start_at: float | None = None
+    window: tuple[float, float, Mapping[str, str]] | None = None  # maintenance: start, end, silence
 
 
 def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bool:
@@ -80,6 +81,8 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     ]
     if facts.body:
         blocks.append(section(_quote(facts.body)))
+    if facts.window is not None:
+        blocks.append(section(window_line(*facts.window)))
     blocks.append(section(_forecast_line(facts)))
     if not facts.meets_sla:
         blocks.append(section(_sla_warning(facts)))
@@ -89,6 +92,19 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     )
     text = mrkdwn("Preview: {} to {} {}", title, facts.recipients, people(facts.recipients))
     return text, blocks
+
+
+def window_line(start: float, end: float, silence: Mapping[str, str]) -> Mrkdwn:
+    """A maintenance window and the alerts it silences."""
+    matchers = ",".join(f"{key}={value}" for key, value in silence.items())
+    if not matchers:
+        return mrkdwn(":wrench: *Maintenance window* {} to {}", slack_date(start), slack_date(end))
+    return mrkdwn(
+        ":wrench: *Maintenance window* {} to {}: alerts with `{}` page nobody until it ends",
+        slack_date(start),
+        slack_date(end),
+        matchers,
+    )
 
 
 def _reach_lines(facts: PreviewFacts) -> list[Mrkdwn]:
@@ -190,6 +206,8 @@ def announce_modal(
             "label": plain("Send later (optional)"),
             "element": {"type": "datetimepicker", "action_id": "value"},
         },
+        _optional(_text_input("window", "Maintenance window (optional)", "22:00-23:30 (UTC) or START..END")),
+        _optional(_text_input("silence", "Silence alerts in the window (optional)", "service=db,env=prod")),
         context(mrkdwn("Or type it: `{}`", named(USAGE, command))),
     ]
     return {
@@ -201,6 +219,10 @@ def announce_modal(
         "private_metadata": json.dumps({"channel_id": channel_id}),
         "blocks": blocks,
     }
+
+
+def _optional(block: Block) -> Block:
+    return {**block, "optional": True}
 
 
 def _option(value: str, label: str | None = None) -> dict[str, Any]:

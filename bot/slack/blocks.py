@@ -24,6 +24,7 @@ Message = tuple[Mrkdwn, list[Block]]
 MODAL_CALLBACK = "announce_modal"
 SEND_ACTION = "announce_send"
 CANCEL_ACTION = "announce_cancel"
+DONE_ACTION = "announce_done"  # a maintenance window's all-clear, on its progress message
 
 
 # -- small formatters ------------------------------------------------------------------------------

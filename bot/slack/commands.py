@@ -5,6 +5,8 @@
     /announce                                   open the modal
     /announce <severity> to <audience> via <channels>: <title> | <body>
     /announce list | cancel ID | status ID | help
+    /announce update ID: <text>                 a threaded follow-up to the same people
+    /announce done ID: <text>                   the all-clear (also ends a maintenance window)
 
 Slack escapes mentions in a command's text when the command has ``should_escape`` on (the manifest
 sets it): ``<@U123|alice>`` and ``<!subteam^S123|@oncall>``. In the audience the label after ``|`` is
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.alerts import maintenance
 from bot.config import CHANNEL_NAMES, SEVERITIES
 
 COMMAND = "/announce"  # the default name; ``[slack] command`` renames it
@@ -28,8 +31,10 @@ HELP = (
     f"*Usage:* `{USAGE}`\n"
     f"*Example:* `{EXAMPLE}`\n"
     "`/announce` alone opens a form. Also: `/announce list`, `/announce status ID`, "
-    "`/announce cancel ID`, `/announce help`.\n"
+    "`/announce cancel ID`, `/announce update ID: text`, `/announce done ID: text`, `/announce help`.\n"
     f"Severities: {', '.join(SEVERITIES)}. Channels: {', '.join(CHANNEL_NAMES)}.\n"
+    "Maintenance window: `via email window 22:00-23:30 silence service=db:` (UTC; alerts matching every "
+    "label page nobody until it ends).\n"
     "Audience: `everyone`, `dept:Finance`, `site:Berlin`, `group:oncall`, `title:Manager`, "
     "`person:alice@example.com`, `manager:alice@example.com` (direct reports), `@user`, `@usergroup`; "
     "space = and, comma = or, leading `-` = not, `OR` between terms, `( )` to group."
@@ -56,6 +61,8 @@ class AnnounceCommand:
     channels: tuple[str, ...]
     title: str
     body: str
+    window: str | None = None  # maintenance: "22:00-23:30" (UTC) or START..END (bot.alerts.maintenance)
+    silence: str | None = None  # maintenance: key=value[,key=value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +90,30 @@ class HelpCommand:
     pass
 
 
-Command = AnnounceCommand | ModalCommand | ListCommand | CancelCommand | StatusCommand | HelpCommand
+@dataclass(frozen=True, slots=True)
+class FollowupCommand:
+    """``update ID: text`` or ``done ID: text`` (the all-clear)."""
+
+    notification_id: str
+    body: str
+    done: bool
+
+
+Command = (
+    AnnounceCommand
+    | ModalCommand
+    | ListCommand
+    | CancelCommand
+    | StatusCommand
+    | HelpCommand
+    | FollowupCommand
+)
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _MENTION_LABEL = re.compile(r"<([@#!][^<>|]*)\|[^<>]*>")
 _FORM = re.compile(
-    r"^(?P<severity>\S+)\s+to\s+(?P<audience>.+?)\s+via\s+(?P<channels>[^:]+?)\s*:\s*(?P<rest>.*)$",
+    r"^(?P<severity>\S+)\s+to\s+(?P<audience>.+?)\s+via\s+(?P<channels>[^:]+?)"
+    r"(?:\s+window\s+(?P<window>\S+))?(?:\s+silence\s+(?P<silence>\S+?))?\s*:\s*(?P<rest>.*)$",
     re.DOTALL | re.IGNORECASE,
 )
 _CHANNEL_SPLIT = re.compile(r"\s*(?:,|\s+and\s+|\+|\s)\s*", re.IGNORECASE)
@@ -110,7 +135,18 @@ def parse_announce_command(text: str) -> Command:
         if not _ID.fullmatch(argument):
             raise ParseError(f"'{keyword}' needs a notification id, e.g. /announce {keyword} n_abc123")
         return CancelCommand(argument) if keyword == "cancel" else StatusCommand(argument)
+    if keyword in ("update", "done"):
+        return _parse_followup(keyword, argument)
     return _parse_form(text)
+
+
+def _parse_followup(keyword: str, argument: str) -> FollowupCommand:
+    notification_id, colon, body = argument.partition(":")
+    if not colon or not _ID.fullmatch(notification_id.strip()):
+        raise ParseError(f"'{keyword}' needs an id and a text, e.g. /announce {keyword} n_abc123: text")
+    if not body.strip():
+        raise ParseError(f"'{keyword}' needs a text after the colon")
+    return FollowupCommand(notification_id.strip(), unescape(body.strip()), keyword == "done")
 
 
 def _parse_form(text: str) -> AnnounceCommand:
@@ -125,7 +161,8 @@ def _parse_form(text: str) -> AnnounceCommand:
     if not title:
         raise ParseError("the title is empty: write it after the colon")
     audience = strip_mention_labels(match["audience"].strip())
-    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body))
+    window, silence = match["window"], match["silence"]
+    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body), window, silence)
 
 
 def _what_is_missing(text: str) -> str:
@@ -214,11 +251,24 @@ def parse_modal_submission(
     if not title:
         errors["title"] = "a title is needed"
     start_at = _modal_start(field("start_at"), now, errors)
+    window, silence = _typed(field("window")) or None, _typed(field("silence")) or None
+    _check_window(severity, window, silence, now, errors)
     if errors:
         raise ModalErrors(errors)
     return ModalSubmission(
-        AnnounceCommand(severity, audience, channels, title, _typed(field("body"))), start_at
+        AnnounceCommand(severity, audience, channels, title, _typed(field("body")), window, silence), start_at
     )
+
+
+def _check_window(
+    severity: str, window: str | None, silence: str | None, now: float, errors: dict[str, str]
+) -> None:
+    """The modal's maintenance window fields (as the typed form's ``window``/``silence``)."""
+    try:
+        start_end = maintenance.day_window(window, now) if window else None
+        maintenance.window_from_options(severity, start_end, silence, now, ("window", "silence"))
+    except maintenance.WindowError as exc:
+        errors["silence" if str(exc).startswith("silence") else "window"] = str(exc)
 
 
 def _typed(field: Mapping[str, Any]) -> str:

@@ -19,7 +19,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import service
+from bot.alerts import maintenance
+from bot.alerts.silences import sync_silences
 from bot.app import Herald
+from bot.engine.followup import FollowupError, followup
 from bot.metrics import HeraldMetrics
 from bot.service import AnnounceError, AnnounceRequest, Preview
 from bot.slack import announce_blocks, blocks, pending, status_blocks
@@ -29,6 +32,7 @@ from bot.slack.commands import AnnounceCommand
 from bot.slack.home import home_items
 from bot.slack.mrkdwn import Mrkdwn, channel_link, mention, mrkdwn, slack_date
 from bot.slack.progress import ProgressTracker, set_meta
+from bot.slack.threads import DONE_TEXT, refresh_progress, reply_in_thread
 
 log = logging.getLogger("herald.slack")
 
@@ -88,6 +92,7 @@ def preview_facts(request: AnnounceRequest, result: Preview) -> announce_blocks.
         meets_sla=result.forecast.meets,
         deliver_within=result.deliver_within,
         start_at=request.start_at,
+        window=(window.starts_at, window.ends_at, window.matchers) if (window := request.window) else None,
     )
 
 
@@ -156,7 +161,22 @@ class AnnounceFlows:
             body=command.body,
             created_by=f"slack:{origin.user_id}",
             start_at=start_at,
+            window=self._window(command),
         )
+
+    def _window(self, command: AnnounceCommand) -> maintenance.Window | None:
+        """The typed form's ``window``/``silence`` (times of day in UTC, or START..END)."""
+        try:
+            window = command.window and maintenance.day_window(command.window, self.herald.clock.now())
+            return maintenance.window_from_options(
+                command.severity,
+                window or None,
+                command.silence,
+                self.herald.clock.now(),
+                ("window", "silence"),
+            )
+        except maintenance.WindowError as exc:
+            raise AnnounceError(str(exc)) from exc
 
     async def _with_groups(self, request: AnnounceRequest) -> AnnounceRequest:
         groups = subteams_in(request.audience)
@@ -280,6 +300,44 @@ class AnnounceFlows:
         noun = "message" if count == 1 else "messages"
         text = mrkdwn("Cancelled `{}`: {} {} will not be sent.", notification_id, count, noun)
         await reply(text, [blocks.section(text)])
+
+    async def followup(
+        self, origin: Origin, notification_id: str, body: str, done: bool, reply: Reply
+    ) -> None:
+        """``/announce update ID: text`` / ``/announce done ID: text``: a threaded follow-up."""
+        action = "slack.done" if done else "slack.update"
+        if not await self.may_announce(origin, action, notification_id, reply):
+            return
+        try:
+            sent = await self._call(followup, notification_id, body, done, f"slack:{origin.user_id}")
+        except FollowupError as exc:
+            await reply(*blocks.error_message(str(exc)))
+            return
+        if self.on_queued is not None:
+            self.on_queued()
+        if sent.ended_window:
+            await self._call(sync_silences)
+        await reply_in_thread(self.herald, self.client, sent, body, done)
+        what = "All-clear" if done else "Follow-up"
+        ended = " The maintenance window has ended." if sent.ended_window else ""
+        text = mrkdwn(
+            "{} `{}` to the {} people of `{}` is on its way.{}",
+            what,
+            sent.id,
+            sent.recipients,
+            sent.original,
+            ended,
+        )
+        await reply(text, [blocks.section(text)])
+
+    async def done(self, origin: Origin, notification_id: str, reply: Reply) -> None:
+        """The progress message's Done button: the all-clear, once, while the window is open."""
+        status = await self._call(service.status, notification_id)
+        if not status_blocks.window_open((status or {}).get("window"), self.herald.clock.now()):
+            await reply(*blocks.error_message(f"The maintenance window of {notification_id} has ended."))
+            return
+        await self.followup(origin, notification_id, DONE_TEXT, True, reply)
+        await refresh_progress(self.herald, self.client, notification_id)
 
     async def status(self, origin: Origin, notification_id: str, reply: Reply) -> None:
         """``/announce status ID``, for announcers only (others are refused like an announcement)."""

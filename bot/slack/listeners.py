@@ -34,6 +34,7 @@ from bot.slack.blocks import Block
 from bot.slack.commands import (
     AnnounceCommand,
     CancelCommand,
+    FollowupCommand,
     HelpCommand,
     ListCommand,
     ModalCommand,
@@ -121,6 +122,8 @@ class Listeners:
             work = flows.list(origin, reply)
         elif isinstance(parsed, StatusCommand):
             work = flows.status(origin, parsed.notification_id, reply)
+        elif isinstance(parsed, FollowupCommand):
+            work = flows.followup(origin, parsed.notification_id, parsed.body, parsed.done, reply)
         else:
             assert isinstance(parsed, CancelCommand)
             work = flows.cancel(origin, parsed.notification_id, reply)
@@ -156,6 +159,15 @@ class Listeners:
             self._spawn(self.flows.discard(origin, value, reply), reply, "discard")
         else:
             self._spawn(self.flows.cancel(origin, value, reply), reply, "cancel")
+
+    async def done(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        """The Done button on a maintenance notification's progress message: the all-clear."""
+        await ack()
+        self.metrics.slack_requests.labels(kind="action").inc()
+        reply = respond_reply(respond)
+        self._spawn(self.flows.done(_origin(body), str(action.get("value", "")), reply), reply, "done")
 
     async def submit(
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
@@ -245,6 +257,7 @@ def register(app: AsyncApp, listeners: Listeners) -> None:
     app.command(listeners.flows.command)(listeners.command)
     app.action(blocks.SEND_ACTION)(listeners.send)
     app.action(blocks.CANCEL_ACTION)(listeners.cancel)
+    app.action(blocks.DONE_ACTION)(listeners.done)
     app.view(blocks.MODAL_CALLBACK)(listeners.submit)
     app.action(ACK_ACTION)(listeners.alert_action)
     app.action(RESOLVE_ACTION)(listeners.alert_action)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import service
+from bot.alerts.maintenance import Window
 from bot.app import Herald
 from bot.service import AnnounceRequest
 from bot.tables import AuditEntry, table_of
@@ -62,6 +63,9 @@ def save(herald: Herald, pending: Pending) -> None:
         "recipients": pending.recipients,
         "forecast_s": pending.forecast_seconds,
     }
+    if request.window is not None:  # a maintenance window (bot.alerts.maintenance)
+        window = request.window
+        detail["window"] = [window.starts_at, window.ends_at, dict(window.matchers)]
     service.audit(herald, pending.user_id, PREVIEW_ACTION, pending.token, True, detail)
 
 
@@ -88,6 +92,7 @@ def load(herald: Herald, token: str) -> Pending | None:
         created_by=f"slack:{row.actor}",
         start_at=detail.get("start_at"),
         idempotency_key=f"slack:{token}",
+        window=Window(*detail["window"]) if detail.get("window") else None,
     )
     return Pending(
         token=token,

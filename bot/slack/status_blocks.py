@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.slack.blocks import (
     CANCEL_ACTION,
+    DONE_ACTION,
     Block,
     Message,
     button,
@@ -109,6 +111,8 @@ def progress_message(
     blocks.extend(_held_lines(status, final))
     if not final and state != "cancelled":
         blocks.append({"type": "actions", "block_id": "announce_progress", "elements": [_stop_button(ident)]})
+    if window_open(status.get("window"), now):
+        blocks.append({"type": "actions", "block_id": "announce_window", "elements": [_done_button(ident)]})
     verb = _progress_verb(state, counts, final)
     return mrkdwn("{}: {} ({})", title, verb, _counts_line(counts)), blocks
 
@@ -157,6 +161,24 @@ def _stop_button(notification_id: str) -> Block:
         "deny": plain("Keep sending"),
     }
     return stop
+
+
+def window_open(window: Mapping[str, Any] | None, now: float) -> bool:
+    """A maintenance window that has not ended (nor been ended early)."""
+    if not window or window.get("ended_early"):
+        return False
+    return datetime.fromisoformat(str(window["end"])).timestamp() > now
+
+
+def _done_button(notification_id: str) -> Block:
+    done = button("Done: send the all-clear", DONE_ACTION, notification_id, "primary")
+    done["confirm"] = {
+        "title": plain("End the maintenance?"),
+        "text": {"type": "mrkdwn", "text": "Everyone it went to gets the all-clear; the window ends now."},
+        "confirm": plain("Send the all-clear"),
+        "deny": plain("Not yet"),
+    }
+    return done
 
 
 def _counts_line(counts: Tally) -> Mrkdwn:
@@ -224,7 +246,26 @@ def status_message(status: Mapping[str, Any], now: float) -> Message:
     blocks.append(
         context(mrkdwn("{} {} · state {}{}", recipients, people(recipients), status.get("state"), when))
     )
+    if status.get("window"):
+        blocks.append(context(_window_line(status["window"])))
     return text, blocks
+
+
+def _window_line(window: Mapping[str, Any]) -> Mrkdwn:
+    """A maintenance notification's window: when, what it silences, and how it went."""
+    silence = ",".join(f"{k}={v}" for k, v in window["silence"].items()) or "nothing"
+    line = mrkdwn(
+        ":wrench: window {} to {} · silences `{}` · {} alert(s) silenced",
+        window["start"],
+        window["end"],
+        silence,
+        window["silenced_alerts"],
+    )
+    if window.get("ended_early"):
+        line = mrkdwn("{} · ended early at {}", line, window["ended_early"])
+    if window.get("overran"):
+        line = mrkdwn("{} · :warning: overran", line)
+    return line
 
 
 # -- list and Home -----------------------------------------------------------------------------------
@@ -250,7 +291,12 @@ def list_message(
 
 
 def _item_title(item: Mapping[str, Any]) -> Mrkdwn:
-    return mrkdwn("{}", headline(str(item.get("severity", "")), str(item.get("title", ""))))
+    title = mrkdwn("{}", headline(str(item.get("severity", "")), str(item.get("title", ""))))
+    window = item.get("window")
+    if not window:
+        return title
+    overran = " (overran)" if window.get("overran") else ""
+    return mrkdwn("{} · :wrench: window {} to {}{}", title, window["start"], window["end"], overran)
 
 
 def _item_route(item: Mapping[str, Any]) -> Mrkdwn:
