@@ -135,7 +135,6 @@ async def send_one(
         unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
         message_key=f"{item.notification_id}.{item.id}",
         delivery_id=item.id,
-
         thread_key=notice.threads.get(item.person_id, ""),
     )
     try:
