@@ -19,6 +19,7 @@ from channels.base import Channel, DeliveryError
 from channels.email import EmailChannel, EmailSettings
 from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
+from channels.templating import Templates
 
 
 class ChannelSection(Protocol):
@@ -112,7 +113,12 @@ def _sms(settings: Settings) -> SmsChannel:
     sms = sms_settings(settings)
     if sms is None:
         raise LookupError("the sms channel is not configured (twilio.account_sid)")
-    return SmsChannel(sms)
+    return SmsChannel(sms, templates=templates(settings))
+
+
+def templates(settings: Settings) -> Templates:
+    """The built-in templates overridden by ``[templates] dir``'s."""
+    return Templates(settings.templates.dir)
 
 
 EMAIL = ChannelSpec(
@@ -128,7 +134,7 @@ EMAIL = ChannelSpec(
     preferences_link=True,
     latency=0.01,
     enabled=lambda settings: True,
-    adapter=lambda settings: EmailChannel(email_settings(settings)),
+    adapter=lambda settings: EmailChannel(email_settings(settings), templates=templates(settings)),
     classify=classify_smtp_exception,
 )
 SMS = ChannelSpec(

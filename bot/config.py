@@ -200,6 +200,11 @@ class RetentionSettings(Section):
     every: Duration = Field(3600.0, gt=0)
 
 
+class TemplateSettings(Section):
+    # A directory of <kind>.<channel>[.<language>].j2 templates that replace the built-in ones.
+    dir: str | None = None
+
+
 def _default_sla() -> dict[str, SlaPolicy]:
     return {name: SlaPolicy.model_validate(policy) for name, policy in DEFAULT_SLA.items()}
 
@@ -241,6 +246,7 @@ class Settings(BaseSettings):
     kinds: KindSettings = Field(default_factory=KindSettings)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -349,6 +355,8 @@ def check_settings(settings: Settings) -> list[str]:
     for severity in settings.kinds.mandatory:
         if severity not in settings.sla:
             problems.append(f"kinds.mandatory: unknown kind {severity!r}")
+    if settings.templates.dir is not None and not Path(settings.templates.dir).is_dir():
+        problems.append("templates.dir: not a directory")
     for index, route in enumerate(settings.routes):
         for label, pattern in route.match_re.items():
             try:

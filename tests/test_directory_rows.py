@@ -344,7 +344,7 @@ def test_byte_order_mark_is_dropped() -> None:
             b"id,email,shoe_size,Colour\n",
             "p.csv",
             "p.csv: unknown columns 'colour', 'shoe_size' (expected id, name, email, phone, department, "
-            "site, title, manager, groups, timezone, slack_user_id, active)",
+            "site, title, manager, groups, timezone, slack_user_id, language, active)",
         ),
         (b"name,phone\nA,+14155552671\n", "p.csv", "p.csv: needs an 'id' or an 'email' column"),
         (b"id,email,ID\n", "p.csv", "p.csv: column 'id' appears more than once"),
@@ -363,7 +363,7 @@ def test_byte_order_mark_is_dropped() -> None:
             b'[{"id": "a", "shoe": 1}]',
             "p.json",
             "p.json: unknown column 'shoe' (expected id, name, email, "
-            "phone, department, site, title, manager, groups, timezone, slack_user_id, active)",
+            "phone, department, site, title, manager, groups, timezone, slack_user_id, language, active)",
         ),
         (b'[{"name": "a"}]', "p.json", "p.json: needs an 'id' or an 'email' column"),
     ],

@@ -36,6 +36,7 @@ class PersonSummary:
     department: str | None
     site: str | None
     title: str | None
+    language: str | None = None
     groups: tuple[str, ...] = ()
 
 
@@ -155,6 +156,7 @@ def _sample(connection: Connection, condition: ColumnElement[bool], limit: int) 
             person.department,
             person.site,
             person.title,
+            person.language,
         )
         .where(condition)
         .order_by(person.name, person.id)
