@@ -259,7 +259,20 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
             raise PermanentError("config", "unsubscribe url longer than an email header line")
         pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
-    name = clean_header_text(to.name) if prepared.uses_name else ""
+    if prepared.uses_name:
+        _fill_named(pieces, prepared, url, clean_header_text(to.name))
+    elif url:  # the common case, kept to two joins
+        pieces.append(_qp_link(url).join(prepared.text_linked[0]))
+        pieces.append(prepared.between)
+        pieces.append(_qp_link(str(escape(url))).join(prepared.html_linked[0]))
+    else:
+        pieces += [prepared.text_unlinked[0][0], prepared.between, prepared.html_unlinked[0][0]]
+    pieces.append(prepared.tail)
+    return OutgoingEmail(address, message_id, b"".join(pieces))
+
+
+def _fill_named(pieces: list[bytes], prepared: PreparedEmail, url: str, name: str) -> None:
+    """The bodies of ``prepared`` with the recipient's ``name`` (and link, when ``url``) spliced in."""
     text_name, html_name = (_qp_value(name), _qp_value(str(escape(name)))) if name else (b"", b"")
     if url:
         pieces.append(prepared.text_linked.fill(_qp_link(url), text_name))
@@ -269,8 +282,6 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
         pieces.append(prepared.text_unlinked.fill(b"", text_name))
         pieces.append(prepared.between)
         pieces.append(prepared.html_unlinked.fill(b"", html_name))
-    pieces.append(prepared.tail)
-    return OutgoingEmail(address, message_id, b"".join(pieces))
 
 
 def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:

@@ -17,7 +17,8 @@ from bot.tables import Group, Person, PersonGroup, Suppression
 
 DATA = Path(__file__).parent / "data"
 FIELDS_HELP = (
-    "id, name, email, phone, department, site, title, manager, groups, timezone, slack_user_id, language, active"
+    "id, name, email, phone, department, site, title, manager, groups, timezone, slack_user_id, "
+    "language, active"
 )
 
 

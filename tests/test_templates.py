@@ -114,8 +114,10 @@ def test_each_person_gets_the_template_of_their_language(
     sms = sms_by_number(peers)
     assert sms["002"] == "[WARTUNG] Patch Tuesday: Servers reboot at 22:00.\nReply STOP to opt out."
     assert sms["003"] == "[MANUTENCAO] Patch Tuesday\nReply STOP to opt out."
-    assert sms["001"] == sms["004"] == (
-        "[MAINTENANCE] Patch Tuesday: Servers reboot at 22:00.\nReply STOP to opt out."
+    assert (
+        sms["001"]
+        == sms["004"]
+        == ("[MAINTENANCE] Patch Tuesday: Servers reboot at 22:00.\nReply STOP to opt out.")
     )
 
 
