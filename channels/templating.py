@@ -3,7 +3,8 @@
 A template is named ``<kind>.<channel>[.<language>].j2``: ``kind`` a severity (``maintenance``) or
 ``default`` (every kind), ``channel`` one of :data:`TEMPLATE_CHANNELS`, ``language`` a BCP 47 tag
 (``de``, ``pt-BR``); e.g. ``maintenance.email.html.de.j2``, ``outage.sms.j2``. Names compare without
-regard to case. Files whose name starts with ``_`` are partials for ``{% include %}``/``{% extends %}``.
+regard to case. Files whose name starts with ``_`` are partials for ``{% include %}``/``{% extends %}``
+(autoescaped when their name holds ``.html.``, as ``_footer.html.j2``).
 
 :meth:`Templates.select` picks, for a person of language ``pt-BR`` and kind ``maintenance``, the first
 that exists of: the operator's ``maintenance.<channel>.pt-BR``, ``.pt``, language-less, then the same
@@ -76,8 +77,8 @@ def language_chain(language: str) -> list[str]:
 
 
 def _autoescape(name: str | None) -> bool:
-    parsed = parse_name(Path(name or "").name)
-    return parsed is not None and parsed.channel == "email.html"
+    """On for ``email.html`` templates and partials such as ``_footer.html.j2``."""
+    return ".html." in Path(name or "").name.lower()
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:

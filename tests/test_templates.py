@@ -134,7 +134,9 @@ def test_an_operator_template_overrides_the_built_in_and_escapes_html(
             "outage.email.html.j2": (
                 "<h1>{{ title }}</h1>\n<p>Dear {{ name }},</p>\n<p>{{ body }}</p>\n"
                 "<p>Deadline {{ deadline.strftime('%H:%M') }} UTC{% if window %}, window{% endif %}.</p>\n"
+                '{% include "_sig.html.j2" %}'
             ),
+            "_sig.html.j2": "<p class=sig>{{ title }}</p>",  # a partial, autoescaped by its name
             "default.sms.j2": "{{ kind }}! {{ title }}",  # every kind's SMS
         },
     )
@@ -150,6 +152,7 @@ def test_an_operator_template_overrides_the_built_in_and_escapes_html(
         "<h1>&lt;script&gt;alert(1)&lt;/script&gt; &amp; more</h1>\n<p>Dear Dora Deutsch,</p>\n"
     )
     assert "<script>" not in html
+    assert html.endswith("<p class=sig>&lt;script&gt;alert(1)&lt;/script&gt; &amp; more</p>")
     assert text.startswith("[STÖRUNG] <script>alert(1)</script> & more\n")  # text: not escaped
     _, _, html = mail["xx1@example.com"]
     assert "<p>Dear Ann &lt;b&gt;Ünal&lt;/b&gt;,</p>" in html  # the name is escaped too
