@@ -190,8 +190,8 @@ def stdlib_message(people: list[Recipient], port: int, connections: int) -> Runn
         "notification_id": NOTICE.notification_id,
         "unsubscribe_url": token,
     }
-    text = environment.get_template("email.txt.j2").render(context)
-    html = environment.get_template("email.html.j2").render(context)
+    text = environment.get_template("default.email.txt.j2").render(context)
+    html = environment.get_template("default.email.html.j2").render(context)
     subject = f"[MAINTENANCE] {NOTICE.title}"
 
     def build(person: Recipient) -> EmailMessage:

@@ -24,6 +24,8 @@ from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
 from channels.verp import derive_key
 
+from channels.templating import Templates
+
 
 class ChannelSection(Protocol):
     """The keys every channel's settings section has (``[smtp]``, ``[twilio]``)."""
@@ -131,7 +133,12 @@ def _sms(settings: Settings) -> SmsChannel:
     sms = sms_settings(settings)
     if sms is None:
         raise LookupError("the sms channel is not configured (twilio.account_sid)")
-    return SmsChannel(sms)
+    return SmsChannel(sms, templates=templates(settings))
+
+
+def templates(settings: Settings) -> Templates:
+    """The built-in templates overridden by ``[templates] dir``'s."""
+    return Templates(settings.templates.dir)
 
 
 def slack_dm_settings(settings: Settings) -> SlackDmSettings | None:
@@ -169,7 +176,7 @@ EMAIL = ChannelSpec(
     preferences_link=True,
     latency=0.01,
     enabled=lambda settings: True,
-    adapter=lambda settings: EmailChannel(email_settings(settings)),
+    adapter=lambda settings: EmailChannel(email_settings(settings), templates=templates(settings)),
     classify=classify_smtp_exception,
 )
 SMS = ChannelSpec(

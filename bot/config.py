@@ -242,6 +242,10 @@ class AlertmanagerSettings(Section):
             raise ValueError('expected an http:// or https:// URL, or "" for none')
         return value
 
+class TemplateSettings(Section):
+    # A directory of <kind>.<channel>[.<language>].j2 templates that replace the built-in ones.
+    dir: str | None = None
+
 
 def _default_sla() -> dict[str, SlaPolicy]:
     return {name: SlaPolicy.model_validate(policy) for name, policy in DEFAULT_SLA.items()}
@@ -290,6 +294,8 @@ class Settings(BaseSettings):
     bounces: BouncesSettings = Field(default_factory=BouncesSettings)
 
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
 
     @field_validator("sla", mode="before")
     @classmethod
@@ -399,6 +405,8 @@ def check_settings(settings: Settings) -> list[str]:
     for severity in settings.kinds.mandatory:
         if severity not in settings.sla:
             problems.append(f"kinds.mandatory: unknown kind {severity!r}")
+    if settings.templates.dir is not None and not Path(settings.templates.dir).is_dir():
+        problems.append("templates.dir: not a directory")
     for index, route in enumerate(settings.routes):
         for label, pattern in route.match_re.items():
             try:

@@ -51,6 +51,7 @@ class Person(SQLModel, table=True):
     manager: str | None = Field(default=None, max_length=320)
     timezone: str | None = Field(default=None, max_length=64)
     slack_user_id: str | None = Field(default=None, index=True, max_length=32)
+    language: str | None = Field(default=None, max_length=35)  # BCP 47: de, pt-BR
     active: bool = Field(default=True)
     source: str = Field(default="file", max_length=16)
     updated_at: float = Field(default=0.0)

@@ -132,7 +132,7 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """What one notification says, channel-neutral. Rendered once per notification."""
+    """What one notification says, channel-neutral. Rendered once per notification and language."""
 
     notification_id: str
     severity: str
@@ -141,6 +141,10 @@ class Notice:
     mandatory: bool = True
     links: dict[str, str] = field(default_factory=dict)
     reply: bool = False  # a follow-up of an earlier notice (email subject "Re: ...")
+
+    language: str = ""  # BCP 47 (de, pt-BR): picks the templates' language; "" for the default one
+    deadline: float | None = None  # epoch seconds: when every copy should be out (the SLA deadline)
+    window: tuple[float, float] | None = None  # epoch seconds: a maintenance window's start and end
 
 
 class Prepared(Protocol):

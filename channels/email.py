@@ -27,20 +27,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import aiosmtplib
-import jinja2
 
 from channels.base import Channel, Notice, PermanentError, Receipt, Recipient, TransientError
 from channels.email_render import (
     PreparedEmail,
     build_message,
     format_date,
-    make_environment,
     parse_mailbox,
     personalise,
     prepare_email,
 )
 from channels.smtp_classify import classify_smtp_exception, classify_smtp_reply, drops_connection
 from channels.verp import Verp
+
+from channels.templating import Templates
 
 __all__ = ["EmailChannel", "EmailSettings", "PreparedEmail", "Security", "SmtpPool", "build_message"]
 
@@ -105,11 +105,17 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, settings: EmailSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        templates: Templates | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = SmtpPool(settings, clock=clock)
         self._clock = clock
-        self._environment: jinja2.Environment = make_environment()
+        self.templates = templates or Templates()
         self._date_second = -1
         self._date = ""
         self._verp: Verp | None = None
@@ -120,13 +126,13 @@ class EmailChannel:
                 raise ValueError(f"bounces.return_path: {exc}") from exc
 
     def prepare(self, notice: Notice) -> PreparedEmail:
-        """Render ``notice`` once for all its recipients. Pure apart from the clock."""
+        """Render ``notice`` once for all its recipients of ``notice.language``. Pure apart from the clock."""
         return prepare_email(
             notice,
             from_address=self.settings.from_address,
             reply_to=self.settings.reply_to,
             date=self._now_date(),
-            environment=self._environment,
+            templates=self.templates,
         )
 
     async def send(self, prepared: PreparedEmail, to: Recipient) -> Receipt:

@@ -1,12 +1,13 @@
 """Render a notice as an email once, then personalise it per recipient by splicing bytes.
 
-:func:`prepare_email` runs once per notification: it renders the jinja2 templates
-(text and HTML, autoescaped), encodes them as quoted-printable, folds the shared
-headers, and cuts each body where the recipient's unsubscribe link goes.
+:func:`prepare_email` runs once per notification and language: it renders the jinja2
+templates (text and HTML, autoescaped; see :mod:`channels.templating`), encodes them as
+quoted-printable, folds the shared headers, and cuts each body where the recipient's
+unsubscribe link and name go.
 :func:`build_message` runs once per recipient and builds no MIME objects: it joins
 the prepared bytes with the recipient's To, Date, Message-ID and List-Unsubscribe
-headers and the recipient's link, quoted-printable encoded on lines of its own
-(soft line breaks around it, so decoding restores the original text).
+headers and the recipient's link and name, quoted-printable encoded on lines of their own
+(soft line breaks around them, so decoding restores the original text).
 
 Header lines are written by :mod:`channels.email_headers`, never by the standard
 library's folding (which decodes RFC 2047 words it is given): every value is cleaned
@@ -28,7 +29,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import jinja2
@@ -44,8 +45,10 @@ from channels.email_headers import (
     shorten,
     subject_line,
 )
+from channels.templating import Templates
 
 __all__ = [
+    "Cut",
     "OutgoingEmail",
     "PreparedEmail",
     "build_message",
@@ -81,14 +84,31 @@ _SOFT_BREAK = b"=\r\n"
 _ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 
 
+class Cut(NamedTuple):
+    """A quoted-printable body cut where per-recipient values go: between ``pieces[i]`` and
+    ``pieces[i + 1]`` goes the name when ``names[i]``, else the unsubscribe link."""
+
+    pieces: tuple[bytes, ...]
+    names: tuple[bool, ...] = ()
+    links_only: bool = True
+
+    def fill(self, link: bytes, name: bytes) -> bytes:
+        if self.links_only:
+            return link.join(self.pieces)
+        parts = [self.pieces[0]]
+        for is_name, piece in zip(self.names, self.pieces[1:], strict=True):
+            parts += (name if is_name else link, piece)
+        return b"".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedEmail:
     """One notification rendered for every recipient; only :func:`build_message` reads the bytes.
 
     ``text_linked``/``html_linked`` are quoted-printable bodies cut where the recipient's
-    unsubscribe link goes (each cut ends in a soft line break); ``text_unlinked``/
-    ``html_unlinked`` are the bodies for a recipient without a link. Mandatory notices
-    have a single, uncut piece and never a link.
+    unsubscribe link (and name, when the template shows it) goes (each cut ends in a soft
+    line break); ``text_unlinked``/``html_unlinked`` are the bodies for a recipient without
+    a link. Mandatory notices never have a link.
     """
 
     notification_id: str
@@ -100,12 +120,13 @@ class PreparedEmail:
     from_line: bytes
     subject_line: bytes
     head: bytes
-    text_linked: tuple[bytes, ...]
-    text_unlinked: bytes
+    text_linked: Cut
+    text_unlinked: Cut
     between: bytes
-    html_linked: tuple[bytes, ...]
-    html_unlinked: bytes
+    html_linked: Cut
+    html_unlinked: Cut
     tail: bytes
+    uses_name: bool = False
 
     @property
     def cost(self) -> int:
@@ -122,15 +143,9 @@ class OutgoingEmail(NamedTuple):
 
 
 def make_environment() -> jinja2.Environment:
-    """The jinja2 environment for ``channels/templates``; HTML templates are autoescaped."""
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("channels", "templates"),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+    """The jinja2 environment of the built-in templates; HTML templates are autoescaped."""
+    template = _default_templates().builtin("email.html")
+    return template.environment
 
 
 def format_date(timestamp: float) -> str:
@@ -144,33 +159,25 @@ def prepare_email(
     from_address: str,
     reply_to: str | None = None,
     date: str | None = None,
-    environment: jinja2.Environment | None = None,
+    templates: Templates | None = None,
 ) -> PreparedEmail:
-    """Render ``notice`` once for all recipients. ValueError if ``from_address``/``reply_to`` is bad."""
-    env = environment or _default_environment()
+    """Render ``notice`` once for all its recipients of ``notice.language``. ValueError if
+    ``from_address``/``reply_to`` is bad."""
     from_name, envelope_from = parse_mailbox(from_address)
     severity = shorten(clean_header_text(notice.severity).upper(), _MAX_SEVERITY) or "NOTICE"
     title = shorten(clean_header_text(notice.title), _MAX_TITLE)
     subject = ("Re: " if notice.reply else "") + f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
-    token = f"heraldlink{secrets.token_hex(8)}"
-    context = {
-        "severity": severity,
-        "title": title,
-        "color": _SEVERITY_COLORS.get(severity.lower(), "#475467"),
-        "paragraphs": _paragraphs(notice.body),
-        "links": _links(notice.links),
-        "notification_id": clean_header_text(notice.notification_id),
-    }
-    text_template = env.get_template("email.txt.j2")
-    html_template = env.get_template("email.html.j2")
-    text_unlinked = _qp(text_template.render(context, unsubscribe_url=None))
-    html_unlinked = _qp(html_template.render(context, unsubscribe_url=None))
-    text_linked: tuple[bytes, ...] = (text_unlinked,)
-    html_linked: tuple[bytes, ...] = (html_unlinked,)
+    tokens = (f"heraldlink{secrets.token_hex(8)}", f"heraldname{secrets.token_hex(8)}")
+    context = _context(notice, severity, title) | {"name": tokens[1], "unsubscribe_url": None}
+    render = functools.partial((templates or _default_templates()).render, severity.lower())
+    text_unlinked = _cut(render("email.txt", notice.language, context), tokens)
+    html_unlinked = _cut(render("email.html", notice.language, context), tokens)
+    text_linked, html_linked = text_unlinked, html_unlinked
     if not notice.mandatory:
-        text_linked = _cut(text_template.render(context, unsubscribe_url=token), token)
-        html_linked = _cut(html_template.render(context, unsubscribe_url=token), token)
+        context["unsubscribe_url"] = tokens[0]
+        text_linked = _cut(render("email.txt", notice.language, context), tokens)
+        html_linked = _cut(render("email.html", notice.language, context), tokens)
     head = [b"Auto-Submitted: auto-generated\r\n", b"X-Auto-Response-Suppress: All\r\n"]
     if reply_to:
         head.insert(0, format_mailbox("Reply-To", *parse_mailbox(reply_to)))
@@ -193,7 +200,31 @@ def prepare_email(
         html_linked=html_linked,
         html_unlinked=html_unlinked,
         tail=f"\r\n--{boundary}--\r\n".encode(),
+        uses_name=any(any(cut.names) for cut in (text_linked, html_linked, text_unlinked, html_unlinked)),
     )
+
+
+def _context(notice: Notice, severity: str, title: str) -> dict[str, Any]:
+    """What every email template of ``notice`` gets (see README "Templates")."""
+    return {
+        "severity": severity,
+        "kind": severity.lower(),
+        "title": title,
+        "body": _BODY_CONTROL.sub("", notice.body),
+        "color": _SEVERITY_COLORS.get(severity.lower(), "#475467"),
+        "paragraphs": _paragraphs(notice.body),
+        "links": _links(notice.links),
+        "notification_id": clean_header_text(notice.notification_id),
+        "language": notice.language or "en",
+        "deadline": _when(notice.deadline),
+        "window": {"start": _when(notice.window[0]), "end": _when(notice.window[1])}
+        if notice.window
+        else None,
+    }
+
+
+def _when(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 def build_message(prepared: PreparedEmail, to: Recipient, *, date: str | None = None) -> bytes:
@@ -231,14 +262,29 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
             raise PermanentError("config", "unsubscribe url longer than an email header line")
         pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
-    if url:
-        pieces.append(_qp_link(url).join(prepared.text_linked))
+    if prepared.uses_name:
+        _fill_named(pieces, prepared, url, clean_header_text(to.name))
+    elif url:  # the common case, kept to two joins
+        pieces.append(_qp_link(url).join(prepared.text_linked[0]))
         pieces.append(prepared.between)
-        pieces.append(_qp_link(str(escape(url))).join(prepared.html_linked))
+        pieces.append(_qp_link(str(escape(url))).join(prepared.html_linked[0]))
     else:
-        pieces += [prepared.text_unlinked, prepared.between, prepared.html_unlinked]
+        pieces += [prepared.text_unlinked[0][0], prepared.between, prepared.html_unlinked[0][0]]
     pieces.append(prepared.tail)
     return OutgoingEmail(address, message_id, b"".join(pieces))
+
+
+def _fill_named(pieces: list[bytes], prepared: PreparedEmail, url: str, name: str) -> None:
+    """The bodies of ``prepared`` with the recipient's ``name`` (and link, when ``url``) spliced in."""
+    text_name, html_name = (_qp_value(name), _qp_value(str(escape(name)))) if name else (b"", b"")
+    if url:
+        pieces.append(prepared.text_linked.fill(_qp_link(url), text_name))
+        pieces.append(prepared.between)
+        pieces.append(prepared.html_linked.fill(_qp_link(str(escape(url))), html_name))
+    else:
+        pieces.append(prepared.text_unlinked.fill(b"", text_name))
+        pieces.append(prepared.between)
+        pieces.append(prepared.html_unlinked.fill(b"", html_name))
 
 
 def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
@@ -298,14 +344,25 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
 
 
-def _cut(rendered: str, token: str) -> tuple[bytes, ...]:
-    """Encode the pieces of ``rendered`` around ``token``, each ending in a soft line break."""
-    *linked, last = rendered.split(token)
-    return (*(_soft_end(_qp(piece)) for piece in linked), _qp(last))
+def _cut(rendered: str, tokens: tuple[str, str]) -> Cut:
+    """Encode the pieces of ``rendered`` around the (link, name) ``tokens``, each but the last
+    ending in a soft line break."""
+    if tokens[1] not in rendered:
+        *linked, last = rendered.split(tokens[0])
+        return Cut((*(_soft_end(_qp(piece)) for piece in linked), _qp(last)))
+    *parts, last = re.split(f"({tokens[0]}|{tokens[1]})", rendered)
+    pieces = (*(_soft_end(_qp(piece)) for piece in parts[0::2]), _qp(last))
+    return Cut(pieces, tuple(token == tokens[1] for token in parts[1::2]), links_only=False)
 
 
 def _qp_link(url: str) -> bytes:
     return _soft_end(binascii.b2a_qp(url.encode("ascii"), istext=False).replace(b"\n", _CRLF))
+
+
+@functools.lru_cache(maxsize=8192)
+def _qp_value(text: str) -> bytes:
+    """A recipient's value (a name) quoted-printable on lines of its own, ending in a soft line break."""
+    return _soft_end(binascii.b2a_qp(text.encode("utf-8"), istext=False).replace(b"\n", _CRLF))
 
 
 def _soft_end(encoded: bytes) -> bytes:
@@ -320,5 +377,5 @@ def _soft_end(encoded: bytes) -> bytes:
 
 
 @functools.cache
-def _default_environment() -> jinja2.Environment:
-    return make_environment()
+def _default_templates() -> Templates:
+    return Templates()

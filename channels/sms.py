@@ -51,9 +51,10 @@ from channels.base import (
     UncertainError,
     parse_retry_after,
 )
-from channels.gsm import Encoding, count_segments, drop_controls, fit_to_segments, replace_lookalikes
+from channels.sms_text import OPT_OUT_HINT as OPT_OUT_HINT  # re-exported
+from channels.sms_text import PreparedSms, render_sms
+from channels.templating import Templates
 
-OPT_OUT_HINT = "\nReply STOP to opt out."
 CONNECT_TIMEOUT = 5.0  # seconds; a connect that fails sent nothing, so it stays a plain transient error
 
 # Twilio error code -> (reason, suppress the address). https://www.twilio.com/docs/api/errors
@@ -130,40 +131,6 @@ class SmsSettings:
             raise ValueError(f"twilio.max_concurrency must be at least 1, got {self.max_concurrency}")
         if self.timeout <= 0:
             raise ValueError(f"twilio.timeout must be positive, got {self.timeout}")
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedSms:
-    """One notification's SMS text, the same for every recipient, and what each copy costs."""
-
-    text: str
-    encoding: Encoding
-    segments: int
-    truncated: bool
-
-    @property
-    def cost(self) -> int:
-        """Each copy takes one throttle unit per segment (Twilio bills and paces segments)."""
-        return self.segments
-
-
-def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
-    """``[SEVERITY] title: body`` in at most ``max_segments``, cut cleanly when longer.
-
-    Control characters, terminal escape sequences and bidi overrides are dropped (line breaks in
-    the body stay); typographic characters with a GSM-7 twin are swapped for it (so a text is not
-    pushed into UCS-2 by a curly quote); runs of spaces collapse. Non-mandatory notices end with the opt-out
-    hint, which survives any cut.
-    """
-    title = " ".join(drop_controls(notice.title).split())
-    lines = (" ".join(drop_controls(line).split()) for line in notice.body.splitlines())
-    body = "\n".join(line for line in lines if line)
-    severity = " ".join(drop_controls(notice.severity).upper().split())
-    text = replace_lookalikes(f"[{severity}] {title}" + (f": {body}" if body else ""))
-    hint = "" if notice.mandatory else OPT_OUT_HINT
-    fitted = fit_to_segments(text, max_segments, suffix=hint)
-    cost = count_segments(fitted)
-    return PreparedSms(fitted, cost.encoding, cost.segments, truncated=fitted != text + hint)
 
 
 def classify_twilio_error(
@@ -290,8 +257,9 @@ class SmsChannel:
 
     name = "sms"
 
-    def __init__(self, settings: SmsSettings) -> None:
+    def __init__(self, settings: SmsSettings, *, templates: Templates | None = None) -> None:
         self.settings = settings
+        self.templates = templates or Templates()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._sender: dict[str, str] = (
             {"from_": settings.from_number}
@@ -304,8 +272,9 @@ class SmsChannel:
         self._messages: Any = None  # twilio's MessageList for the account
 
     def prepare(self, notice: Notice) -> PreparedSms:
-        """The text every recipient of ``notice`` gets, within ``max_segments`` (see render_sms)."""
-        return render_sms(notice, self.settings.max_segments)
+        """The text every recipient of ``notice`` (in its language) gets, within ``max_segments``
+        (see render_sms)."""
+        return render_sms(notice, self.settings.max_segments, self.templates)
 
     async def send(self, prepared: PreparedSms, to: Recipient) -> Receipt:
         """Send ``prepared`` to ``to.address`` (E.164); one request, at most max_concurrency at once.

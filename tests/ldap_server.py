@@ -347,6 +347,8 @@ def person_entry(found: Directory, i: int, groups: list[str]) -> tuple[str, dict
         "l": SITES[i % len(SITES)],
         "title": "Manager" if i % 20 == 0 else "Engineer",
     }
+    if i % 10 in (1, 2):
+        attributes["preferredLanguage"] = "de" if i % 10 == 1 else "pt-br"
     if disabled:
         attributes["employeeType"] = "disabled"
     if i % 25 != 3:
@@ -462,6 +464,7 @@ def slack_user(
     is_bot: bool = False,
     phone: str = "",
     name: str = "",
+    locale: str = "en-US",
 ) -> dict[str, Any]:
     """A ``users.list`` member as Slack returns it (the fields Herald reads, and a few more)."""
     profile: dict[str, Any] = {"real_name": name or user_id, "display_name": user_id.lower(), "phone": phone}
@@ -474,6 +477,7 @@ def slack_user(
         "deleted": deleted,
         "real_name": name or user_id,
         "tz": tz,
+        "locale": locale,  # sent only when include_locale is asked for
         "is_bot": is_bot,
         "is_app_user": False,
         "profile": profile,

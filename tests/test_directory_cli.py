@@ -17,7 +17,8 @@ from bot.tables import Group, Person, PersonGroup, Suppression
 
 DATA = Path(__file__).parent / "data"
 FIELDS_HELP = (
-    "id, name, email, phone, department, site, title, manager, groups, timezone, slack_user_id, active"
+    "id, name, email, phone, department, site, title, manager, groups, timezone, slack_user_id, "
+    "language, active"
 )
 
 
@@ -313,6 +314,7 @@ def test_show_json(cli: Any, env: dict[str, str], loaded: Store) -> None:
                 "department": "Finance",
                 "site": "Berlin",
                 "title": "Finance Manager",
+                "language": None,
                 "groups": ["Managers", "oncall-network"],
             },
             {
@@ -323,6 +325,7 @@ def test_show_json(cli: Any, env: dict[str, str], loaded: Store) -> None:
                 "department": "IT",
                 "site": "Berlin",
                 "title": "IT Manager",
+                "language": None,
                 "groups": ["oncall-network"],
             },
         ],

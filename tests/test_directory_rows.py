@@ -12,6 +12,7 @@ from bot.directory.fields import (
     parse_active,
     parse_email,
     parse_groups,
+    parse_language,
     parse_phone,
     parse_timezone,
 )
@@ -344,7 +345,7 @@ def test_byte_order_mark_is_dropped() -> None:
             b"id,email,shoe_size,Colour\n",
             "p.csv",
             "p.csv: unknown columns 'colour', 'shoe_size' (expected id, name, email, phone, department, "
-            "site, title, manager, groups, timezone, slack_user_id, active)",
+            "site, title, manager, groups, timezone, slack_user_id, language, active)",
         ),
         (b"name,phone\nA,+14155552671\n", "p.csv", "p.csv: needs an 'id' or an 'email' column"),
         (b"id,email,ID\n", "p.csv", "p.csv: column 'id' appears more than once"),
@@ -363,7 +364,7 @@ def test_byte_order_mark_is_dropped() -> None:
             b'[{"id": "a", "shoe": 1}]',
             "p.json",
             "p.json: unknown column 'shoe' (expected id, name, email, "
-            "phone, department, site, title, manager, groups, timezone, slack_user_id, active)",
+            "phone, department, site, title, manager, groups, timezone, slack_user_id, language, active)",
         ),
         (b'[{"name": "a"}]', "p.json", "p.json: needs an 'id' or an 'email' column"),
     ],
@@ -395,3 +396,31 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         read_people(tmp_path / "nope.csv")
     with pytest.raises(DirectoryFileError, match=r": is a directory$"):
         read_people(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("de", "de"),
+        ("pt-BR", "pt-BR"),
+        ("pt_br", "pt-BR"),  # POSIX and Slack spelling
+        ("EN-us", "en-US"),
+        ("zh-hant-tw", "zh-Hant-TW"),
+        ("es-419", "es-419"),
+        ("de-CH-1996", "de-CH-1996"),
+        ("en-US-x-twain", "en-US-x-twain"),
+        ("english", None),  # no language has a subtag of more than 3 letters
+        ("d", None),
+        ("de-", None),
+        ("123", None),
+        ("de DE", None),
+        ("en-" + "a" * 40, None),
+    ],
+)
+def test_parse_language(value: str, expected: str | None) -> None:
+    if expected is not None:
+        assert parse_language(value) == expected
+    else:
+        with pytest.raises(InvalidField) as caught:
+            parse_language(value)
+        assert caught.value.field == "language"

@@ -137,6 +137,8 @@ def test_first_sync_with_active_directory_defaults(
     assert stored["u003"].email is None  # no mail: still loaded, by sAMAccountName
     assert stored["u005"].phone == "+493012340005"  # no mobile: telephoneNumber
     assert stored["u009"].phone is None  # neither
+    # preferredLanguage, in its conventional case; none where the entry has none
+    assert [stored[pid].language for pid in ("u001", "u002", "u003")] == ["de", "pt-BR", None]
     # memberOf gives direct groups; the group entries give nesting (and a cycle ends).
     assert groups_of(store, "u001") == {"oncall-network", "oncall", "it-staff"}
     assert groups_of(store, "u012") == {"oncall-db", "oncall", "it-staff"}
@@ -317,7 +319,7 @@ def test_server_not_listening(sync: Any, tree: Directory, db_url: str, store: St
             {},
             '[directory.ldap.attributes]\nmobile_phone = "mobile"\n',
             "directory.ldap.attributes.mobile_phone: unknown field (expected one of id, name, email, phone, "
-            "department, site, title, manager, groups, timezone, slack_user_id)",
+            "department, site, title, manager, groups, timezone, slack_user_id, language)",
         ),
     ],
 )
@@ -344,7 +346,7 @@ def slack() -> Iterator[SlackPeer]:
             "U0AAA001": slack_user("U0AAA001", "U001@Example.com", tz="America/New_York"),
             "U0AAA002": slack_user("U0AAA002", "u002@example.com", deleted=True),
             "B0BOT": slack_user("B0BOT", "u004@example.com", is_bot=True),
-            "U0AAA006": slack_user("U0AAA006", "u006@example.com", tz="Europe/London"),
+            "U0AAA006": slack_user("U0AAA006", "u006@example.com", tz="Europe/London", locale="fr-FR"),
             "U0OTHER": slack_user("U0OTHER", "someone@elsewhere.example"),
         }
     )
@@ -363,6 +365,8 @@ def test_slack_fills_ids_and_time_zones_by_email(
     stored = people(store)
     assert (stored["u001"].slack_user_id, stored["u001"].timezone) == ("U0AAA001", "America/New_York")
     assert (stored["u006"].slack_user_id, stored["u006"].timezone) == ("U0AAA006", "Europe/London")
+    # Slack's locale fills a missing language; the directory's own (u001: de) is kept
+    assert (stored["u006"].language, stored["u001"].language) == ("fr-FR", "de")
     assert stored["u002"].slack_user_id is None  # a deleted Slack user is not matched
     assert stored["u004"].slack_user_id is None  # nor is a bot
     assert [call.args.get("limit") for call in slack.standin.calls_to("users.list")] == ["200"]

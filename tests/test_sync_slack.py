@@ -31,6 +31,7 @@ def workspace(n: int = USERS) -> dict[str, dict[str, Any]]:
     users["U0000004"]["profile"]["phone"] = "+49 30 12345678"
     users["U0000005"]["profile"]["phone"] = "ext. 42"  # free text: left out with a note
     users["U0000006"]["profile"]["email"] = "broken@"  # rejected, reported
+    users["U0000007"]["locale"] = "pt-BR"
     users["B0000001"] = slack_user("B0000001", "bot@example.com", is_bot=True)
     users["USLACKBOT"] = slack_user("USLACKBOT", None)
     return users
@@ -82,7 +83,7 @@ def test_slack_is_the_directory(
         ("ok", "400"),
     ]
     assert calls[1].at - calls[0].at >= 1.0  # Retry-After honoured
-    assert all(c.args["limit"] == "200" for c in calls)
+    assert all(c.args["limit"] == "200" and c.args["include_locale"] == "1" for c in calls)
 
     stored = people(store)
     assert "B0000001" not in stored and "USLACKBOT" not in stored
@@ -94,6 +95,7 @@ def test_slack_is_the_directory(
         "Europe/Berlin",
         "slack",
     )
+    assert (first.language, stored["U0000007"].language) == ("en-US", "pt-BR")  # Slack's locale
     assert stored["U0000003"].active is False  # deleted in Slack
     assert (stored["U0000004"].phone, stored["U0000005"].phone) == ("+493012345678", None)
 

@@ -16,7 +16,7 @@ from bot.cli.common import (
     fail,
     settings_from,
 )
-from bot.config import ConfigError, Settings, load_settings, parse_duration, unconfigured
+from bot.config import SEVERITIES, ConfigError, Settings, load_settings, parse_duration, unconfigured
 from bot.store import StoreError, open_store, safe_url
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ def config_check(
         raise typer.Exit(EXIT_USAGE) from None
     for note in unconfigured(settings):
         print(f"note: {note}")
+    _check_templates(settings)
     print(f"ok: {path or 'embedded defaults'} (database {safe_url(settings.database.url)})")
     _check_audiences(settings)
     if probe:
@@ -74,6 +75,20 @@ def _check_audiences(settings: Settings) -> None:
             print(f"warning: {warning}", file=sys.stderr)
     finally:
         store.dispose()
+
+def _check_templates(settings: Settings) -> None:
+    """Compile and trial-render every template of ``[templates] dir``; exit 2 on an error."""
+    from channels.templating import check_directory
+
+    if settings.templates.dir is None:
+        return
+    problems = check_directory(settings.templates.dir, [*SEVERITIES, *settings.sla])
+    for problem in problems:
+        print(f"{'error' if problem.error else 'warning'}: templates: {problem}", file=sys.stderr)
+    errors = sum(1 for problem in problems if problem.error)
+    if errors:
+        print(f"{errors} template(s) in {settings.templates.dir} refused", file=sys.stderr)
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _probe(settings: Settings) -> None:

@@ -179,9 +179,12 @@ def _print_reach(query: str, result: Reach) -> None:
     inactive = f" ({result.inactive} inactive not counted)" if result.inactive else ""
     console.print(f"{result.count} {noun} {query}{inactive}", markup=False)
     if result.sample:
-        table = Table("id", "name", "email", "phone", "department", "site")
+        table = Table("id", "name", "email", "phone", "department", "site", "language")
         for person in result.sample:
-            cells = (person.id, person.name, person.email, person.phone, person.department, person.site)
+            cells = (
+                *(person.id, person.name, person.email, person.phone, person.department, person.site),
+                person.language,
+            )
             table.add_row(*(Text(cell or "-") for cell in cells))
         console.print(table)
         if result.count > len(result.sample):

@@ -157,3 +157,35 @@ def parse_slack_user_id(value: str) -> str:
     if not _SLACK_USER_ID.fullmatch(slack_id):
         raise InvalidField("slack_user_id", f"{value!r} is not a Slack user id (such as U024BE7LH)")
     return slack_id
+
+
+# RFC 5646 "langtag": language[-extlang][-script][-region]*(-variant)*(-extension)[-privateuse], at
+# most 35 characters (the column's width). Left out: grandfathered tags and the reserved 4- to 8-letter
+# primary subtags (no language has one), so a word such as "english" is refused.
+_LANGUAGE_TAG = re.compile(
+    r"(?P<language>[a-z]{2,3}(?:-[a-z]{3}){0,3})"
+    r"(?:-(?P<script>[a-z]{4}))?"
+    r"(?:-(?P<region>[a-z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*"
+    r"(?:-[0-9a-wy-z](?:-[a-z0-9]{2,8})+)*"
+    r"(?:-x(?:-[a-z0-9]{1,8})+)?",
+)
+LANGUAGE_LENGTH = 35
+
+
+def parse_language(value: str) -> str:
+    """A BCP 47 language tag in its conventional case (``pt-br`` → ``pt-BR``, ``zh-hant`` → ``zh-Hant``).
+
+    ``_`` is read as ``-`` (``pt_BR``, as POSIX locales and Slack write it).
+    """
+    tag = value.strip().replace("_", "-")
+    match = _LANGUAGE_TAG.fullmatch(tag.lower())
+    if match is None or len(tag) > LANGUAGE_LENGTH:
+        raise InvalidField("language", f"{value!r} is not a BCP 47 language tag (such as de or pt-BR)")
+    cased = match["language"]
+    if match["script"]:
+        cased += "-" + match["script"].title()
+    if match["region"]:
+        cased += "-" + match["region"].upper()
+    end = max(match.end("language"), match.end("script"), match.end("region"))
+    return cased + match.group()[end:]

@@ -38,6 +38,7 @@ class PersonSummary:
     department: str | None
     site: str | None
     title: str | None
+    language: str | None = None
     groups: tuple[str, ...] = ()
 
 
@@ -158,6 +159,7 @@ def _sample(connection: Connection, condition: ColumnElement[bool], limit: int) 
             person.department,
             person.site,
             person.title,
+            person.language,
         )
         .where(condition)
         .order_by(person.name, person.id)

@@ -19,6 +19,7 @@ from bot.directory.fields import (
     parse_active,
     parse_email,
     parse_groups,
+    parse_language,
     parse_phone,
     parse_slack_user_id,
     parse_timezone,
@@ -39,6 +40,7 @@ FIELDS = (
     "groups",
     "timezone",
     "slack_user_id",
+    "language",
     "active",
 )
 
@@ -66,6 +68,7 @@ class PersonRecord:
     groups: tuple[str, ...] = ()
     timezone: str | None = None
     slack_user_id: str | None = None
+    language: str | None = None
     active: bool = True
 
 
@@ -172,6 +175,7 @@ def validate_row(values: Mapping[str, object], default_region: str | None = None
         groups=problems.check(partial(parse_groups, values.get("groups")), ()),
         timezone=problems.optional(parse_timezone, texts["timezone"]),
         slack_user_id=problems.optional(parse_slack_user_id, texts["slack_user_id"]),
+        language=problems.optional(parse_language, texts["language"]),
         active=problems.check(partial(parse_active, values.get("active")), True),
     )
     if problems.found:

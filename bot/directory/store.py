@@ -47,6 +47,7 @@ STORED_FIELDS = (
     "manager",
     "timezone",
     "slack_user_id",
+    "language",
     "active",
     "source",
 )
@@ -195,6 +196,7 @@ def _stored_tuple(person: PersonRecord, source: str) -> tuple[object, ...]:
         person.manager,
         person.timezone,
         person.slack_user_id,
+        person.language,
         person.active,
         source,
     )

@@ -53,6 +53,7 @@ class Claimed:
     attempts: int
     created_at: float = 0.0
     name: str = ""
+    language: str = ""
 
 
 def claim(
@@ -80,8 +81,8 @@ def claim(
 
 
 def _claimed(channel: str, row: tuple[Any, ...]) -> Claimed:
-    """A claim row (id, notification, person, address, deadline, attempts, created_at, name)."""
-    id_, notification_id, person_id, address, deadline, attempts, created_at, name = row
+    """A claim row (id, notification, person, address, deadline, attempts, created_at, name, language)."""
+    id_, notification_id, person_id, address, deadline, attempts, created_at, name, language = row
     return Claimed(
         id=id_,
         notification_id=notification_id,
@@ -92,6 +93,7 @@ def _claimed(channel: str, row: tuple[Any, ...]) -> Claimed:
         attempts=attempts,
         created_at=created_at,
         name=name or "",
+        language=language or "",
     )
 
 
@@ -113,7 +115,7 @@ WITH claimed AS (
     SELECT %s, %s, count(*) FROM claimed HAVING count(*) > 0
     ON CONFLICT (channel, day) DO UPDATE SET sent = channel_counter.sent + excluded.sent
 )
-SELECT claimed.*, person.name FROM claimed LEFT JOIN person ON person.id = claimed.person_id
+SELECT claimed.*, person.name, person.language FROM claimed LEFT JOIN person ON person.id = claimed.person_id
 """
 
 
@@ -154,13 +156,16 @@ def _claim_sqlite(
 
 
 def _with_names(connection: Any, claimed: list[Any]) -> list[tuple[Any, ...]]:
-    """Each claimed row with its person's name appended (one query for the batch)."""
-    names = dict(
-        connection.execute(
-            select(PERSON.c.id, PERSON.c.name).where(PERSON.c.id.in_({row.person_id for row in claimed}))
-        ).all()
-    )
-    return [(*row, names.get(row.person_id)) for row in claimed]
+    """Each claimed row with its person's name and language appended (one query for the batch)."""
+    people = {
+        person_id: (name, language)
+        for person_id, name, language in connection.execute(
+            select(PERSON.c.id, PERSON.c.name, PERSON.c.language).where(
+                PERSON.c.id.in_({row.person_id for row in claimed})
+            )
+        )
+    }
+    return [(*row, *people.get(row.person_id, (None, None))) for row in claimed]
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,7 +282,7 @@ class ChannelRunner:
             return _Start.GIVE_BACK  # released as cancelled: stop what has not been sent
         if self.breaker.holds(item.id):
             return _Start.STOP  # the channel went down: nothing more starts but the probe
-        notice = self.notices[item.notification_id]
+        notice = self.notices[item.notification_id, item.language]
         if not await self.slots.acquire():
             return _Start.STOP  # this dispatcher's connection share went to others: they send the rest
         await self.pacer.take(notice.prepared.cost)

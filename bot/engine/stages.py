@@ -4,8 +4,8 @@
 ``cancel check -> slot -> pace -> lease check -> send -> decide -> record``. This module holds the
 parts with state of their own:
 
-- :class:`Notices`: each notification rendered once per channel (``Channel[Prepared]``), and which of
-  the notifications being sent were cancelled;
+- :class:`Notices`: each notification rendered once per channel (``Channel[Prepared]``) and language
+  (the person's, which picks the templates), and which of the notifications being sent were cancelled;
 - :func:`send_one`: the send stage, which turns whatever the adapter does into a receipt or a
   delivery error;
 - :class:`GroupCommit`: the record stage. Outcomes are written in one transaction per group, and a
@@ -68,16 +68,30 @@ class ChannelStats:
 
 
 class Notices:
-    """Notifications rendered for one channel, loaded on first use and forgotten when finished."""
+    """Notifications rendered for one channel, loaded on first use and forgotten when finished.
+
+    ``by_id`` holds each notification in its default language; other languages are rendered on first
+    use (``notices[notification_id, language]``) and kept beside it.
+    """
 
     def __init__(self, herald: Herald, spec: ChannelSpec) -> None:
         self.herald = herald
         self.spec = spec
         self.by_id: dict[str, PreparedNotice] = {}
+        self.notices: dict[str, Notice] = {}
+        self.languages: dict[tuple[str, str], PreparedNotice] = {}
         self.cancelled: set[str] = set()
 
-    def __getitem__(self, notification_id: str) -> PreparedNotice:
-        return self.by_id[notification_id]
+    def __getitem__(self, key: tuple[str, str]) -> PreparedNotice:
+        notification_id, language = key
+        if not language:
+            return self.by_id[notification_id]
+        prepared = self.languages.get(key)
+        if prepared is None:
+            default = self.by_id[notification_id]
+            notice = replace(self.notices[notification_id], language=language)
+            prepared = self.languages[key] = replace(default, prepared=self._channel_prepare(notice))
+        return prepared
 
     async def load(self, ids: set[str]) -> None:
         """Render the notifications of ``ids`` not rendered yet (one query, one render each)."""
@@ -86,6 +100,8 @@ class Notices:
             return
         if len(self.by_id) > NOTICES_KEPT:
             self.by_id.clear()  # a bound for long-running processes; prepared again on demand
+            self.notices.clear()
+            self.languages.clear()
             missing = ids
         for row in await asyncio.to_thread(self._rows, missing):
             self.by_id[row.id] = self._prepare(row)
@@ -109,11 +125,18 @@ class Notices:
             mandatory=mandatory,
             links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
             reply=row.kind == "followup",
+
+            deadline=row.deadline or None,
+            window=_window(meta.get("window")),
         )
+        self.notices[row.id] = notice
         # Signing a link per recipient costs an HMAC, so it is skipped where unused: channels without
         # a preferences link (SMS opts out by STOP) and mandatory kinds, which never carry one.
         link = self.spec.preferences_link and not mandatory
-        return PreparedNotice(self.herald.channel(self.spec.name).prepare(notice), mandatory, link)
+        return PreparedNotice(self._channel_prepare(notice), mandatory, link)
+
+    def _channel_prepare(self, notice: Notice) -> Prepared:
+        return self.herald.channel(self.spec.name).prepare(notice)
 
     async def refresh_cancelled(self) -> None:
         if self.by_id:
@@ -122,6 +145,19 @@ class Notices:
     def forget(self, ids: Iterable[str]) -> None:
         for notification_id in ids:
             self.by_id.pop(notification_id, None)
+            self.notices.pop(notification_id, None)
+        if self.languages:
+            self.languages = {key: value for key, value in self.languages.items() if key[0] in self.by_id}
+
+
+def _window(value: object) -> tuple[float, float] | None:
+    """A maintenance window from a notification's meta: ``{"start": epoch, "end": epoch}``."""
+    if not isinstance(value, dict):
+        return None
+    start, end = value.get("start"), value.get("end")
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        return float(start), float(end)
+    return None
 
 
 async def send_one(

@@ -437,6 +437,8 @@ class SlackStandIn:
         limit = int(args.get("limit") or 0) or len(members) or 1
         start = int(args.get("cursor") or 0)
         page = members[start : start + limit]
+        if str(args.get("include_locale") or "").lower() not in ("true", "1"):
+            page = [{k: v for k, v in member.items() if k != "locale"} for member in page]  # as Slack does
         following = start + limit
         cursor = str(following) if following < len(members) else ""
         return {"ok": True, "members": page, "response_metadata": {"next_cursor": cursor}}

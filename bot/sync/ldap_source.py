@@ -56,6 +56,7 @@ AD_ATTRIBUTES: dict[str, str] = {
     "groups": "memberOf",
     "timezone": "",
     "slack_user_id": "",
+    "language": "preferredLanguage",  # RFC 2798 (inetOrgPerson); AD has it too
 }
 _NO_ATTRIBUTES = ["1.1"]  # RFC 4511: return no attributes, only DNs
 

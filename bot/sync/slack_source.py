@@ -8,8 +8,9 @@ that retries. Bots (and Slackbot) are left out.
 
 Two uses:
 
-- :func:`enrich`: people read from another source get ``slack_user_id`` and ``timezone`` from the
-  Slack user with the same e-mail address (deleted users are not matched), where they have none;
+- :func:`enrich`: people read from another source get ``slack_user_id``, ``timezone`` and ``language``
+  (from ``locale``, asked for with ``include_locale``) from the Slack user with the same e-mail
+  address (deleted users are not matched), where they have none;
 - :func:`slack_rows`: Slack *is* the directory (``directory.source = "slack"``): one row per user,
   id = the Slack user id (stable, unlike an address); deleted users are inactive.
 
@@ -30,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock
 from bot.config import SlackSettings
-from bot.directory.fields import InvalidField, parse_phone, parse_timezone
+from bot.directory.fields import InvalidField, parse_language, parse_phone, parse_timezone
 from bot.directory.records import PersonRecord, RawRow
 from bot.sync.errors import Reason, SyncError
 
@@ -52,6 +53,7 @@ class SlackUser:
     phone: str | None = None
     title: str | None = None
     timezone: str | None = None
+    locale: str | None = None  # e.g. en-US; users.list sends it only with include_locale
     deleted: bool = False
 
 
@@ -77,6 +79,7 @@ def user_from(member: dict[str, Any]) -> SlackUser | None:
         phone=_text(profile.get("phone")),
         title=_text(profile.get("title")),
         timezone=_text(member.get("tz")),
+        locale=_text(member.get("locale")),
         deleted=bool(member.get("deleted")),
     )
 
@@ -106,7 +109,7 @@ async def list_users(slack: SlackSettings, clock: Clock) -> SlackUsers:
     while True:
         try:
             requests += 1
-            response = await client.users_list(limit=PAGE_LIMIT, cursor=cursor or None)
+            response = await client.users_list(limit=PAGE_LIMIT, cursor=cursor or None, include_locale=True)
         except SlackApiError as exc:
             waits, in_a_row = waits + 1, in_a_row + 1
             await clock.sleep(_rate_limit_pause(exc, in_a_row))
@@ -139,8 +142,8 @@ def _rate_limit_pause(exc: SlackApiError, in_a_row: int) -> float:
 
 
 def enrich(people: Sequence[PersonRecord], users: Iterable[SlackUser]) -> tuple[list[PersonRecord], int]:
-    """``people`` with ``slack_user_id``/``timezone`` filled from the user of the same e-mail, and how
-    many people matched a Slack user. Values a person already has are kept."""
+    """``people`` with ``slack_user_id``/``timezone``/``language`` filled from the user of the same
+    e-mail, and how many people matched a Slack user. Values a person already has are kept."""
     by_email = {user.email.lower(): user for user in users if user.email and not user.deleted}
     enriched: list[PersonRecord] = []
     matched = 0
@@ -154,6 +157,7 @@ def enrich(people: Sequence[PersonRecord], users: Iterable[SlackUser]) -> tuple[
             person,
             slack_user_id=person.slack_user_id or user.id,
             timezone=person.timezone or _timezone(user.timezone),
+            language=person.language or _language(user.locale),
         )
         enriched.append(updated)
     return enriched, matched
@@ -183,6 +187,7 @@ def slack_rows(users: Iterable[SlackUser], default_region: str | None) -> tuple[
             "title": user.title,
             "timezone": user.timezone,
             "slack_user_id": user.id,
+            "language": _language(user.locale),
             "active": not user.deleted,
         }
         rows.append(RawRow(f"slack user {user.id}", values))
@@ -192,6 +197,14 @@ def slack_rows(users: Iterable[SlackUser], default_region: str | None) -> tuple[
 def _timezone(name: str | None) -> str | None:
     try:
         return parse_timezone(name) if name else None
+    except InvalidField:
+        return None
+
+
+def _language(locale: str | None) -> str | None:
+    """Slack's ``locale`` (``en-US``) as a language tag; None when absent or not a tag."""
+    try:
+        return parse_language(locale) if locale else None
     except InvalidField:
         return None
 
