@@ -22,9 +22,8 @@ from channels.slack import SlackDmChannel, SlackDmSettings
 from channels.slack import classify_transport_error as classify_slack_failure
 from channels.sms import SmsChannel, SmsSettings, classify_transport_error
 from channels.smtp_classify import classify_smtp_exception
-from channels.verp import derive_key
-
 from channels.templating import Templates
+from channels.verp import derive_key
 
 
 class ChannelSection(Protocol):

@@ -242,6 +242,7 @@ class AlertmanagerSettings(Section):
             raise ValueError('expected an http:// or https:// URL, or "" for none')
         return value
 
+
 class TemplateSettings(Section):
     # A directory of <kind>.<channel>[.<language>].j2 templates that replace the built-in ones.
     dir: str | None = None

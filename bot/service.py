@@ -232,8 +232,15 @@ def _new_notification(herald: Herald, request: AnnounceRequest) -> NewNotificati
         deadline=start + within,
         state="scheduled" if start > now + 1 else "queued",
         idempotency_key=request.idempotency_key,
-        meta=request.meta,
+        meta=_meta(request),
     )
+
+
+def _meta(request: AnnounceRequest) -> dict[str, Any]:
+    """The notification's meta; a maintenance window rides along for the templates' ``window``."""
+    if request.window is None:
+        return dict(request.meta)
+    return {**request.meta, "window": {"start": request.window.starts_at, "end": request.window.ends_at}}
 
 
 def cancel(herald: Herald, notification_id: str, actor: str) -> int:

@@ -38,9 +38,8 @@ from channels.email_render import (
     prepare_email,
 )
 from channels.smtp_classify import classify_smtp_exception, classify_smtp_reply, drops_connection
-from channels.verp import Verp
-
 from channels.templating import Templates
+from channels.verp import Verp
 
 __all__ = ["EmailChannel", "EmailSettings", "PreparedEmail", "Security", "SmtpPool", "build_message"]
 

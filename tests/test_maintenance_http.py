@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,12 @@ def mail_of(h: AlertHarness, person: str) -> list[Any]:
     return [m.message for m in h.smtp.messages if f"{person}@example.com" in m.rcpt_tos]
 
 
+def status_window(cli: Any, h: Any, nid: str) -> str:
+    window = json.loads(cli("status", nid, "--json", "--config", str(h.config)).stdout)["window"]
+    start, end = (datetime.fromisoformat(window[key].replace("Z", "+00:00")) for key in ("start", "end"))
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}"
+
+
 async def test_done_ends_the_window_early_the_overrun_pages_and_the_all_clear_threads(  # type: ignore[no-untyped-def]
     cli, db_url: str, tmp_path: Path
 ) -> None:
@@ -93,6 +100,9 @@ async def test_done_ends_the_window_early_the_overrun_pages_and_the_all_clear_th
         nid = announce_window(cli, h)
         await eventually(lambda: bool(mail_of(h, "alice")), timeout=30, what="the maintenance email")
         (original,) = mail_of(h, "alice")
+        window = status_window(cli, h, nid)
+        # The built-in template tells the reader the window (UTC).
+        assert f"Window: {window} UTC" in original.get_body(("plain",)).get_content()
         assert (
             await post_alert(h, summary="Replica lag", labels={"team": "core", "service": "db"})
         ).is_success

@@ -76,6 +76,7 @@ def _check_audiences(settings: Settings) -> None:
     finally:
         store.dispose()
 
+
 def _check_templates(settings: Settings) -> None:
     """Compile and trial-render every template of ``[templates] dir``; exit 2 on an error."""
     from channels.templating import check_directory

@@ -125,7 +125,6 @@ class Notices:
             mandatory=mandatory,
             links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
             reply=row.kind == "followup",
-
             deadline=row.deadline or None,
             window=_window(meta.get("window")),
         )
