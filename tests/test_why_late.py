@@ -95,7 +95,7 @@ def test_status_why_names_the_throttle_of_a_throttled_fan_out(
     cli, peers: Peers, db_url: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     config = setup(cli, peers, db_url, tmp_path, extra='[sla.info]\ndeliver_within = "1s"\n')
-    throttled = {"HERALD_SMTP__RATE_PER_SECOND": "4"}  # 12 emails take ~3 s; the deadline is 1 s
+    throttled = {"HERALD_SMTP__RATE_PER_SECOND": "2"}  # 12 emails take ~6 s; the deadline is 1 s
     sent = announce(cli, config, "--audience", "everyone", "--title", "Slow", env=throttled)
     assert sent.exit_code == 1, sent.stderr  # missed
     final = json.loads(sent.stdout)
@@ -104,7 +104,6 @@ def test_status_why_names_the_throttle_of_a_throttled_fan_out(
     assert set(delays) == set(CAUSES)
     assert over["basis"] == "late" and over["deliveries"] >= 4
     assert dominant(delays) == "throttle"
-    assert delays["throttle"] > 0.5 * sum(delays.values())
     assert delays["quiet_hours"] == delays["retry"] == delays["channel_down"] == 0.0
     assert delays["provider"] > 0
     # The waits are kept per delivery: the claim and the hand-over, the throttle wait of each.
