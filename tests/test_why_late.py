@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from datetime import UTC
 from pathlib import Path
 
@@ -21,16 +22,15 @@ from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
 from bot.engine.delays import CAUSES, attribute, dominant, miss_cause, ranked
-from bot.engine.ledger import Claimed, Outcome
-from bot.engine.timings import Waits, attempt_waits
+from bot.engine.ledger import Claimed
+from bot.engine.outcomes import RetryPolicy, decide
+from bot.engine.timings import Before, Waits, attempt_waits
 from bot.recipients.tables import PersonSettings
+from channels.base import Receipt, TransientError
 
 T0 = 1_800_000_000.0
 ITEM = Claimed(1, "n1", "p1", "email", "p1@example.com", T0 + 60, 1, T0, due_at=T0, claimed_at=T0 + 10)
-
-
-def outcome(state: str, attempt: str, at: float, due_at: float | None = None) -> Outcome:
-    return Outcome(1, "email", "p1@example.com", state, at, attempt, due_at=due_at, notification_id="n1")
+POLICY = RetryPolicy(retry_for=3600, base=10, jitter=0.0)
 
 
 def test_attribute_leaves_the_unexplained_rest_to_the_queue() -> None:
@@ -52,20 +52,22 @@ def test_attribute_leaves_the_unexplained_rest_to_the_queue() -> None:
 
 
 @pytest.mark.parametrize(
-    ("result", "expected"),
+    ("state", "attempt", "due_at", "expected"),
     [
-        (outcome("sent", "sent", T0 + 12), (1.0, 0.0, 0.5, 2.0)),  # the provider took 2 s
-        (outcome("deferred", "transient", T0 + 12, due_at=T0 + 40), (1.0, 30.0, 0.5, 0.0)),  # + backoff
-        (outcome("deferred", "channel_down", T0 + 12, due_at=T0 + 12), (1.0, 0.0, 2.5, 0.0)),
-        (outcome("failed", "permanent", T0 + 12), (1.0, 2.0, 0.5, 0.0)),
+        ("sent", "sent", None, (1.0, 0.0, 0.5, 2.0)),  # the provider took 2 s
+        ("deferred", "transient", T0 + 40, (1.0, 30.0, 0.5, 0.0)),  # the failed try and its backoff
+        ("deferred", "channel_down", T0 + 12, (1.0, 0.0, 2.5, 0.0)),  # the try that found it down
+        ("failed", "permanent", None, (1.0, 2.0, 0.5, 0.0)),
     ],
 )
-def test_attempt_waits(result: Outcome, expected: tuple[float, ...]) -> None:
-    assert attempt_waits(result, T0 + 10, throttle=1.0, down=0.5) == pytest.approx(expected)
+def test_attempt_waits(state: str, attempt: str, due_at: float | None, expected: tuple[float, ...]) -> None:
+    before = Before(started=T0 + 10, throttle=1.0, down=0.5)
+    assert attempt_waits(state, attempt, T0 + 12, due_at, before) == pytest.approx(expected)
 
 
 def test_queue_wait_splits_into_throttle_and_outage() -> None:
     waits = Waits(T0)
+    assert waits.queued(T0, T0 + 5, waited=0.0) == (0.0, 0.0)  # unthrottled and never down: queue
     waits.note_claim(T0 + 1, 0.8)  # the pacer held the channel back 0.8 s by then
     waits.note_claim(T0 + 5, 3.8)
     waits.follow(T0 + 6, T0 + 6)  # down from T0 + 6...
@@ -78,8 +80,15 @@ def test_queue_wait_splits_into_throttle_and_outage() -> None:
     assert waits.queued(T0 + 9, T0 + 9, waited=4.0) == (0.0, 0.0)
     waits.follow(T0 + 10, T0 + 10)  # down now: the open outage counts up to the send
     assert waits.queued(T0 + 9, T0 + 12, waited=4.0) == pytest.approx((0.0, 2.0))
-    timed = waits.timed(outcome("sent", "sent", T0 + 11), ITEM, T0 + 10.5, waited=4.5)
-    assert timed.waits == pytest.approx((4.5, 0.0, 2.5, 0.5))  # due at T0, sent from T0 + 10.5
+    before = waits.before(ITEM, T0 + 10.5, waited=4.5)  # due at T0, its send began at T0 + 10.5
+    assert before == pytest.approx((T0 + 10.5, 4.5, 2.5))
+    sent = decide(ITEM, Receipt("<m1>", "250 ok"), T0 + 11, False, POLICY, random.Random(1), before)
+    assert sent.state == "sent" and sent.waits == pytest.approx((4.5, 0.0, 2.5, 0.5))
+    retried = decide(
+        ITEM, TransientError("server_error", "451"), T0 + 11, False, POLICY, random.Random(1), before
+    )
+    assert retried.state == "deferred" and retried.waits == pytest.approx((4.5, 10.5, 2.5, 0.0))
+    assert decide(ITEM, Receipt("<m1>", "250 ok"), T0 + 11, False, POLICY, random.Random(1)).waits == (0,) * 4
 
 
 def test_miss_cause_names_the_dominant_wait_or_what_held_the_rest() -> None:

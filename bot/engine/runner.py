@@ -313,8 +313,8 @@ class ChannelRunner:
             self.slots.release()
             raise
         now = self.herald.clock.now()
-        outcome = decide(item, result, now, notice.urgent, self.policy, self.rng)
-        outcome = self.waits.timed(outcome, item, started, waited)
+        before = self.waits.before(item, started, waited)
+        outcome = decide(item, result, now, notice.urgent, self.policy, self.rng, before)
         if isinstance(result, TransientError) and result.reason in BACK_PRESSURE:
             await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
         self.stats.count(outcome, now - started)

@@ -21,9 +21,9 @@ the same statement: no extra round trip per delivery.
 from __future__ import annotations
 
 import bisect
-import dataclasses
+from typing import NamedTuple
 
-from bot.engine.ledger import Claimed, Outcome
+from bot.engine.ledger import Claimed
 from bot.tables import DeliveryState
 
 HISTORY_KEPT = 10_000  # throttle wait samples (one per claim that follows a wait): hours of claims
@@ -34,7 +34,8 @@ class Waits:
     """One channel runner's record of what held the channel back, and the waits of each attempt.
 
     ``note_claim`` samples the pacer's cumulative wait at each claim; ``follow`` tracks the channel's
-    outages; ``timed`` fills in an outcome's waits.
+    outages; ``before`` says what a delivery waited before its send began (its outcome's waits are
+    worked out from it by :func:`bot.engine.outcomes.decide`).
     """
 
     def __init__(self, now: float) -> None:
@@ -66,15 +67,17 @@ class Waits:
         wait = started - due_at
         if wait <= 0:
             return 0.0, 0.0
-        down = min(wait, self._down_between(due_at, started))
-        throttle = waited - self._waited_at(due_at)
+        down = 0.0
+        if self._outages or self._down_since is not None:
+            down = min(wait, self._down_between(due_at, started))
+        throttle = waited - self._waited_at(due_at) if waited > 0 else 0.0
         return max(0.0, min(wait - down, throttle)), down
 
-    def timed(self, outcome: Outcome, item: Claimed, started: float, waited: float) -> Outcome:
-        """``outcome`` of ``item`` with its waits: its send began at ``started``, when the pacer's
-        cumulative wait had reached ``waited``."""
+    def before(self, item: Claimed, started: float, waited: float) -> Before:
+        """What ``item`` waited before its send began at ``started``, when the pacer's cumulative
+        wait had reached ``waited``."""
         throttle, down = self.queued(item.due_at, started, waited)
-        return dataclasses.replace(outcome, waits=attempt_waits(outcome, started, throttle, down))
+        return Before(started, throttle, down)
 
     def _waited_at(self, moment: float) -> float:
         index = bisect.bisect_right(self._times, moment) - 1
@@ -85,16 +88,25 @@ class Waits:
         return sum(max(0.0, min(end, up) - max(start, since)) for since, up in spans)
 
 
+class Before(NamedTuple):
+    """What one attempt waited before its send began at ``started``."""
+
+    started: float
+    throttle: float
+    down: float
+
+
 def attempt_waits(
-    outcome: Outcome, started: float, throttle: float, down: float
+    state: str, attempt: str, at: float, due_at: float | None, before: Before
 ) -> tuple[float, float, float, float]:
-    """(throttle, retry, outage, provider) seconds one attempt adds, given what it waited before
-    the send began at ``started``: a send handed over is the provider's time; one that found the
-    channel down is the outage's; any other failure is the retry's, with its backoff."""
-    spent = max(0.0, outcome.at - started)
-    if outcome.state in (DeliveryState.SENT, DeliveryState.DELIVERED):
+    """(throttle, retry, outage, provider) seconds one attempt that ended at ``at`` in ``state``
+    adds: a send handed over is the provider's time; one that found the channel down is the
+    outage's; any other failure is the retry's, with its backoff until ``due_at``."""
+    started, throttle, down = before
+    spent = max(0.0, at - started)
+    if state in (DeliveryState.SENT, DeliveryState.DELIVERED):
         return throttle, 0.0, down, spent
-    if outcome.attempt == "channel_down":
+    if attempt == "channel_down":
         return throttle, 0.0, down + spent, 0.0
-    retry_until = outcome.due_at if outcome.state == DeliveryState.DEFERRED and outcome.due_at else outcome.at
+    retry_until = due_at if state == DeliveryState.DEFERRED and due_at else at
     return throttle, max(0.0, retry_until - started), down, 0.0
