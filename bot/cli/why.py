@@ -50,8 +50,8 @@ def _basis(over: dict[str, Any], total: float) -> str:
     count = over["deliveries"]
     plural = "delivery" if count == 1 else "deliveries"
     if over["basis"] == "late":
-        return f"{count} {plural} handed over after the deadline waited {seconds_text(total)} in all:"
+        return f"{count} {plural} handed over after the deadline took {seconds_text(total)} in all:"
     return (
         f"nothing was handed over late; the slowest 1 % ({count} {plural}) "
-        f"waited {seconds_text(total)} in all:"
+        f"took {seconds_text(total)} in all:"
     )
