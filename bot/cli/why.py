@@ -51,7 +51,5 @@ def _basis(over: dict[str, Any], total: float) -> str:
     plural = "delivery" if count == 1 else "deliveries"
     if over["basis"] == "late":
         return f"{count} {plural} handed over after the deadline took {seconds_text(total)} in all:"
-    return (
-        f"nothing was handed over late; the slowest 1 % ({count} {plural}) "
-        f"took {seconds_text(total)} in all:"
-    )
+    share = f"the slowest 1 % ({count} {plural})"
+    return f"nothing was handed over late; {share} took {seconds_text(total)} in all:"
