@@ -127,9 +127,11 @@ def format_status(status: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     sla = report["sla"]
     pct = f"{sla['met_pct']}%" if sla["met_pct"] is not None else "-"
+    causes = ", ".join(f"{cause} {n}" for cause, n in sorted((sla.get("causes") or {}).items()))
     lines = [
         f"{report['notifications']} notifications since {time_text(report['since'])}",
-        f"SLA: {sla['met']} met, {sla['missed']} missed of {sla['judged']} finished ({pct})",
+        f"SLA: {sla['met']} met, {sla['missed']} missed of {sla['judged']} finished ({pct})"
+        + (f"; missed for: {causes}" if causes else ""),
     ]
     lines.extend(channel_lines(report["channels"]))
     lines.append(people_line(report["people"], {"reach": report["people"]["reach"]}))
@@ -156,5 +158,6 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {item['id']} {time_text(item['created_at'])} [{item['severity']}] {item['title'][:40]}"
             f" - {item['recipients']} people, reach {reach_text(item['sla']['reach'])},"
             f" SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
+            + (f", late: {item['sla']['cause']}" if item["sla"].get("cause") else "")
         )
     return _lines(lines)

@@ -22,6 +22,7 @@ from bot.directory.audience_sql import audience_condition
 from bot.directory.reach import reach
 from bot.engine import caps, ledger
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
+from bot.engine.delays import miss_causes, notification_delays
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
@@ -283,7 +284,9 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
             )
         ).one()
         people = people_counts(connection, notification_id)
+        delays = notification_delays(connection, dict(row._mapping))
     found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
+    found["sla"].update(delays)  # why it was late (bot.engine.delays)
     if found["left"]:  # name the outages holding what is left (bot.engine.health)
         down = outages(herald.store)
         found["channels_down"] = {c: down[c].describe() for c in found["channels"] if c in down}
@@ -387,7 +390,7 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         "notifications": len(items),
         "channels": totals,
         "people": {**people.as_json(), "reach": people.reach},
-        "sla": sla_summary(item["sla"]["met"] for item in items),
+        "sla": {**sla_summary(item["sla"]["met"] for item in items), "causes": miss_causes(items)},
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),

@@ -131,6 +131,14 @@ class Delivery(SQLModel, table=True):
     created_at: float = Field(default=0.0)
     sent_at: float | None = Field(default=None)
     updated_at: float = Field(default=0.0)
+    # Why it was late (SPEC "Truthful outcomes"; bot.engine.timings): when the last attempt was
+    # claimed, and the seconds waited for each cause, written with the claim and the outcomes.
+    claimed_at: float | None = Field(default=None)
+    wait_throttle: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    wait_quiet: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    wait_retry: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    wait_down: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    wait_provider: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 
 
 class Attempt(SQLModel, table=True):

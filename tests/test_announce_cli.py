@@ -194,6 +194,6 @@ def test_report_counts_every_notification(cli, peers: Peers, db_url: str, tmp_pa
     report = json.loads(result.stdout)
     assert report["notifications"] == 2
     assert report["channels"]["email"]["sent"] == 12
-    assert report["sla"] == {"judged": 2, "met": 2, "missed": 0, "met_pct": 100.0}
+    assert report["sla"] == {"judged": 2, "met": 2, "missed": 0, "met_pct": 100.0, "causes": {}}
     text = cli("report", "--since", "1h", "--config", config)
     assert "SLA: 2 met, 0 missed of 2 finished (100.0%)" in text.stdout

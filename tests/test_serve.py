@@ -87,6 +87,9 @@ async def test_health_readiness_metrics_and_openapi(db_url: str, tmp_path: Path)
         body = found.json()
         assert body["id"] == notification_id and body["state"] == "done" and body["recipients"] == 4
         assert body["channels"]["email"]["sent"] == 2 and body["sla"]["met"] is True
+        delays = body["sla"]["delays"]  # why it took as long as it did: over the slowest 1 % here
+        assert list(delays) == ["queue", "throttle", "quiet_hours", "retry", "provider", "channel_down"]
+        assert body["sla"]["delays_over"] == {"basis": "slowest", "deliveries": 1} and delays["provider"] > 0
         missing = await h.http.get(
             f"{base}/api/notifications/nnothing", headers={"Authorization": f"Bearer {API_TOKEN}"}
         )

@@ -26,6 +26,7 @@ from bot.cli.common import (
     since_seconds,
     store_from,
 )
+from bot.cli.why import slowest_deliveries, why_text
 from bot.config import parse_duration
 from bot.engine import workers
 from bot.render import format_preview, format_report, format_status
@@ -93,6 +94,9 @@ def register(app: typer.Typer) -> None:
     def status(
         notification_id: Annotated[str, typer.Argument(metavar="ID")],
         as_json: JsonOption = False,
+        why: Annotated[
+            bool, typer.Option("--why", help="Why it took as long as it did, and the slowest deliveries.")
+        ] = False,
         config: ConfigOption = None,
         recipients: Annotated[
             bool, typer.Option("--recipients", help="List every person x channel with state and times.")
@@ -105,11 +109,18 @@ def register(app: typer.Typer) -> None:
             return
         with open_herald(config) as herald:
             current = service.status(herald, notification_id)
+            if current is not None and why:
+                current["slowest"] = slowest_deliveries(herald, current)
         if current is None:
             fail(f"no notification {notification_id!r}")
-        print(json.dumps(current, indent=2) if as_json else format_status(current))
-        if not as_json and current.get("window"):
+        if as_json:
+            print(json.dumps(current, indent=2))
+            return
+        print(format_status(current))
+        if current.get("window"):
             print("\n".join(maintenance.window_lines(current["window"])))
+        if why:
+            print(why_text(current, current["slowest"]))
 
     @app.command()
     def report(

@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, Float, Select, and_, case, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -48,6 +48,7 @@ _DELIVERY_COLUMNS = [
     "created_at",
     "updated_at",
     "attempts",
+    "wait_quiet",
 ]
 
 
@@ -190,6 +191,7 @@ def _delivery_rows(
             literal(new.created_at),
             literal(new.created_at),
             literal(0),
+            due_at - literal(new.start_at, Float),  # held for quiet hours (why it was late)
         )
         .select_from(recipient_rules.with_settings(PERSON))
         .where(people)

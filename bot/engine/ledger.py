@@ -54,6 +54,8 @@ class Claimed:
     created_at: float = 0.0
     name: str = ""
     language: str = ""
+    due_at: float = 0.0  # when it became due this time (the queue wait runs from here)
+    claimed_at: float = 0.0
 
 
 def claim(
@@ -73,28 +75,19 @@ def claim(
         if store.is_sqlite:
             rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
         else:
-            parameters = (worker, now + lease, now, channel, now, limit, channel, day)
+            parameters = (worker, now + lease, now, now, channel, now, limit, channel, day)
             rows = [tuple(row) for row in connection.exec_driver_sql(_PG_CLAIM_SQL, parameters)]
-    claimed = [_claimed(channel, row) for row in rows]
+    claimed = [_claimed(channel, row, now) for row in rows]
     claimed.sort(key=lambda item: (item.deadline, item.id))
     return claimed
 
 
-def _claimed(channel: str, row: tuple[Any, ...]) -> Claimed:
-    """A claim row (id, notification, person, address, deadline, attempts, created_at, name, language)."""
-    id_, notification_id, person_id, address, deadline, attempts, created_at, name, language = row
-    return Claimed(
-        id=id_,
-        notification_id=notification_id,
-        person_id=person_id,
-        channel=channel,
-        address=address,
-        deadline=deadline,
-        attempts=attempts,
-        created_at=created_at,
-        name=name or "",
-        language=language or "",
-    )
+def _claimed(channel: str, row: tuple[Any, ...], now: float) -> Claimed:
+    """A claim row (id, notification, person, address, deadline, attempts, created_at, due_at, name,
+    language)."""
+    id_, notification_id, person_id, address, deadline, attempts, created_at, due_at, name, language = row
+    fields = (id_, notification_id, person_id, channel, address, deadline, attempts, created_at)
+    return Claimed(*fields, name or "", language or "", due_at, now)
 
 
 # PostgreSQL: lease, count towards the day's counter and fetch the names in one statement, one round
@@ -103,13 +96,13 @@ def _claimed(channel: str, row: tuple[Any, ...]) -> Claimed:
 _PG_CLAIM_SQL = """
 WITH claimed AS (
     UPDATE delivery SET state = 'sending', lease_owner = %s, lease_until = %s,
-        attempts = attempts + 1, updated_at = %s
+        attempts = attempts + 1, updated_at = %s, claimed_at = %s
     WHERE id IN (
         SELECT id FROM delivery
         WHERE state IN ('queued', 'deferred') AND channel = %s AND due_at <= %s
         ORDER BY deadline, id LIMIT %s FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, notification_id, person_id, address, deadline, attempts, created_at
+    RETURNING id, notification_id, person_id, address, deadline, attempts, created_at, due_at
 ), counted AS (
     INSERT INTO channel_counter (channel, day, sent)
     SELECT %s, %s, count(*) FROM claimed HAVING count(*) > 0
@@ -138,6 +131,7 @@ def _claim_sqlite(
             lease_until=now + lease,
             attempts=DELIVERY.c.attempts + 1,
             updated_at=now,
+            claimed_at=now,
         )
         .returning(
             DELIVERY.c.id,
@@ -147,6 +141,7 @@ def _claim_sqlite(
             DELIVERY.c.deadline,
             DELIVERY.c.attempts,
             DELIVERY.c.created_at,
+            DELIVERY.c.due_at,
         )
     ).all()
     if not claimed:
@@ -184,13 +179,17 @@ class Outcome:
     due_at: float | None = None
     suppress: bool = False
     notification_id: str = ""
+    # Seconds this attempt adds to the waits throttle, retry, down, provider (bot.engine.timings).
+    waits: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 # SQLite (qmark): the delivery rows and the attempts, one executemany each.
 _RECORD_SQL = (
     "UPDATE delivery SET state = ?, reason = ?, detail = ?, "
     "provider_id = COALESCE(?, provider_id), sent_at = COALESCE(?, sent_at), due_at = ?, "
-    "updated_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?"
+    "updated_at = ?, lease_owner = NULL, lease_until = NULL, wait_throttle = wait_throttle + ?, "
+    "wait_retry = wait_retry + ?, wait_down = wait_down + ?, wait_provider = wait_provider + ? "
+    "WHERE id = ? AND lease_owner = ?"
 )
 _ATTEMPT_SQL = (
     "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
@@ -202,11 +201,14 @@ _ATTEMPT_SQL = (
 # kept even when the lease was lost meanwhile, as on SQLite.
 _PG_RECORD_SQL = (
     "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], "
-    "%s::varchar[], %s::float8[], %s::float8[], %s::float8[], %s::varchar[]) "
-    "AS v (id, state, reason, detail, provider_id, sent_at, due_at, at, attempt)), "
+    "%s::varchar[], %s::float8[], %s::float8[], %s::float8[], %s::varchar[], %s::float8[], %s::float8[], "
+    "%s::float8[], %s::float8[]) AS v (id, state, reason, detail, provider_id, sent_at, due_at, at, "
+    "attempt, throttle, retry, down, provider)), "
     "u AS (UPDATE delivery AS d SET state = v.state, reason = v.reason, detail = v.detail, "
     "provider_id = COALESCE(v.provider_id, d.provider_id), sent_at = COALESCE(v.sent_at, d.sent_at), "
-    "due_at = v.due_at, updated_at = v.at, lease_owner = NULL, lease_until = NULL "
+    "due_at = v.due_at, updated_at = v.at, lease_owner = NULL, lease_until = NULL, "
+    "wait_throttle = d.wait_throttle + v.throttle, wait_retry = d.wait_retry + v.retry, "
+    "wait_down = d.wait_down + v.down, wait_provider = d.wait_provider + v.provider "
     "FROM v WHERE d.id = v.id AND d.lease_owner = %s) "
     "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
     "SELECT id, at, attempt, reason, detail, provider_id, %s FROM v WHERE attempt <> 'released'"
@@ -238,11 +240,12 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
 
 
 def _record_row(o: Outcome) -> tuple[Any, ...]:
-    """(id, state, reason, detail, provider_id, sent_at, due_at, at, attempt) for the driver."""
+    """(id, state, reason, detail, provider_id, sent_at, due_at, at, attempt, *waits) for the driver."""
     detail = (o.detail or "")[:1000] or None
     sent_at = o.at if o.state in ("sent", "delivered") else None
     due_at = o.due_at if o.due_at is not None else o.at
-    return (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
+    row = (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
+    return row + o.waits
 
 
 def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
@@ -266,13 +269,13 @@ def _record_sqlite(connection: Any, rows: list[tuple[Any, ...]], worker: str) ->
     connection.exec_driver_sql(
         _RECORD_SQL,
         [
-            (state, why, note, pid, sent, due, at, id_, worker)
-            for id_, state, why, note, pid, sent, due, at, _ in rows
+            (state, why, note, pid, sent, due, at, throttle, retry, down, took, id_, worker)
+            for id_, state, why, note, pid, sent, due, at, _, throttle, retry, down, took in rows
         ],
     )
     attempts = [
         (id_, at, tried, why, note, pid, worker)
-        for id_, _, why, note, pid, _, _, at, tried in rows
+        for id_, _, why, note, pid, _, _, at, tried, _, _, _, _ in rows
         if tried != "released"
     ]
     if attempts:

@@ -21,6 +21,7 @@ from typing import Any
 
 from bot.engine.health import CHANNEL_DOWN
 from bot.engine.ledger import Claimed, Outcome
+from bot.engine.timings import Before, attempt_waits
 from bot.tables import DeliveryState
 from channels.base import (
     ChannelDownError,
@@ -55,10 +56,14 @@ def decide(
     urgent: bool,
     policy: RetryPolicy,
     rng: random.Random,
+    before: Before | None = None,
 ) -> Outcome:
-    """The outcome of one send of ``item``; ``urgent`` for a mandatory kind (see the module docstring)."""
+    """The outcome of one send of ``item``; ``urgent`` for a mandatory kind (see the module docstring).
+    With ``before`` (what it waited before the send), the outcome carries the attempt's waits."""
 
     def out(state: DeliveryState, attempt: str, **fields: Any) -> Outcome:
+        if before is not None:
+            fields["waits"] = attempt_waits(state, attempt, now, fields.get("due_at"), before)
         return Outcome(
             item.id,
             item.channel,

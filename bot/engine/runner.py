@@ -28,6 +28,7 @@ from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.shares import ConnectionShare, Slots, fair_share
 from bot.engine.stages import ChannelStats, GroupCommit, Notices, PreparedNotice, send_one
 from bot.engine.throttle import Pacer
+from bot.engine.timings import Waits
 from bot.store import database_reason
 from channels.base import BACK_PRESSURE, TransientError
 
@@ -87,6 +88,7 @@ class ChannelRunner:
         self.wake = asyncio.Event()
         self.db_backoff = 0.0
         self.breaker = Breaker(herald, name, notify)
+        self.waits = Waits(herald.clock.now())  # why deliveries were late (bot.engine.timings)
 
     def claim_size(self) -> int:
         """A claim's worth of deliveries, within ``batch_size``.
@@ -142,6 +144,8 @@ class ChannelRunner:
     ) -> asyncio.Task[tuple[float, list[Claimed]]] | None:
         """One claim and its sends; returns the next claim when it was started ahead."""
         poll = self.herald.settings.dispatcher.poll_interval
+        outage = self.breaker.outage
+        self.waits.follow(outage.since if outage is not None else None, self.herald.clock.now())
         if ahead is None and self.slots.capacity == 0:
             # No share of the cluster's connections (yet): claim nothing we could not send, and look
             # again at the next poll (a wake-up cannot help before a share comes).
@@ -213,6 +217,7 @@ class ChannelRunner:
     async def _claim(self, most: int | None = None) -> tuple[float, list[Claimed]]:
         self.wake.clear()  # a wake-up from now on means work this claim may not see
         now = self.herald.clock.now()
+        self.waits.note_claim(now, self.pacer.waited)
         batch = await asyncio.to_thread(
             ledger.claim,
             self.herald.store,
@@ -292,14 +297,15 @@ class ChannelRunner:
             # worker may take it over mid-send.
             self.slots.release()
             return _Start.GIVE_BACK
-        task = asyncio.create_task(self._send_one(item, notice))
+        task = asyncio.create_task(self._send_one(item, notice, self.pacer.waited))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
         return _Start.STARTED
 
-    async def _send_one(self, item: Claimed, notice: PreparedNotice) -> None:
-        """Send, decide, record. The slot stays taken until the outcome is in the ledger (see
-        :class:`GroupCommit`): a process killed now repeats at most what is in flight."""
+    async def _send_one(self, item: Claimed, notice: PreparedNotice, waited: float) -> None:
+        """Send, decide, record (with its waits; ``waited``: the pacer's wait so far). The slot stays
+        taken until the outcome is in the ledger (see :class:`GroupCommit`): a process killed now
+        repeats at most what is in flight."""
         started = self.herald.clock.now()
         try:
             result = await send_one(self.herald, self.name, item, notice)
@@ -307,7 +313,8 @@ class ChannelRunner:
             self.slots.release()
             raise
         now = self.herald.clock.now()
-        outcome = decide(item, result, now, notice.urgent, self.policy, self.rng)
+        before = self.waits.before(item, started, waited)
+        outcome = decide(item, result, now, notice.urgent, self.policy, self.rng, before)
         if isinstance(result, TransientError) and result.reason in BACK_PRESSURE:
             await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
         self.stats.count(outcome, now - started)
