@@ -352,6 +352,23 @@ def reclaim_expired(store: Store, now: float) -> int:
     return len(channels)
 
 
+def take_over(store: Store, connection: Any, owners: Sequence[str], now: float) -> int:
+    """The deliveries dead dispatchers (``owners``) had claimed become claimable at once."""
+    channels = (
+        connection.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_owner.in_(list(owners)))
+            .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
+            .returning(DELIVERY.c.channel)
+        )
+        .scalars()
+        .all()
+    )
+    if channels:
+        announce_work(store, connection, channels)
+    return len(channels)
+
+
 def finish_notifications(store: Store, now: float, ids: Iterable[str] | None = None) -> list[str]:
     """Mark notifications with no open delivery left as done; returns the ids that finished."""
     still_open = exists().where(
