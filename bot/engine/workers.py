@@ -73,7 +73,7 @@ def _reap(store: Store, connection: Connection, now: float, keep: str) -> list[s
             dead.append(str(other_id))
     if dead:
         connection.execute(delete(WORKER).where(WORKER.c.id.in_(dead)))
-        taken = ledger.take_over(store, connection, dead, now)
+        taken = ledger.requeue(store, connection, ledger.DELIVERY.c.lease_owner.in_(dead), now)
         log.warning(
             "dispatcher(s) %s stopped beating; took over %d claimed deliveries", ", ".join(dead), taken
         )
@@ -92,7 +92,7 @@ def _take_over_own_id(store: Store, connection: Connection, worker_id: str, now:
     host, pid, beat = row
     here = host == socket.gethostname()[:200]
     if (here and (pid == os.getpid() or not _alive(pid))) or beat < now - STALE_AFTER:
-        taken = ledger.take_over(store, connection, [worker_id], now)
+        taken = ledger.requeue(store, connection, ledger.DELIVERY.c.lease_owner == worker_id, now)
         log.warning("took over %d deliveries claimed by this dispatcher's predecessor", taken)
 
 
