@@ -3,8 +3,9 @@
 Acknowledging stops the escalation chain at once (the timer is cleared) and cancels escalation and
 reminder messages not yet handed to a provider; owed updates are dropped. Resolving by hand marks
 every alert of the group resolved and sends the resolution notice to everyone who was notified.
-Both are audited. ``ACK`` by SMS acknowledges the most recent open, unacknowledged group that paged
-that number (``ACK <alert id>`` a given one).
+Both are audited. ``ACK`` by SMS acknowledges the most recent open, unacknowledged group whose page
+was sent to that number (``ACK <alert id>`` a given one); a page not yet sent cannot be what it answers.
+A replayed inbound message is not acted on twice (:mod:`bot.recipients.inbound`).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def _paged(herald: Herald, phone: str, wanted: str | None) -> tuple[str | None, 
     conditions = [
         DELIVERY.c.channel == "sms",
         DELIVERY.c.address == phone,
+        DELIVERY.c.state.in_(("sent", "delivered")),  # a page the number got: what an ACK answers
         GROUP.c.state == "firing",
         GROUP.c.acked_at.is_(None),
     ]
