@@ -239,6 +239,7 @@ TWILIO_KEYS = ["From", "To", "Body", "MessageSid", "MessageStatus", "SmsStatus",
 TWILIO_VALUES = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["+4915110000001", "STOP", "START", "HELP", "ACK", "ACK 1", "ack zzz", "delivered"]),
+    st.sampled_from(["ACK \x00", "+49\x00151", "SM" + "0" * 32, "STOP\x00", "ACK a\u202eb"]),
     st.sampled_from(["undelivered", "failed", "30005", "\ud800", "\x00", "9" * 400]),
 )
 

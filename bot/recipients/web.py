@@ -208,15 +208,17 @@ class RecipientHandlers:
         if isinstance(params, Response):
             return params
         fields = dict(params)
-        phone, text = fields.get("From", "").strip(), fields.get("Body", "")
+        # NUL cannot be stored or compared as text by PostgreSQL; no phone number or keyword has one.
+        phone = fields.get("From", "").replace("\x00", "").strip()
+        text = fields.get("Body", "").replace("\x00", "")
         if not phone:
             return twiml(None)
-        sid = (fields.get("MessageSid") or fields.get("SmsSid") or "").strip()
+        sid = inbound.message_sid(fields)
         if sid:
             now = self.herald.clock.now()
             seen = await asyncio.to_thread(inbound.first_sight, self.store, sid, phone, now)
             if seen is not None:  # a replay of a message already acted on: the same answer, no action
-                log.info("inbound sms %s from %s seen before: not acted on again", sid[:64], phone)
+                log.info("inbound sms %s from %s seen before: not acted on again", sid, phone)
                 return twiml(seen.reply)
         reply = await self.answer(read_inbound(text), phone, text)
         if sid:
