@@ -155,6 +155,7 @@ class HeraldServer:
         self._socket_mode: Any = None
         self._socket_connect: asyncio.Task[None] | None = None
         self._stopped = False
+        self._running_jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs in progress, awaited at stop
 
     @property
     def slack_mode(self) -> str:
@@ -229,10 +230,15 @@ class HeraldServer:
             if not await asyncio.to_thread(self.leadership.check):
                 return
             self.metrics.scheduler_ticks.labels(job=job.name).inc()
+            running = asyncio.current_task()
+            if running is not None:
+                self._running_jobs.add(running)
             try:
                 await job.run()
             except Exception:
                 log.exception("scheduled job %s failed", job.name)
+            finally:
+                self._running_jobs.discard(running)
 
         return run
 
@@ -272,6 +278,10 @@ class HeraldServer:
             return
         self._stopped = True
         if self._scheduler is not None:
+            # A job in progress finishes first: shutting down cancels it (a traceback in the log).
+            self._scheduler.pause()
+            if self._running_jobs:
+                await asyncio.wait(set(self._running_jobs), timeout=DRAIN_TIMEOUT)
             self._scheduler.shutdown(wait=False)
         if self._socket_connect is not None and not self._socket_connect.done():
             self._socket_connect.cancel()
