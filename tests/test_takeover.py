@@ -67,12 +67,14 @@ def stop(worker: subprocess.Popen[str]) -> str:
 
 def assert_everyone_reached_once(peers: Peers, config: Path, notification: str, killed_at: float) -> None:
     final = status(config, notification)
-    assert final["channels"] == {"email": {"sent": PEOPLE}} or final["channels"]["email"]["sent"] == PEOPLE  # type: ignore[index]
+    assert final["channels"]["email"]["sent"] == PEOPLE  # type: ignore[index]
     emails = Counter(rcpt for message in peers.smtp.messages for rcpt in message.rcpt_tos)
     assert len(emails) == PEOPLE
     assert sum(emails.values()) - PEOPLE <= MAX_CONNECTIONS  # at most what was in flight at the kill
     # Everything was sent before the default lease would have let anyone take it over.
     assert max(peers.arrivals) < killed_at + DEFAULT_LEASE_S
+    resumed = min(t for t in peers.arrivals if t > killed_at) - killed_at
+    print(f"first send {resumed:.1f}s after the kill, last {max(peers.arrivals) - killed_at:.1f}s")
 
 
 def test_restart_takes_over_its_killed_predecessors_claims(peers: Peers, db_url: str, tmp_path: Path) -> None:
