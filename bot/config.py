@@ -41,6 +41,7 @@ class ServerSettings(Section):
     public_url: BaseUrl = "http://127.0.0.1:8080"
     api_token: Secret | None = None
     secret_key: Secret | None = None
+    read_timeout: Duration = Field(30.0, gt=0)
 
 
 class SlackSettings(Section):

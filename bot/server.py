@@ -18,9 +18,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import BaseRoute
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bot import service
 from bot.alerts.outages import outage_notifier
@@ -62,6 +64,47 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def timed_h11(read_timeout: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a read deadline: a request's headers and body must arrive within
+    ``read_timeout`` of its first byte (or of the connection's opening), else the connection is
+    closed; slow-header and slow-body clients cannot hold connections (uvicorn has no such limit)."""
+
+    class TimedH11(H11Protocol):
+        _read_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+                self._disarm()  # the whole request is in: the app's own time is not limited here
+            else:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._read_deadline is None:
+                self._read_deadline = self.loop.call_later(read_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _expired(self) -> None:
+            self._read_deadline = None
+            if self.conn.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+                log.info("closed a connection whose request did not arrive within %gs", read_timeout)
+                self.transport.close()
+
+    return TimedH11
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -118,6 +161,7 @@ class HeraldServer:
         self._socket_mode: Any = None
         self._socket_connect: asyncio.Task[None] | None = None
         self._stopped = False
+        self._running_jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs in progress, awaited at stop
 
     @property
     def slack_mode(self) -> str:
@@ -151,6 +195,7 @@ class HeraldServer:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
+            http=timed_h11(server.read_timeout),
         )
         self._uvicorn = _Uvicorn(config)
         self._tasks["web"] = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="uvicorn")
@@ -191,10 +236,15 @@ class HeraldServer:
             if not await asyncio.to_thread(self.leadership.check):
                 return
             self.metrics.scheduler_ticks.labels(job=job.name).inc()
+            running = asyncio.current_task()
+            if running is not None:
+                self._running_jobs.add(running)
             try:
                 await job.run()
             except Exception:
                 log.exception("scheduled job %s failed", job.name)
+            finally:
+                self._running_jobs.discard(running)
 
         return run
 
@@ -234,6 +284,10 @@ class HeraldServer:
             return
         self._stopped = True
         if self._scheduler is not None:
+            # A job in progress finishes first: shutting down cancels it (a traceback in the log).
+            self._scheduler.pause()
+            if self._running_jobs:
+                await asyncio.wait(set(self._running_jobs), timeout=DRAIN_TIMEOUT)
             self._scheduler.shutdown(wait=False)
         if self._socket_connect is not None and not self._socket_connect.done():
             self._socket_connect.cancel()

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -61,7 +62,16 @@ def build_web_app(
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(BodyLimitMiddleware, limit=MAX_REQUEST_BODY),
         ],
+        exception_handlers={404: json_http_error, 405: json_http_error},
     )
+
+
+async def json_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed) as a JSON error, like every other."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    headers = getattr(exc, "headers", None)
+    detail = exc.detail if isinstance(exc, HTTPException) else "not found"
+    return JSONResponse({"error": str(detail).lower()}, status, headers=headers)
 
 
 class WebHandlers:

@@ -6,6 +6,7 @@ and keeps Slack to one message per notification (the summary's message is the gr
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,7 @@ class Storm:
         return len([c for c in self.slack.calls if c.method in ("chat.postMessage", "chat.update")])
 
     async def sms_ack(self, phone: str, text: str) -> str:
-        params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + "0" * 32}
+        params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + uuid.uuid4().hex}
         signature = RequestValidator(TWILIO_TOKEN).compute_signature(
             "http://127.0.0.1:8080/hooks/twilio/inbound", params
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -137,7 +138,12 @@ class AlertHarness:
 
     async def sms_reply(self, person: str, text: str) -> httpx.Response:
         """An inbound SMS from ``person``, signed as Twilio signs it (X-Twilio-Signature)."""
-        params = {"From": PHONE[person], "To": "+15005550006", "Body": text, "MessageSid": "SM" + "0" * 32}
+        params = {
+            "From": PHONE[person],
+            "To": "+15005550006",
+            "Body": text,
+            "MessageSid": "SM" + uuid.uuid4().hex,
+        }
         signed_url = "http://127.0.0.1:8080/hooks/twilio/inbound"  # server.public_url + path
         signature = RequestValidator(TWILIO_TOKEN).compute_signature(signed_url, params)
         return await self.http.post(

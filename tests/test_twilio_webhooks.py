@@ -6,6 +6,7 @@ acknowledging the alert that paged the number)."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def post_signed(server: WebServer, path: str, params: dict[str, str], algorithm:
 
 def sms_in(body: str, phone: str = PHONE) -> dict[str, str]:
     return {
-        "MessageSid": "SM" + "1" * 32,
+        "MessageSid": "SM" + uuid.uuid4().hex,  # each message its own, as Twilio names them
         "AccountSid": "AC" + "0" * 32,
         "From": phone,
         "To": "+15005550006",
@@ -175,6 +176,41 @@ def test_ack_acknowledges_the_latest_open_alert_that_paged_the_number(  # type: 
     finally:
         server.close()
     assert suppressed_numbers(db_url) == {}
+
+
+def test_a_replayed_signed_ack_changes_nothing_and_answers_as_before(  # type: ignore[no-untyped-def]
+    cli, db_url: str, peers: Peers, tmp_path: Path
+) -> None:
+    """A captured, validly signed ACK posted again (same MessageSid) must not acknowledge the next
+    alert that pages the number: it gets the first answer back and no state changes."""
+    config, server = start_web(cli, peers, db_url, tmp_path, extra=ENGINEERING_PAGES)
+
+    def page(summary: str) -> str:
+        paged = cli(
+            "alert", "--config", config, "--severity", "critical", "--summary", summary,
+            "--label", "team=build", "--label", f"alertname={summary}", "--wait", "--json",
+        )  # fmt: skip
+        assert paged.exit_code == 0, paged.stderr
+        return str(json.loads(paged.stdout)["alert_group"])
+
+    try:
+        first = page("Build farm down")
+        captured = sms_in("ACK")
+        ack = post_signed(server, INBOUND, captured)
+        reply = f"Herald: Acknowledged Build farm down (alert {first}); escalation stopped."
+        assert ack.text.endswith(f"<Response><Message>{reply}</Message></Response>")
+        second = page("Artifact store down")
+        acks_before = rows(db_url, "SELECT count(*) FROM audit_log WHERE action = 'alert.ack'")
+        replayed = post_signed(server, INBOUND, captured)  # the same signed request, again
+        assert replayed.status_code == 200
+        assert replayed.text == ack.text  # answered normally, as the first time
+        ((acked_at,),) = rows(db_url, "SELECT acked_at FROM alert_group WHERE id = :g", g=second)
+        assert acked_at is None  # the replay did not acknowledge the alert paged since
+        assert rows(db_url, "SELECT count(*) FROM audit_log WHERE action = 'alert.ack'") == acks_before
+        fresh = post_signed(server, INBOUND, sms_in("ACK"))  # a new message (its own MessageSid) does
+        assert f"(alert {second})" in fresh.text
+    finally:
+        server.close()
 
 
 def status_callback(sid: str, status: str, to: str = PHONE, error: str = "") -> dict[str, str]:

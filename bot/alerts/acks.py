@@ -3,8 +3,10 @@
 Acknowledging stops the escalation chain at once (the timer is cleared) and cancels escalation and
 reminder messages not yet handed to a provider; owed updates are dropped. Resolving by hand marks
 every alert of the group resolved and sends the resolution notice to everyone who was notified.
-Both are audited. ``ACK`` by SMS acknowledges the most recent open, unacknowledged group that paged
-that number (``ACK <alert id>`` a given one).
+Both are audited. ``ACK`` by SMS acknowledges the most recent open, unacknowledged group whose page
+was sent to that number (a page not yet sent cannot be what it answers); ``ACK <alert id>`` a given
+group that paged it.
+A replayed inbound message is not acted on twice (:mod:`bot.recipients.inbound`).
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ def _paged(herald: Herald, phone: str, wanted: str | None) -> tuple[str | None, 
     ]
     if wanted:
         conditions.append(GROUP.c.id == wanted)
+    else:  # a bare ACK answers a page the number got, not one still queued
+        conditions.append(DELIVERY.c.state.in_(("sent", "delivered")))
     with herald.store.begin() as connection:
         group_id = connection.execute(
             select(GROUP.c.id)

@@ -91,14 +91,26 @@ class Dispatcher:
             now = self.herald.clock.now()
             try:
                 if self.registered and now - last_beat >= workers.HEARTBEAT_EVERY:
-                    await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+                    await self._beat(now)
                     last_beat = now
+                # Any live dispatcher takes over the claims of one whose heartbeat stopped.
+                await asyncio.to_thread(workers.reap, store, now, self.worker_id)
                 live = await asyncio.to_thread(workers.live_workers, store, now)
             except SQLAlchemyError as exc:
                 log.warning("heartbeat failed (%s)", database_reason(exc))
             else:
                 await self._rebalance(live)
             await asyncio.sleep(SHARES_EVERY)
+
+    async def _beat(self, now: float) -> None:
+        """Write the heartbeat; no send starts once it is too old for the others to trust."""
+        store = self.herald.store
+        kept = await asyncio.to_thread(workers.heartbeat, store, self.worker_id, now)
+        for runner in self.runners.values():
+            if not kept:  # reaped while stalled: what it had claimed is the others' now
+                log.warning("%s: this dispatcher was taken for dead; dropping its claims", self.worker_id)
+                runner.epoch += 1
+            runner.claims_until = workers.claims_valid_until(now)
 
     async def _rebalance(self, live: list[str]) -> None:
         for runner in self.runners.values():

@@ -345,18 +345,23 @@ def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
 def reclaim_expired(store: Store, now: float) -> int:
     """Deliveries whose lease ran out (their worker died) become claimable again."""
     with store.begin() as connection:
-        channels = (
-            connection.execute(
-                update(DELIVERY)
-                .where(DELIVERY.c.state == "sending", DELIVERY.c.lease_until < now)
-                .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
-                .returning(DELIVERY.c.channel)
-            )
-            .scalars()
-            .all()
+        return requeue(store, connection, DELIVERY.c.lease_until < now, now)
+
+
+def requeue(store: Store, connection: Any, condition: Any, now: float) -> int:
+    """Claimed deliveries matching ``condition`` become claimable again (dead owners, lapsed leases)."""
+    channels = (
+        connection.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.state == "sending", condition)
+            .values(state=_queued_unless_cancelled(), lease_owner=None, lease_until=None, updated_at=now)
+            .returning(DELIVERY.c.channel)
         )
-        if channels:
-            announce_work(store, connection, channels)
+        .scalars()
+        .all()
+    )
+    if channels:
+        announce_work(store, connection, channels)
     return len(channels)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable
 from enum import Enum
@@ -89,6 +90,11 @@ class ChannelRunner:
         self.db_backoff = 0.0
         self.breaker = Breaker(herald, name, notify)
         self.waits = Waits(herald.clock.now())  # why deliveries were late (bot.engine.timings)
+
+        # Set by the dispatcher's heartbeat (bot.engine.workers): no send starts after claims_until,
+        # and a batch claimed before the epoch changed (this dispatcher was reaped) is given back.
+        self.claims_until = math.inf
+        self.epoch = 0
 
     def claim_size(self) -> int:
         """A claim's worth of deliveries, within ``batch_size``.
@@ -265,10 +271,12 @@ class ChannelRunner:
         await self.notices.load({item.notification_id for item in batch})
         give_back: list[int] = []
         ahead_at = max(0, len(batch) - self.slots.capacity)
+        epoch = self.epoch
         for index, item in enumerate(batch):
             if index == ahead_at and claim_ahead is not None:
                 claim_ahead()
-            verdict = await self._start(item, stop, lease_until)
+            # Reaped meanwhile (see bot.engine.workers): the rest is another dispatcher's now.
+            verdict = await self._start(item, stop, lease_until) if epoch == self.epoch else _Start.STOP
             if verdict is _Start.STOP:
                 give_back.extend(claimed.id for claimed in batch[index:])
                 break
@@ -292,7 +300,8 @@ class ChannelRunner:
             return _Start.STOP  # this dispatcher's connection share went to others: they send the rest
         await self.pacer.take(notice.prepared.cost)
         self.stats.throttle_wait = self.pacer.waited
-        if self.herald.clock.now() + self.send_timeout >= lease_until:
+        now = self.herald.clock.now()
+        if now + self.send_timeout >= lease_until or now >= self.claims_until:
             # Too close to the end of the lease (after waiting for a slot and the pace): another
             # worker may take it over mid-send.
             self.slots.release()

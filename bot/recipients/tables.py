@@ -8,6 +8,7 @@ kind added to the config later does not reach someone who unsubscribed from ever
 
 from __future__ import annotations
 
+from sqlalchemy import Text
 from sqlmodel import Field, SQLModel
 
 ALL_KINDS = "*"
@@ -34,3 +35,15 @@ class PersonSettings(SQLModel, table=True):
     quiet_start: str | None = Field(default=None, max_length=5)
     quiet_end: str | None = Field(default=None, max_length=5)
     updated_at: float = Field(default=0.0)
+
+
+class InboundSms(SQLModel, table=True):
+    """Each inbound SMS acted on, by Twilio's ``MessageSid``: a replayed request (the same signed
+    message posted again) is answered with the stored reply and changes nothing."""
+
+    __tablename__ = "inbound_sms"
+
+    message_sid: str = Field(primary_key=True, max_length=64)
+    phone: str = Field(default="", max_length=32)
+    received_at: float = Field(default=0.0)
+    reply: str | None = Field(default=None, sa_type=Text)

@@ -36,7 +36,7 @@ from twilio.request_validator import (
 
 from bot.alerts.acks import ack_by_phone
 from bot.app import Herald
-from bot.recipients import pages, preferences, suppressions
+from bot.recipients import inbound, pages, preferences, suppressions
 from bot.recipients.rules import delivery_rules
 from bot.recipients.sms import Command, StatusReport, read_inbound
 from bot.tokens import read_token
@@ -208,10 +208,22 @@ class RecipientHandlers:
         if isinstance(params, Response):
             return params
         fields = dict(params)
-        phone, text = fields.get("From", "").strip(), fields.get("Body", "")
+        # NUL cannot be stored or compared as text by PostgreSQL; no phone number or keyword has one.
+        phone = fields.get("From", "").replace("\x00", "").strip()
+        text = fields.get("Body", "").replace("\x00", "")
         if not phone:
             return twiml(None)
-        return twiml(await self.answer(read_inbound(text), phone, text))
+        sid = inbound.message_sid(fields)
+        if sid:
+            now = self.herald.clock.now()
+            seen = await asyncio.to_thread(inbound.first_sight, self.store, sid, phone, now)
+            if seen is not None:  # a replay of a message already acted on: the same answer, no action
+                log.info("inbound sms %s from %s seen before: not acted on again", sid, phone)
+                return twiml(seen.reply)
+        reply = await self.answer(read_inbound(text), phone, text)
+        if sid:
+            await asyncio.to_thread(inbound.remember_reply, self.store, sid, reply)
+        return twiml(reply)
 
     async def answer(self, command: Command, phone: str, text: str) -> str | None:
         """Act on an inbound command; the reply to text back, or None for none."""

@@ -1,0 +1,76 @@
+"""``[server] read_timeout``: a running serve closes connections whose request does not arrive in time
+(half the headers, or the headers and part of the body), while complete requests are answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.server import HeraldServer
+
+# Far below the 30s default: a close within WAIT proves the configured value is the one applied.
+READ_TIMEOUT = "1s"
+WAIT = 20.0
+
+
+async def closed_by_server(url: str, head: bytes) -> bytes:
+    """Send ``head`` over a raw connection and read until the server closes it; what it answered."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), WAIT)  # read() returns at EOF: the server closed
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def serve(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = tmp_path / "herald.toml"
+    config.write_text(
+        f'[database]\nurl = "{db_url}"\n[server]\nhost = "127.0.0.1"\nport = 0\n'
+        f'read_timeout = "{READ_TIMEOUT}"\n[webhooks.alerts]\ntoken = "t"\n',
+        encoding="utf-8",
+    )
+    server = HeraldServer(load_settings(config), dispatch=False)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_half_sent_headers_are_cut_off(serve: HeraldServer) -> None:
+    answer = await closed_by_server(serve.url, b"POST /hooks/alerts HTTP/1.1\r\nHost: herald\r\nContent-Ty")
+    assert answer == b""  # closed without a response: nothing was ever complete
+
+
+async def test_a_body_that_stops_arriving_is_cut_off(
+    serve: HeraldServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    head = (
+        b"POST /hooks/alerts HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"summary": "'
+    )
+    answer = await closed_by_server(serve.url, head)
+    assert b" 5" not in answer.split(b"\r\n", 1)[0]  # no 5xx; the handler sees a disconnect
+    await asyncio.sleep(0.2)  # let the handler unwind (it logs nothing, so there is nothing to wait on)
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert any("did not arrive within 1s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_connection_that_sends_nothing_is_cut_off(serve: HeraldServer) -> None:
+    assert await closed_by_server(serve.url, b"") == b""
+
+
+async def test_complete_requests_are_still_answered(serve: HeraldServer) -> None:
+    answer = await closed_by_server(
+        serve.url, b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
