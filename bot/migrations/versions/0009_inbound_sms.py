@@ -1,6 +1,6 @@
 """inbound SMS seen by MessageSid (replayed ACK/STOP/START change nothing)
 
-Revision ID: 0009_worker_liveness
+Revision ID: 0009_inbound_sms
 Revises: 0003_channel_health
 Create Date: 2026-12-04 23:00:00
 
@@ -11,7 +11,7 @@ schema change: it uses the existing ``worker_lock`` rows.)
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_worker_liveness"
+revision = "0009_inbound_sms"
 down_revision = "0003_channel_health"
 branch_labels = None
 depends_on = None
