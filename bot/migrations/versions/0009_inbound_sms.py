@@ -4,8 +4,7 @@ Revision ID: 0009_inbound_sms
 Revises: 0003_channel_health
 Create Date: 2026-12-04 23:00:00
 
-(The revision name was assigned with the hardening branch; dispatcher liveness itself needed no
-schema change: it uses the existing ``worker_lock`` rows.)
+(Dispatcher liveness, from the same change, needed no schema change: it uses the ``worker_lock`` rows.)
 """
 
 import sqlalchemy as sa
