@@ -147,6 +147,10 @@ class SlaPolicy(Section):
     repeat_interval: Duration = 4 * 3600.0
     # The share of reachable people who must be reached by the deadline for the SLA to be met.
     reach: float = Field(1.0, ge=0.0, le=1.0)
+    # Ask every recipient to confirm (as --confirm does); confirmations are due by confirm_within
+    # (default: deliver_within). See SPEC "Confirmations and the channel ladder".
+    confirm: bool = False
+    confirm_within: Duration | None = None
 
 
 DEFAULT_SLA: dict[str, dict[str, Any]] = {

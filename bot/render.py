@@ -73,6 +73,13 @@ def people_line(people: dict[str, int], sla: dict[str, Any]) -> str:
     return f"people: {', '.join(parts)}; reach {reach_text(sla.get('reach'))}{goal}"
 
 
+def confirmations_line(people: dict[str, int]) -> str:
+    """``confirmations: confirmed 3, not confirmed 2, unreachable 1`` (unreachable: no address)."""
+    confirmed, unreachable = people.get("confirmed", 0), people["unreachable"]
+    waiting = max(0, people["reached"] + people["unreached"] - confirmed)
+    return f"confirmations: confirmed {confirmed}, not confirmed {waiting}, unreachable {unreachable}"
+
+
 def channel_lines(channels: dict[str, dict[str, int]]) -> list[str]:
     """``  email: sent 12, failed 1`` per channel, states in a fixed order, zeros left out."""
     lines = []
@@ -116,6 +123,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines.extend(channel_lines(status["channels"]))
     lines.extend(f"held: {outage}" for outage in status.get("channels_down", {}).values())
     lines.append(people_line(status["people"], sla))
+    if (status.get("meta") or {}).get("confirm"):
+        lines.append(confirmations_line(status["people"]))
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"
@@ -132,6 +141,13 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     lines.extend(channel_lines(report["channels"]))
     lines.append(people_line(report["people"], {"reach": report["people"]["reach"]}))
+    asked = [item["people"] for item in report["items"] if (item.get("meta") or {}).get("confirm")]
+    if asked:
+        totals = {
+            key: sum(p.get(key, 0) for p in asked)
+            for key in ("reached", "unreached", "unreachable", "confirmed")
+        }
+        lines.append(confirmations_line(totals))
     alerts = report.get("alerts")
     if alerts and alerts["groups"]:
         ack = alerts["ack_sla"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,6 +24,7 @@ from bot.engine.create import NewNotification, ensure_notification, find_by_key,
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
+from bot.recipients.confirmations import confirmed_count
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
@@ -224,8 +225,16 @@ def _new_notification(herald: Herald, request: AnnounceRequest) -> NewNotificati
         deadline=start + within,
         state="scheduled" if start > now + 1 else "queued",
         idempotency_key=request.idempotency_key,
-        meta=request.meta,
+        meta=_meta(herald, request),
     )
+
+
+def _meta(herald: Herald, request: AnnounceRequest) -> dict[str, Any]:
+    """The notification's meta: the request's, with ``confirm`` set when the request or the
+    severity's ``[sla.<severity>] confirm`` asks recipients to confirm."""
+    if request.meta.get("confirm") or herald.settings.sla_for(request.severity).confirm:
+        return {**request.meta, "confirm": True}
+    return request.meta
 
 
 def cancel(herald: Herald, notification_id: str, actor: str) -> int:
@@ -266,7 +275,9 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
                 DELIVERY.c.notification_id == notification_id
             )
         ).one()
-        people = people_counts(connection, notification_id)
+        people = replace(
+            people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
+        )
     found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
     if found["left"]:  # name the outages holding what is left (bot.engine.health)
         down = outages(herald.store)

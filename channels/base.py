@@ -125,6 +125,7 @@ class Recipient:
     person_id: str = ""
     unsubscribe_url: str = ""
     message_key: str = ""  # stable per delivery; the email channel derives Message-ID from it
+    confirm_url: str = ""  # the recipient's signed confirmation link, when the notice asks to confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Notice:
     body: str
     mandatory: bool = True
     links: dict[str, str] = field(default_factory=dict)
+    confirm: bool = False  # ask the recipient to confirm (Slack button, email link, SMS reply OK)
 
 
 class Prepared(Protocol):

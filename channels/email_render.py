@@ -81,6 +81,14 @@ _SOFT_BREAK = b"=\r\n"
 _ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 
 
+class Spliced(NamedTuple):
+    """A quoted-printable body cut where per-recipient links go: ``slots[i]`` names the link that
+    goes between ``pieces[i]`` and ``pieces[i + 1]`` (``unsubscribe`` or ``confirm``)."""
+
+    pieces: tuple[bytes, ...]
+    slots: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedEmail:
     """One notification rendered for every recipient; only :func:`build_message` reads the bytes.
@@ -100,11 +108,11 @@ class PreparedEmail:
     from_line: bytes
     subject_line: bytes
     head: bytes
-    text_linked: tuple[bytes, ...]
-    text_unlinked: bytes
+    text_linked: Spliced
+    text_unlinked: Spliced
     between: bytes
-    html_linked: tuple[bytes, ...]
-    html_unlinked: bytes
+    html_linked: Spliced
+    html_unlinked: Spliced
     tail: bytes
 
     @property
@@ -154,6 +162,7 @@ def prepare_email(
     subject = f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
     token = f"heraldlink{secrets.token_hex(8)}"
+    confirm = {"confirm": f"heraldconfirm{secrets.token_hex(8)}"} if notice.confirm else {}
     context = {
         "severity": severity,
         "title": title,
@@ -164,13 +173,22 @@ def prepare_email(
     }
     text_template = env.get_template("email.txt.j2")
     html_template = env.get_template("email.html.j2")
-    text_unlinked = _qp(text_template.render(context, unsubscribe_url=None))
-    html_unlinked = _qp(html_template.render(context, unsubscribe_url=None))
-    text_linked: tuple[bytes, ...] = (text_unlinked,)
-    html_linked: tuple[bytes, ...] = (html_unlinked,)
+    confirm_url = confirm.get("confirm")
+    text_unlinked = _cut(
+        text_template.render(context, unsubscribe_url=None, confirm_url=confirm_url), confirm
+    )
+    html_unlinked = _cut(
+        html_template.render(context, unsubscribe_url=None, confirm_url=confirm_url), confirm
+    )
+    text_linked, html_linked = text_unlinked, html_unlinked
     if not notice.mandatory:
-        text_linked = _cut(text_template.render(context, unsubscribe_url=token), token)
-        html_linked = _cut(html_template.render(context, unsubscribe_url=token), token)
+        tokens = {"unsubscribe": token, **confirm}
+        text_linked = _cut(
+            text_template.render(context, unsubscribe_url=token, confirm_url=confirm_url), tokens
+        )
+        html_linked = _cut(
+            html_template.render(context, unsubscribe_url=token, confirm_url=confirm_url), tokens
+        )
     head = [b"Auto-Submitted: auto-generated\r\n", b"X-Auto-Response-Suppress: All\r\n"]
     if reply_to:
         head.insert(0, format_mailbox("Reply-To", *parse_mailbox(reply_to)))
@@ -228,12 +246,13 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
             raise PermanentError("config", "unsubscribe url longer than an email header line")
         pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
-    if url:
-        pieces.append(_qp_link(url).join(prepared.text_linked))
-        pieces.append(prepared.between)
-        pieces.append(_qp_link(str(escape(url))).join(prepared.html_linked))
-    else:
-        pieces += [prepared.text_unlinked, prepared.between, prepared.html_unlinked]
+    links = {"unsubscribe": url, "confirm": clean_url(to.confirm_url)}
+    text, html = (
+        (prepared.text_linked, prepared.html_linked)
+        if url
+        else (prepared.text_unlinked, prepared.html_unlinked)
+    )
+    pieces += [_splice(text, links, html=False), prepared.between, _splice(html, links, html=True)]
     pieces.append(prepared.tail)
     return OutgoingEmail(address, message_id, b"".join(pieces))
 
@@ -292,10 +311,24 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
 
 
-def _cut(rendered: str, token: str) -> tuple[bytes, ...]:
-    """Encode the pieces of ``rendered`` around ``token``, each ending in a soft line break."""
-    *linked, last = rendered.split(token)
-    return (*(_soft_end(_qp(piece)) for piece in linked), _qp(last))
+def _cut(rendered: str, tokens: dict[str, str]) -> Spliced:
+    """Encode the pieces of ``rendered`` around the ``tokens`` (slot name -> token), each but the
+    last ending in a soft line break, and name the slot each cut stands for."""
+    if not tokens:
+        return Spliced((_qp(rendered),))
+    names = {value: name for name, value in tokens.items()}
+    parts = re.split("(" + "|".join(map(re.escape, names)) + ")", rendered)
+    linked, slots = parts[0:-1:2], tuple(names[token] for token in parts[1::2])
+    return Spliced((*(_soft_end(_qp(piece)) for piece in linked), _qp(parts[-1])), slots)
+
+
+def _splice(body: Spliced, links: dict[str, str], *, html: bool) -> bytes:
+    """``body`` with each slot filled by its link (HTML-escaped in the HTML part)."""
+    out = [body.pieces[0]]
+    for slot, piece in zip(body.slots, body.pieces[1:], strict=True):
+        url = links.get(slot, "")
+        out += [_qp_link(str(escape(url)) if html else url), piece]
+    return b"".join(out)
 
 
 def _qp_link(url: str) -> bytes:

@@ -147,6 +147,9 @@ class PreparedSms:
         return self.segments
 
 
+CONFIRM_HINT = "\nReply OK to confirm."
+
+
 def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
     """``[SEVERITY] title: body`` in at most ``max_segments``, cut cleanly when longer.
 
@@ -161,6 +164,8 @@ def render_sms(notice: Notice, max_segments: int) -> PreparedSms:
     severity = " ".join(drop_controls(notice.severity).upper().split())
     text = replace_lookalikes(f"[{severity}] {title}" + (f": {body}" if body else ""))
     hint = "" if notice.mandatory else OPT_OUT_HINT
+    if notice.confirm:
+        hint = CONFIRM_HINT + hint
     fitted = fit_to_segments(text, max_segments, suffix=hint)
     cost = count_segments(fitted)
     return PreparedSms(fitted, cost.encoding, cost.segments, truncated=fitted != text + hint)

@@ -73,10 +73,14 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
         as_json: JsonOption = False,
         config: ConfigOption = None,
+        confirm: Annotated[
+            bool, typer.Option("--confirm", help="Ask every recipient to confirm they got it.")
+        ] = False,
     ) -> None:
         """Announce to an audience over email, SMS and/or Slack DMs (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
-            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json)
+            meta = {"confirm": True} if confirm else {}
+            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json, meta)
 
     @app.command()
     def status(
@@ -126,6 +130,7 @@ def _announce(
     yes: bool,
     wait: bool,
     as_json: bool,
+    meta: dict[str, Any] | None = None,
 ) -> None:
     try:
         start_at = parse_when(at, herald.clock.now()) if at else None
@@ -139,6 +144,7 @@ def _announce(
         body=body,
         created_by="cli",
         start_at=start_at,
+        meta=meta or {},
     )
     try:
         preview = service.preview(herald, request)

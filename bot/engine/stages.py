@@ -46,6 +46,7 @@ class PreparedNotice:
     prepared: Prepared
     urgent: bool  # a mandatory kind: an uncertain send is retried (a duplicate beats a miss)
     preferences_link: bool  # each copy carries the recipient's signed preferences link
+    confirm_link: bool = False  # each copy carries the recipient's signed confirmation link
 
 
 @dataclass
@@ -103,11 +104,15 @@ class Notices:
             body=row.body,
             mandatory=mandatory,
             links={str(k): str(v) for k, v in (meta.get("links") or {}).items()},
+            confirm=bool(meta.get("confirm")),
         )
         # Signing a link per recipient costs an HMAC, so it is skipped where unused: channels without
         # a preferences link (SMS opts out by STOP) and mandatory kinds, which never carry one.
         link = self.spec.preferences_link and not mandatory
-        return PreparedNotice(self.herald.channel(self.spec.name).prepare(notice), mandatory, link)
+        prepared = self.herald.channel(self.spec.name).prepare(notice)
+        return PreparedNotice(
+            prepared, mandatory, link, confirm_link=notice.confirm and self.spec.name == "email"
+        )
 
     async def refresh_cancelled(self) -> None:
         if self.by_id:
@@ -128,6 +133,7 @@ async def send_one(
         person_id=item.person_id,
         unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
         message_key=f"{item.notification_id}.{item.id}",
+        confirm_url=herald.confirm_url(item.notification_id, item.person_id) if notice.confirm_link else "",
     )
     try:
         return await herald.channel(channel).send(notice.prepared, recipient)

@@ -3,7 +3,7 @@
 ::
 
     /announce                                   open the modal
-    /announce <severity> to <audience> via <channels>: <title> | <body>
+    /announce <severity> to <audience> via <channels> [confirm]: <title> | <body>
     /announce list | cancel ID | status ID | help
 
 Slack escapes mentions in a command's text when the command has ``should_escape`` on (the manifest
@@ -49,6 +49,7 @@ class AnnounceCommand:
     channels: tuple[str, ...]
     title: str
     body: str
+    confirm: bool = False  # the word ``confirm`` before the colon: ask recipients to confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +114,21 @@ def _parse_form(text: str) -> AnnounceCommand:
     severity = match["severity"].lower()
     if severity not in SEVERITIES:
         raise ParseError(f"unknown severity '{match['severity']}' (one of {', '.join(SEVERITIES)})")
-    channels = parse_channels(match["channels"])
+    channels_text, confirm = _confirm_word(match["channels"])
+    channels = parse_channels(channels_text)
     title, body = split_title_body(match["rest"])
     if not title:
         raise ParseError("the title is empty: write it after the colon")
     audience = strip_mention_labels(match["audience"].strip())
-    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body))
+    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body), confirm)
+
+
+def _confirm_word(text: str) -> tuple[str, bool]:
+    """``"email,sms confirm"`` → ``("email,sms", True)``: the channels and whether to confirm."""
+    head, _, last = text.strip().rpartition(" ")
+    if head and last.lower() == "confirm":
+        return head, True
+    return text, False
 
 
 def _what_is_missing(text: str) -> str:

@@ -155,6 +155,7 @@ class AnnounceFlows:
             body=command.body,
             created_by=f"slack:{origin.user_id}",
             start_at=start_at,
+            meta={"confirm": True} if command.confirm else {},
         )
 
     async def _with_groups(self, request: AnnounceRequest) -> AnnounceRequest:

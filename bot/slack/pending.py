@@ -61,6 +61,7 @@ def save(herald: Herald, pending: Pending) -> None:
         "start_at": request.start_at,
         "recipients": pending.recipients,
         "forecast_s": pending.forecast_seconds,
+        "meta": request.meta,
     }
     service.audit(herald, pending.user_id, PREVIEW_ACTION, pending.token, True, detail)
 
@@ -88,6 +89,7 @@ def load(herald: Herald, token: str) -> Pending | None:
         created_by=f"slack:{row.actor}",
         start_at=detail.get("start_at"),
         idempotency_key=f"slack:{token}",
+        meta=dict(detail.get("meta") or {}),
     )
     return Pending(
         token=token,
