@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.engine.ladder_preview import LadderPreview
 from bot.service import AnnounceRequest, Preview
 
 SHOWN_STATES = (
@@ -110,6 +111,21 @@ def format_preview(preview: Preview, request: AnnounceRequest) -> str:
         f"forecast: last message out in {seconds_text(fc.seconds)}; "
         f"deadline {seconds_text(preview.deliver_within)} ({verdict} the SLA)"
     )
+    return _lines(lines)
+
+
+def format_ladder(ladder: LadderPreview) -> str:
+    """``rungs:`` then one line per rung: its channels, when it starts, the most people it reaches."""
+    lines = ["rungs (later ones only to whoever has not confirmed or been reached by then):"]
+    for rung in ladder.rungs:
+        when = (
+            "at once"
+            if rung.starts_at <= ladder.start
+            else f"after {seconds_text(rung.starts_at - ladder.start)}"
+        )
+        lines.append(
+            f"  {rung.index + 1}. {','.join(rung.channels)}: starts {when}, at most {rung.people} people"
+        )
     return _lines(lines)
 
 

@@ -19,7 +19,7 @@ from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
 from bot.directory.reach import reach
-from bot.engine import caps, ledger
+from bot.engine import caps, ledger, rungs
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
@@ -51,6 +51,8 @@ class AnnounceRequest:
     slack_groups: Mapping[str, Collection[str]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "announcement"
+    # A channel ladder (``slack,email>sms``): every rung, the first included; () for one rung.
+    rungs: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -187,9 +189,9 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
     _validate(herald, request)
     condition = audience_condition(_audience(request), request.slack_groups)
     new = _new_notification(herald, request)
-    notification_id, recipients = ensure_notification(
-        herald.store, new, condition, delivery_rules(herald.settings)
-    )
+    then = rungs.storer(herald.settings, new, request.rungs[1:])
+    rules = delivery_rules(herald.settings)
+    notification_id, recipients = ensure_notification(herald.store, new, condition, rules, then)
     if recipients is None:  # a concurrent request with the same key stored it first
         return notification_id
     if recipients == 0:
@@ -218,23 +220,15 @@ def _new_notification(herald: Herald, request: AnnounceRequest) -> NewNotificati
         title=request.title.strip(),
         body=request.body,
         audience=request.audience,
-        channels=tuple(dict.fromkeys(request.channels)),
+        channels=tuple(dict.fromkeys(request.rungs[0] if request.rungs else request.channels)),
         created_by=request.created_by,
         created_at=now,
         start_at=start,
         deadline=start + within,
         state="scheduled" if start > now + 1 else "queued",
         idempotency_key=request.idempotency_key,
-        meta=_meta(herald, request),
+        meta=rungs.with_confirm(herald.settings, request.severity, request.meta),
     )
-
-
-def _meta(herald: Herald, request: AnnounceRequest) -> dict[str, Any]:
-    """The notification's meta: the request's, with ``confirm`` set when the request or the
-    severity's ``[sla.<severity>] confirm`` asks recipients to confirm."""
-    if request.meta.get("confirm") or herald.settings.sla_for(request.severity).confirm:
-        return {**request.meta, "confirm": True}
-    return request.meta
 
 
 def cancel(herald: Herald, notification_id: str, actor: str) -> int:
@@ -275,10 +269,13 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
                 DELIVERY.c.notification_id == notification_id
             )
         ).one()
+        ladder = rungs.rungs_of(connection, notification_id)
         people = replace(
             people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
         )
     found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
+    if ladder:
+        found["rungs"] = ladder
     if found["left"]:  # name the outages holding what is left (bot.engine.health)
         down = outages(herald.store)
         found["channels_down"] = {c: down[c].describe() for c in found["channels"] if c in down}

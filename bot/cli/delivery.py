@@ -26,7 +26,9 @@ from bot.cli.common import (
 )
 from bot.config import parse_duration
 from bot.engine import workers
-from bot.render import format_preview, format_report, format_status
+from bot.engine.ladder import LadderError, parse_rungs
+from bot.engine.ladder_preview import ladder_preview
+from bot.render import format_ladder, format_preview, format_report, format_status
 from bot.server import wait_for
 
 
@@ -136,9 +138,14 @@ def _announce(
         start_at = parse_when(at, herald.clock.now()) if at else None
     except ValueError as exc:
         fail(str(exc))
+    try:
+        ladder = parse_rungs(channels)
+    except LadderError as exc:
+        fail(str(exc))
     request = service.AnnounceRequest(
         audience=audience,
-        channels=tuple(c.strip().lower() for c in channels.split(",") if c.strip()),
+        channels=tuple(name for rung in ladder for name in rung),
+        rungs=ladder if len(ladder) > 1 else (),
         severity=severity.lower(),
         title=title,
         body=body,
@@ -152,6 +159,7 @@ def _announce(
         fail(str(exc))
     if not as_json:
         print(format_preview(preview, request))
+        _print_ladder(herald, request, preview)
     if not yes:
         if not sys.stdin.isatty():
             fail("not sending without --yes (standard input is not a terminal)")
@@ -169,6 +177,12 @@ def _announce(
     report_held(final)
     if final["sla"]["met"] is False:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_ladder(herald: Herald, request: service.AnnounceRequest, preview: service.Preview) -> None:
+    ladder = ladder_preview(herald, request, preview)
+    if ladder is not None:
+        print(format_ladder(ladder))
 
 
 def _print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
