@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from bot.config_types import BaseUrl, Duration, EnvSource, EnvValueError, Secret, SlashedBaseUrl
+from bot.config_types import BaseUrl, Duration, EnvSource, EnvValueError, PriceTable, Secret, SlashedBaseUrl
 from bot.config_types import parse_duration as parse_duration
 
 SEVERITIES = ("critical", "outage", "security", "maintenance", "info")
@@ -85,6 +85,7 @@ class TwilioSettings(Section):
     retry_for: Duration = 4 * 3600.0
     timeout: Duration = 15.0
     warmup: list[int] = Field(default_factory=list)
+    prices: PriceTable = Field(default_factory=dict)  # per segment by country; see bot/engine/sms_cost
     help_text: str = (
         "Herald: IT notifications from your company. Reply STOP to opt out, START to opt back in."
     )

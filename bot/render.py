@@ -123,9 +123,15 @@ def format_ladder(ladder: LadderPreview) -> str:
             if rung.starts_at <= ladder.start
             else f"after {seconds_text(rung.starts_at - ladder.start)}"
         )
+        sms = "sms" in rung.channels and ladder.sms_cost is not None
+        cost = f", SMS at most {ladder.sms_cost:.2f}" if sms else ""
         lines.append(
-            f"  {rung.index + 1}. {','.join(rung.channels)}: starts {when}, at most {rung.people} people"
+            f"  {rung.index + 1}. {','.join(rung.channels)}: starts {when}, "
+            f"at most {rung.people} people{cost}"
         )
+    if ladder.sms_cost is not None:
+        each = f"{ladder.sms_segments} segment{'s' if ladder.sms_segments != 1 else ''} each"
+        lines.append(f"  (SMS to everyone at once: {ladder.sms_cost:.2f}, {each})")
     return _lines(lines)
 
 

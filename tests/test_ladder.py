@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from bot import service
 from bot.app import Herald
 from bot.clock import ManualClock
-from bot.config import load_settings
+from bot.config import ConfigError, load_settings
 from bot.engine import ledger, rungs
 from bot.engine.ladder import LadderError, RungPlan, latest_start, parse_rungs, plan
 from bot.engine.ladder_tick import start_due_rungs, starts_at
+from bot.engine.sms_cost import country_of, most_cost
 from bot.recipients.confirmations import confirm
 from bot.store import Store
 from bot.tables import Delivery, Person, table_of
@@ -175,7 +176,7 @@ def config(peers: Peers, store: Store, db_url: str, tmp_path: Path) -> str:
     seed(store)
     path = tmp_path / "herald.toml"
     extra = '[sla.critical]\ndeliver_within = "20s"\nconfirm_within = "4s"\n'
-    extra += '[dispatcher]\npoll_interval = "0.05s"\n'
+    extra += '[dispatcher]\npoll_interval = "0.05s"\n[twilio.prices]\nDE = 0.08\ndefault = 0.5\n'
     path.write_text(peers.config(db_url, extra), encoding="utf-8")
     return str(path)
 
@@ -189,6 +190,8 @@ def test_announce_email_then_sms_to_whoever_did_not_confirm(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "rungs (later ones" in result.stdout and "2. sms: starts after" in result.stdout
+    assert "at most 10 people, SMS at most 0.80" in result.stdout  # 10 German numbers, 1 segment
+    assert "(SMS to everyone at once: 0.80, 1 segment each)" in result.stdout
     assert len(peers.smtp.messages) == PEOPLE
     assert len(peers.twilio.messages) == PEOPLE  # nobody confirmed: the SMS rung went to all
     assert all(m.body.endswith("Reply OK to confirm.") for m in peers.twilio.messages)
@@ -198,3 +201,26 @@ def test_announce_email_then_sms_to_whoever_did_not_confirm(
 def test_bad_rungs_on_the_cli_exit_2(cli: Any, peers: Peers, config: str) -> None:
     result = cli("announce", "--config", config, "--yes", "-a", "everyone", "--channels", "email>", "-t", "x")
     assert result.exit_code == 2 and "empty rung" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("number", "country"),
+    [
+        ("+4915110000001", "DE"),
+        ("+14155550100", "US"),
+        ("+447700900123", "GB"),
+        ("+3531234", "IE"),
+        ("+999", "ZZ"),
+    ],
+)
+def test_a_numbers_country(number: str, country: str) -> None:
+    assert country_of(number) == country
+
+
+def test_prices_by_country_with_a_default() -> None:
+    prices = load_settings(None, twilio={"prices": {"de": 0.08, "default": 0.05}}).twilio.prices
+    assert prices == {"DE": 0.08, "default": 0.05}
+    assert most_cost(prices, {"DE": 10, "US": 2}, 2) == pytest.approx(10 * 2 * 0.08 + 2 * 2 * 0.05)
+    assert most_cost({"DE": 0.08}, {"US": 5}, 1) == 0.0  # no default: unknown countries cost nothing
+    with pytest.raises(ConfigError, match=r"twilio\.prices: Germany: expected a country code"):
+        load_settings(None, twilio={"prices": {"Germany": 0.08}})

@@ -1,5 +1,6 @@
 """What the preview says about a channel ladder: each rung, how many it goes to at most, when it
-starts (:func:`bot.engine.ladder.plan` with today's forecast), and for SMS the most it can cost.
+starts (:func:`bot.engine.ladder.plan` with today's forecast), and for SMS the most it can cost
+(:mod:`bot.engine.sms_cost`), which is also what SMS to everyone at once would cost.
 
 At preview time nobody has confirmed yet, so a later rung's size is everyone reachable on its
 channels: the start shown is the earliest it can come, the size and cost the most they can be.
@@ -11,9 +12,12 @@ from dataclasses import dataclass
 
 from bot import service
 from bot.app import Herald
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
 from bot.engine.forecast import forecast
 from bot.engine.ladder import RungPlan, plan
 from bot.engine.rungs import with_confirm
+from bot.engine.sms_cost import most_cost, numbers_by_country
 from channels.base import Notice
 
 
@@ -22,6 +26,8 @@ class LadderPreview:
     rungs: list[RungPlan]
     deadline: float  # when the later rungs must have reached the people left
     start: float
+    sms_cost: float | None = None  # the most the SMS rung can cost ([twilio.prices]); None: no SMS
+    sms_segments: int = 0
 
 
 def message_costs(herald: Herald, request: service.AnnounceRequest, confirm: bool) -> dict[str, int]:
@@ -49,4 +55,12 @@ def ladder_preview(
         reach = {name: preview.channels[name].reachable for name in rung}
         loads = [service.channel_load(herald, n, reach[n], costs[n], deadline, now) for n in rung]
         entries.append((rung, max(reach.values(), default=0), forecast(loads, now, deadline).seconds))
-    return LadderPreview(plan(entries, start, deadline, within), deadline, start)
+    cost = sms_cost(herald, request, costs["sms"]) if "sms" in costs else None
+    return LadderPreview(plan(entries, start, deadline, within), deadline, start, cost, costs.get("sms", 0))
+
+
+def sms_cost(herald: Herald, request: service.AnnounceRequest, segments: int) -> float:
+    """The most one message of ``segments`` to everyone in the audience with a number can cost."""
+    people = audience_condition(parse_audience(request.audience), request.slack_groups)
+    by_country = numbers_by_country(herald.store, people)
+    return most_cost(herald.settings.twilio.prices, by_country, segments)
