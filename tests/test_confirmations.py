@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 import httpx
 from slack_signing import (
+    ANNOUNCER,
     BOT_TOKEN,
+    CHANNEL,
     SIGNING_SECRET,
     TWILIO_SID,
     TWILIO_TOKEN,
@@ -34,10 +36,11 @@ from twilio.request_validator import RequestValidator
 
 from bot.app import Herald
 from bot.config import load_settings
+from bot.engine.ladder_tick import rung_tick
 from bot.recipients.confirmations import make_confirm_token, read_confirm_token
 from bot.recipients.sms import Command, read_inbound
 from bot.recipients.web import recipient_routes
-from bot.server import HeraldServer
+from bot.server import HeraldServer, Job
 from bot.slack.commands import AnnounceCommand, parse_announce_command
 from bot.slack.dm_blocks import CONFIRM_ACTION
 from bot.standins.slack import PostedMessage, SlackStandIn
@@ -66,7 +69,7 @@ class Setup:
 
 
 @asynccontextmanager
-async def running(db_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
+async def running(db_url: str, tmp_path: Path, extra_toml: str = "") -> AsyncIterator[Setup]:
     seed_directory(db_url, PEOPLE)
     async with (
         SlackStandIn(token=BOT_TOKEN, users={"U0ALICE": {"id": "U0ALICE", "name": "alice"}}) as slack,
@@ -74,7 +77,7 @@ async def running(db_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
         TwilioStandIn(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN) as twilio,
     ):
         config = tmp_path / "herald.toml"
-        extra = '[dispatcher]\npoll_interval = "0.05s"\n[slack_dm]\nrate_per_second = 0\n'
+        extra = '[dispatcher]\npoll_interval = "0.05s"\n[slack_dm]\nrate_per_second = 0\n' + extra_toml
         config.write_text(
             herald_toml(
                 db_url,
@@ -87,7 +90,10 @@ async def running(db_url: str, tmp_path: Path) -> AsyncIterator[Setup]:
             encoding="utf-8",
         )
         herald = Herald.build(load_settings(config))
-        server = HeraldServer(herald.settings, herald=herald, routes=recipient_routes(herald), tick_every=0.5)
+        jobs = [Job("rungs", 0.2, rung_tick(herald))]
+        server = HeraldServer(
+            herald.settings, herald=herald, routes=recipient_routes(herald), jobs=jobs, tick_every=0.5
+        )
         async with server, httpx.AsyncClient(timeout=15) as http:
             signed = SignedSlack(http, f"{server.url}/slack/events", SIGNING_SECRET)
             yield Setup(server, slack, smtp, twilio, http, signed, config)
@@ -219,3 +225,45 @@ def test_the_typed_form_reads_confirm_before_the_colon() -> None:
     assert (asked.channels, asked.confirm, asked.title) == (("slack", "email"), True, "Core down")
     plain = parse_announce_command("critical to site:berlin via email: Confirm the outage")
     assert isinstance(plain, AnnounceCommand) and not plain.confirm and plain.title == "Confirm the outage"
+
+
+LADDER_TOML = '[sla.critical]\ndeliver_within = "30s"\nconfirm_within = "10s"\n'
+
+
+def blocks_text(blocks: list[dict[str, Any]]) -> str:
+    return json.dumps(blocks)
+
+
+async def test_slack_typed_ladder_sends_sms_only_to_whoever_has_not_confirmed(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with running(db_url, tmp_path, LADDER_TOML) as s:
+        text = "critical to site:berlin via slack,email>sms confirm: Core switch down | Berlin offline"
+        assert (
+            await s.signed.command(text, ANNOUNCER, CHANNEL, s.slack.response_url("cmd"))
+        ).status_code == 200
+        await s.slack.wait_for(lambda: bool(s.slack.responses_to("cmd")))
+        preview = s.slack.responses_to("cmd")[0]
+        shown = blocks_text(preview["blocks"])
+        assert "1. slack,email: starts at once" in shown and "2. sms: starts after" in shown
+        send = next(
+            e
+            for b in preview["blocks"]
+            for e in b.get("elements", [])
+            if e.get("action_id") == "announce_send"
+        )
+        clicked = await s.signed.interaction(
+            block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, s.slack.response_url("send"))
+        )
+        assert clicked.status_code == 200
+        await eventually(lambda: bool(s.slack.dms_to("U0ALICE")), "the DM")
+        [dm] = s.slack.dms_to("U0ALICE")
+        assert (await click_confirm(s, dm, "U0ALICE")).status_code == 200
+        assert not s.twilio.messages  # the SMS rung waits for its latest safe time
+        await eventually(lambda: len(s.twilio.messages) == 1, "the SMS rung")
+        assert [m.to for m in s.twilio.messages] == ["+4915110000003"]  # carol: alice confirmed
+        assert sorted(m.rcpt_tos[0] for m in s.smtp.messages) == ["alice@example.com", "bob@example.com"]
+        done = "confirmed 1, not confirmed 2, unreachable 1"
+        await eventually(
+            lambda: any(done in blocks_text(m.blocks) for m in s.slack.messages.values()), "progress"
+        )

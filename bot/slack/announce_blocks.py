@@ -64,6 +64,7 @@ class PreviewFacts:
     meets_sla: bool
     deliver_within: float
     start_at: float | None = None
+    ladder: tuple[str, ...] = ()  # the channel ladder's lines (bot.render.format_ladder), if any
 
 
 def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bool:
@@ -81,6 +82,8 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     if facts.body:
         blocks.append(section(_quote(facts.body)))
     blocks.append(section(_forecast_line(facts)))
+    if facts.ladder:
+        blocks.append(section(join("\n", [mrkdwn("{}", line) for line in facts.ladder])))
     if not facts.meets_sla:
         blocks.append(section(_sla_warning(facts)))
     send = _send_button(facts, token, confirm)

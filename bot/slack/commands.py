@@ -50,6 +50,7 @@ class AnnounceCommand:
     title: str
     body: str
     confirm: bool = False  # the word ``confirm`` before the colon: ask recipients to confirm
+    rungs: tuple[tuple[str, ...], ...] = ()  # ``via slack,email>sms``: every rung; () for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +116,14 @@ def _parse_form(text: str) -> AnnounceCommand:
     if severity not in SEVERITIES:
         raise ParseError(f"unknown severity '{match['severity']}' (one of {', '.join(SEVERITIES)})")
     channels_text, confirm = _confirm_word(match["channels"])
-    channels = parse_channels(channels_text)
+    rungs = tuple(parse_channels(part) for part in channels_text.split(">"))
+    channels = tuple(dict.fromkeys(name for rung in rungs for name in rung))
     title, body = split_title_body(match["rest"])
     if not title:
         raise ParseError("the title is empty: write it after the colon")
     audience = strip_mention_labels(match["audience"].strip())
-    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body), confirm)
+    ladder = rungs if len(rungs) > 1 else ()
+    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body), confirm, ladder)
 
 
 def _confirm_word(text: str) -> tuple[str, bool]:

@@ -62,6 +62,7 @@ def save(herald: Herald, pending: Pending) -> None:
         "recipients": pending.recipients,
         "forecast_s": pending.forecast_seconds,
         "meta": request.meta,
+        "rungs": [list(rung) for rung in request.rungs],
     }
     service.audit(herald, pending.user_id, PREVIEW_ACTION, pending.token, True, detail)
 
@@ -90,6 +91,7 @@ def load(herald: Herald, token: str) -> Pending | None:
         start_at=detail.get("start_at"),
         idempotency_key=f"slack:{token}",
         meta=dict(detail.get("meta") or {}),
+        rungs=tuple(tuple(str(c) for c in rung) for rung in detail.get("rungs") or ()),
     )
     return Pending(
         token=token,
