@@ -30,6 +30,7 @@ from slack_signing import (
     SignedSlack,
     block_action,
     herald_toml,
+    modal_values,
     seed_directory,
 )
 from twilio.request_validator import RequestValidator
@@ -41,7 +42,8 @@ from bot.recipients.confirmations import make_confirm_token, read_confirm_token
 from bot.recipients.sms import Command, read_inbound
 from bot.recipients.web import recipient_routes
 from bot.server import HeraldServer, Job
-from bot.slack.commands import AnnounceCommand, parse_announce_command
+from bot.slack.announce_blocks import announce_modal
+from bot.slack.commands import AnnounceCommand, parse_announce_command, parse_modal_submission
 from bot.slack.dm_blocks import CONFIRM_ACTION
 from bot.standins.slack import PostedMessage, SlackStandIn
 from bot.standins.smtp import SmtpStandIn
@@ -267,3 +269,13 @@ async def test_slack_typed_ladder_sends_sms_only_to_whoever_has_not_confirmed(
         await eventually(
             lambda: any(done in blocks_text(m.blocks) for m in s.slack.messages.values()), "progress"
         )
+
+
+def test_the_modal_has_a_confirm_checkbox_that_asks_to_confirm() -> None:
+    view = announce_modal("CITOPS")
+    [box] = [b for b in view["blocks"] if b.get("block_id") == "confirm"]
+    assert box["optional"] is True and box["element"]["options"][0]["value"] == "confirm"
+    values = modal_values(audience="site:berlin", channels=("email",), severity="info", title="Hi")
+    assert parse_modal_submission(values, 0.0).command.confirm is False
+    values["confirm"] = {"value": {"type": "checkboxes", "selected_options": [box["element"]["options"][0]]}}
+    assert parse_modal_submission(values, 0.0).command.confirm is True

@@ -192,6 +192,7 @@ def announce_modal(
             "label": plain("Send later (optional)"),
             "element": {"type": "datetimepicker", "action_id": "value"},
         },
+        _confirm_input(),
         context(mrkdwn("Or type it: `{}`", USAGE)),
     ]
     return {
@@ -234,6 +235,18 @@ def _channels_input(offered: Sequence[str]) -> Block:
             "options": [_option(name, CHANNELS[name].label) for name in offered],
             "initial_options": [_option("email", "Email")],
         },
+    }
+
+
+def _confirm_input() -> Block:
+    """Ask every recipient to confirm (as ``--confirm``; the value is read by ``parse_modal_submission``)."""
+    option = _option("confirm", "Ask recipients to confirm they got it")
+    return {
+        "type": "input",
+        "block_id": "confirm",
+        "optional": True,
+        "label": plain("Confirmation"),
+        "element": {"type": "checkboxes", "action_id": "value", "options": [option]},
     }
 
 

@@ -222,9 +222,9 @@ def parse_modal_submission(
     start_at = _modal_start(field("start_at"), now, errors)
     if errors:
         raise ModalErrors(errors)
-    return ModalSubmission(
-        AnnounceCommand(severity, audience, channels, title, _typed(field("body"))), start_at
-    )
+    confirm = any(o.get("value") == "confirm" for o in field("confirm").get("selected_options") or ())
+    command = AnnounceCommand(severity, audience, channels, title, _typed(field("body")), confirm)
+    return ModalSubmission(command, start_at)
 
 
 def _typed(field: Mapping[str, Any]) -> str:
