@@ -190,6 +190,13 @@ async def test_every_channel_carries_its_way_to_confirm(cli: Any, db_url: str, t
         assert final["people"]["confirmed"] == 3 and final["people"]["unreachable"] == 1
         text = await status(cli, s, nid, as_json=False)
         assert "confirmations: confirmed 3, not confirmed 0, unreachable 1" in text
+        report = await run_cli(cli, "report", "--config", str(s.config))
+        assert (
+            report.exit_code == 0
+            and "confirmations: confirmed 3, not confirmed 0, unreachable 1" in report.stdout
+        )
+        as_json = await run_cli(cli, "report", "--json", "--config", str(s.config))
+        assert json.loads(as_json.stdout)["people"]["confirmed"] == 3
 
 
 async def test_without_confirm_nothing_asks_and_ok_confirms_nothing(

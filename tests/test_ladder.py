@@ -23,6 +23,7 @@ from bot.engine.ladder import LadderError, RungPlan, latest_start, parse_rungs, 
 from bot.engine.ladder_tick import start_due_rungs, starts_at
 from bot.engine.sms_cost import country_of, most_cost
 from bot.recipients.confirmations import confirm
+from bot.recipients.rules import delivery_rules
 from bot.store import Store
 from bot.tables import Delivery, Person, table_of
 
@@ -168,6 +169,19 @@ def test_everyone_confirmed_the_rung_ends_with_nobody(herald: Herald, store: Sto
     for i in range(PEOPLE):
         confirm(store, nid, f"p{i}", "email", herald.clock.now())
     assert start_due_rungs(herald) == [(nid, 1, 0)]  # at once: nobody is left
+    assert sms_people(store, nid) == set()
+
+
+def test_a_cancelled_notification_starts_no_rung(herald: Herald, store: Store) -> None:
+    request = service.AnnounceRequest(
+        audience="everyone", channels=("email", "sms"), severity="critical", title="Core down",
+        body="", rungs=(("email",), ("sms",)),
+    )  # fmt: skip
+    nid = service.announce(herald, request)
+    [pending] = rungs.pending(store, herald.clock.now())
+    service.cancel(herald, nid, "test")
+    assert rungs.pending(store, herald.clock.now()) == []
+    assert rungs.start(store, pending, delivery_rules(herald.settings), herald.clock.now()) is None
     assert sms_people(store, nid) == set()
 
 

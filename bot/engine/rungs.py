@@ -159,6 +159,7 @@ def start(store: Store, rung: PendingRung, rules: DeliveryRules, now: float) -> 
                 RUNG.c.notification_id == rung.notification_id,
                 RUNG.c.idx == rung.idx,
                 RUNG.c.started_at.is_(None),
+                _still_wanted(rung.notification_id),
             )
             .values(started_at=now, people=left)
         ).rowcount
@@ -167,6 +168,15 @@ def start(store: Store, rung: PendingRung, rules: DeliveryRules, now: float) -> 
         if left:
             _create(store, connection, rung, condition, rules, now)
     return left
+
+
+def _still_wanted(notification_id: str) -> ColumnElement[bool]:
+    """The notification has not been cancelled (a cancel may land between planning and starting)."""
+    return (
+        select(NOTIFICATION.c.id)
+        .where(NOTIFICATION.c.id == notification_id, NOTIFICATION.c.state != "cancelled")
+        .exists()
+    )
 
 
 def _create(
