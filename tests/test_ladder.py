@@ -18,14 +18,14 @@ from bot import service
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import ConfigError, load_settings
-from bot.engine import ledger, rungs
+from bot.engine import ledger, retention, rungs
 from bot.engine.ladder import LadderError, RungPlan, latest_start, parse_rungs, plan
 from bot.engine.ladder_tick import start_due_rungs, starts_at
 from bot.engine.sms_cost import country_of, most_cost
 from bot.recipients.confirmations import confirm
 from bot.recipients.rules import delivery_rules
 from bot.store import Store
-from bot.tables import Delivery, Person, table_of
+from bot.tables import Delivery, Person, Rung, table_of
 
 DELIVERY = table_of(Delivery)
 PEOPLE = 10
@@ -183,6 +183,11 @@ def test_a_cancelled_notification_starts_no_rung(herald: Herald, store: Store) -
     assert rungs.pending(store, herald.clock.now()) == []
     assert rungs.start(store, pending, delivery_rules(herald.settings), herald.clock.now()) is None
     assert sms_people(store, nid) == set()
+    confirm(store, nid, "p0", "email", herald.clock.now())  # nothing asks: no row
+    purged = retention.purge(store, herald.clock.now() + 10, keep_for=1)
+    assert purged.notifications == 1
+    with store.begin() as connection:
+        assert connection.execute(select(func.count()).select_from(table_of(Rung))).scalar_one() == 0
 
 
 @pytest.fixture

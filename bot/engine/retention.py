@@ -26,8 +26,9 @@ from sqlalchemy import and_, delete, exists, select
 
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice
 from bot.app import Herald
+from bot.recipients.tables import Confirmation
 from bot.store import Store
-from bot.tables import Attempt, Delivery, Notification, table_of
+from bot.tables import Attempt, Delivery, Notification, Rung, table_of
 
 log = logging.getLogger("herald.retention")
 
@@ -40,6 +41,8 @@ ATTEMPT = table_of(Attempt)
 GROUP = table_of(AlertGroup)
 INSTANCE = table_of(AlertInstance)
 NOTICE = table_of(AlertNotice)
+RUNG = table_of(Rung)
+CONFIRMATION = table_of(Confirmation)
 
 
 @dataclass
@@ -153,6 +156,8 @@ def _purge_notifications(store: Store, cutoff: float, purged: Purged) -> bool:
             connection.execute(delete(DELIVERY).where(DELIVERY.c.notification_id.in_(ids)))
         )
         connection.execute(delete(NOTICE).where(NOTICE.c.notification_id.in_(ids)))
+        connection.execute(delete(RUNG).where(RUNG.c.notification_id.in_(ids)))
+        connection.execute(delete(CONFIRMATION).where(CONFIRMATION.c.notification_id.in_(ids)))
         purged.notifications += _count(
             connection.execute(delete(NOTIFICATION).where(NOTIFICATION.c.id.in_(ids)))
         )
