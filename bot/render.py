@@ -147,6 +147,10 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(people_line(status["people"], sla))
     if (status.get("meta") or {}).get("confirm"):
         lines.append(confirmations_line(status["people"]))
+    for rung in status.get("rungs") or ():
+        started = rung["started_at"]
+        when = f"started {time_text(started)} for {rung['people']} people" if started else "not started yet"
+        lines.append(f"rung {rung['rung'] + 1} ({','.join(rung['channels'])}): {when}")
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"

@@ -215,6 +215,7 @@ def test_announce_email_then_sms_to_whoever_did_not_confirm(
     assert len(peers.twilio.messages) == PEOPLE  # nobody confirmed: the SMS rung went to all
     assert all(m.body.endswith("Reply OK to confirm.") for m in peers.twilio.messages)
     assert "confirmations: confirmed 0, not confirmed 10, unreachable 0" in result.stdout
+    assert "rung 2 (sms): started " in result.stdout and " for 10 people" in result.stdout
 
 
 def test_bad_rungs_on_the_cli_exit_2(cli: Any, peers: Peers, config: str) -> None:
