@@ -14,7 +14,9 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +51,8 @@ from bot.standins.slack import PostedMessage, SlackStandIn
 from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
 from bot.tokens import make_token
+from channels.base import Notice, Recipient
+from channels.email_render import build_message, prepare_email
 
 PEOPLE = [
     {"id": "alice", "name": "Alice", "email": "alice@example.com", "phone": "+4915110000001",
@@ -286,3 +290,22 @@ def test_the_modal_has_a_confirm_checkbox_that_asks_to_confirm() -> None:
     assert parse_modal_submission(values, 0.0).command.confirm is False
     values["confirm"] = {"value": {"type": "checkboxes", "selected_options": [box["element"]["options"][0]]}}
     assert parse_modal_submission(values, 0.0).command.confirm is True
+
+
+def test_an_email_carries_both_its_preferences_and_its_confirmation_links() -> None:
+    notice = Notice("nabc", "info", "Printer moved", "Second floor now.", mandatory=False, confirm=True)
+    prepared = prepare_email(notice, from_address="Herald <herald@example.com>")
+    to = Recipient(
+        address="bob@example.com",
+        unsubscribe_url="https://herald.example/u/PREFS",
+        confirm_url="https://herald.example/c/CONFIRM&x",
+        message_key="nabc.1",
+    )
+    message = BytesParser(policy=policy.default).parsebytes(build_message(prepared, to))
+    text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "Please confirm you got this message: https://herald.example/c/CONFIRM&x" in text
+    assert "https://herald.example/u/PREFS" in text
+    assert 'href="https://herald.example/c/CONFIRM&amp;x"' in html and "/u/PREFS" in html
+    plain = build_message(prepare_email(replace(notice, confirm=False), from_address="h@example.com"), to)
+    assert b"/c/CONFIRM" not in plain
