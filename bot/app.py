@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from bot.channel_specs import configured, spec
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
+from bot.recipients.confirmations import make_confirm_token
 from bot.store import Store, open_store
 from bot.tokens import make_token, signing_key
 from channels.base import Channel, Prepared
@@ -38,6 +39,11 @@ class Herald:
         """The person's signed preferences link (RFC 8058 one-click target)."""
         token = make_token(self.token_key(), person_id, self.clock.now())
         return f"{self.settings.server.public_url}/u/{token}"
+
+    def confirm_url(self, notification_id: str, person_id: str) -> str:
+        """The person's signed link to confirm ``notification_id`` (``/c/{token}``)."""
+        token = make_confirm_token(self.token_key(), notification_id, person_id, self.clock.now())
+        return f"{self.settings.server.public_url}/c/{token}"
 
     def configured_channels(self) -> tuple[str, ...]:
         """The registered channels the settings turn on (see :mod:`bot.channel_specs`)."""

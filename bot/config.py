@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from bot.config_types import BaseUrl, Duration, EnvSource, EnvValueError, Secret, SlashedBaseUrl
+from bot.config_types import BaseUrl, Duration, EnvSource, EnvValueError, PriceTable, Secret, SlashedBaseUrl
 from bot.config_types import parse_duration as parse_duration
 
 SEVERITIES = ("critical", "outage", "security", "maintenance", "info")
@@ -88,6 +88,7 @@ class TwilioSettings(Section):
     retry_for: Duration = 4 * 3600.0
     timeout: Duration = 15.0
     warmup: list[int] = Field(default_factory=list)
+    prices: PriceTable = Field(default_factory=dict)  # per segment by country; see bot/engine/sms_cost
     help_text: str = (
         "Herald: IT notifications from your company. Reply STOP to opt out, START to opt back in."
     )
@@ -150,6 +151,10 @@ class SlaPolicy(Section):
     repeat_interval: Duration = 4 * 3600.0
     # The share of reachable people who must be reached by the deadline for the SLA to be met.
     reach: float = Field(1.0, ge=0.0, le=1.0)
+    # Ask every recipient to confirm (as --confirm does); confirmations are due by confirm_within
+    # (default: deliver_within). See SPEC "Confirmations and the channel ladder".
+    confirm: bool = False
+    confirm_within: Duration | None = None
 
 
 DEFAULT_SLA: dict[str, dict[str, Any]] = {

@@ -97,3 +97,21 @@ def _reason(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):  # its message never quotes the value
         return f"not valid JSON ({exc.msg} at character {exc.pos + 1}); give a JSON list or table"
     return "cannot be decoded; give a JSON list or table"
+
+
+def _prices(value: dict[str, float]) -> dict[str, float]:
+    """``[twilio.prices]``: ISO 3166 country codes (any case) or ``default`` → price per segment."""
+    table: dict[str, float] = {}
+    for key, price in value.items():
+        name = key.strip()
+        if not (name == "default" or re.fullmatch(r"[A-Za-z]{2}", name)):
+            raise PydanticCustomError(
+                "price_key", "{key}: expected a country code (DE, US) or default", {"key": key}
+            )
+        if price < 0:
+            raise PydanticCustomError("price_value", "{key}: a price cannot be negative", {"key": key})
+        table[name if name == "default" else name.upper()] = float(price)
+    return table
+
+
+PriceTable = Annotated[dict[str, float], AfterValidator(_prices)]

@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.engine.ladder_preview import LadderPreview
 from bot.service import AnnounceRequest, Preview
 
 SHOWN_STATES = (
@@ -74,6 +75,13 @@ def people_line(people: dict[str, int], sla: dict[str, Any]) -> str:
     return f"people: {', '.join(parts)}; reach {reach_text(sla.get('reach'))}{goal}"
 
 
+def confirmations_line(people: dict[str, int]) -> str:
+    """``confirmations: confirmed 3, not confirmed 2, unreachable 1`` (unreachable: no address)."""
+    confirmed, unreachable = people.get("confirmed", 0), people["unreachable"]
+    waiting = max(0, people["reached"] + people["unreached"] - confirmed)
+    return f"confirmations: confirmed {confirmed}, not confirmed {waiting}, unreachable {unreachable}"
+
+
 def channel_lines(channels: dict[str, dict[str, int]]) -> list[str]:
     """``  email: sent 12, failed 1`` per channel, states in a fixed order, zeros left out."""
     lines = []
@@ -107,6 +115,27 @@ def format_preview(preview: Preview, request: AnnounceRequest) -> str:
     return _lines(lines)
 
 
+def format_ladder(ladder: LadderPreview) -> str:
+    """``rungs:`` then one line per rung: its channels, when it starts, the most people it reaches."""
+    lines = ["rungs (later ones only to whoever has not confirmed or been reached by then):"]
+    for rung in ladder.rungs:
+        when = (
+            "at once"
+            if rung.starts_at <= ladder.start
+            else f"after {seconds_text(rung.starts_at - ladder.start)}"
+        )
+        sms = "sms" in rung.channels and ladder.sms_cost is not None
+        cost = f", SMS at most {ladder.sms_cost:.2f}" if sms else ""
+        lines.append(
+            f"  {rung.index + 1}. {','.join(rung.channels)}: starts {when}, "
+            f"at most {rung.people} people{cost}"
+        )
+    if ladder.sms_cost is not None:
+        each = f"{ladder.sms_segments} segment{'s' if ladder.sms_segments != 1 else ''} each"
+        lines.append(f"  (SMS to everyone at once: {ladder.sms_cost:.2f}, {each})")
+    return _lines(lines)
+
+
 def format_status(status: dict[str, Any]) -> str:
     sla = status["sla"]
     met = {True: "met", False: "MISSED", None: "pending"}[sla["met"]]
@@ -117,6 +146,12 @@ def format_status(status: dict[str, Any]) -> str:
     lines.extend(channel_lines(status["channels"]))
     lines.extend(f"held: {outage}" for outage in status.get("channels_down", {}).values())
     lines.append(people_line(status["people"], sla))
+    if (status.get("meta") or {}).get("confirm"):
+        lines.append(confirmations_line(status["people"]))
+    for rung in status.get("rungs") or ():
+        started = rung["started_at"]
+        when = f"started {time_text(started)} for {rung['people']} people" if started else "not started yet"
+        lines.append(f"rung {rung['rung'] + 1} ({','.join(rung['channels'])}): {when}")
     lines.append(
         f"SLA {met}: last delivery after {seconds_text(sla['last_delivery_s'])} "
         f"(deadline {seconds_text(sla['deliver_within_s'])})"
@@ -139,6 +174,13 @@ def format_report(report: dict[str, Any]) -> str:
     if bounces.get("count"):
         median, longest = seconds_text(bounces["median_delay_s"]), seconds_text(bounces["max_delay_s"])
         lines.append(f"bounced later: {bounces['count']}, median {median} after the send (longest {longest})")
+    asked = [item["people"] for item in report["items"] if (item.get("meta") or {}).get("confirm")]
+    if asked:
+        totals = {
+            key: sum(p.get(key, 0) for p in asked)
+            for key in ("reached", "unreached", "unreachable", "confirmed")
+        }
+        lines.append(confirmations_line(totals))
     alerts = report.get("alerts")
     if alerts and alerts["groups"]:
         ack = alerts["ack_sla"]

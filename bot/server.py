@@ -32,6 +32,7 @@ from bot.config import Settings
 from bot.engine import workers
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.health import held_by
+from bot.engine.ladder_tick import start_due_rungs
 from bot.engine.leader import Leadership
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.metrics import HeraldMetrics
@@ -346,6 +347,7 @@ async def wait_for(herald: Herald, notification_id: str, show_progress: bool) ->
     bar = None
     try:
         while True:
+            await asyncio.to_thread(start_due_rungs, herald)
             current = await asyncio.to_thread(service.status, herald, notification_id)
             assert current is not None
             total = sum(sum(states.values()) for states in current["channels"].values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,13 +20,14 @@ from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
 from bot.directory.reach import reach
-from bot.engine import caps, ledger
+from bot.engine import caps, ledger, rungs
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.delays import miss_causes, notification_delays
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
 from bot.recipients.bounce_state import BOUNCED, bounce_summary, bounced_or_state
+from bot.recipients.confirmations import confirmed_count
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
 
@@ -54,6 +55,8 @@ class AnnounceRequest:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "announcement"
     window: maintenance.Window | None = None  # maintenance only (bot.alerts.maintenance)
+    # A channel ladder (``slack,email>sms``): every rung, the first included; () for one rung.
+    rungs: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -192,9 +195,9 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
     _validate(herald, request)
     condition = audience_condition(_audience(request), request.slack_groups)
     new = _new_notification(herald, request)
-    notification_id, recipients = ensure_notification(
-        herald.store, new, condition, delivery_rules(herald.settings)
-    )
+    then = rungs.storer(herald.settings, new, request.rungs[1:])
+    rules = delivery_rules(herald.settings)
+    notification_id, recipients = ensure_notification(herald.store, new, condition, rules, then)
     if recipients is None:  # a concurrent request with the same key stored it first
         return notification_id
     if recipients == 0:
@@ -226,14 +229,14 @@ def _new_notification(herald: Herald, request: AnnounceRequest) -> NewNotificati
         title=request.title.strip(),
         body=request.body,
         audience=request.audience,
-        channels=tuple(dict.fromkeys(request.channels)),
+        channels=tuple(dict.fromkeys(request.rungs[0] if request.rungs else request.channels)),
         created_by=request.created_by,
         created_at=now,
         start_at=start,
         deadline=start + within,
         state="scheduled" if start > now + 1 else "queued",
         idempotency_key=request.idempotency_key,
-        meta=_meta(request),
+        meta=rungs.with_confirm(herald.settings, request.severity, _meta(request)),
     )
 
 
@@ -283,10 +286,15 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
                 DELIVERY.c.notification_id == notification_id
             )
         ).one()
-        people = people_counts(connection, notification_id)
+        people = replace(
+            people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
+        )
         delays = notification_delays(connection, dict(row._mapping))
+        ladder = rungs.rungs_of(connection, notification_id)
     found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
     found["sla"].update(delays)  # why it was late (bot.engine.delays)
+    if ladder:
+        found["rungs"] = ladder
     if found["left"]:  # name the outages holding what is left (bot.engine.health)
         down = outages(herald.store)
         found["channels_down"] = {c: down[c].describe() for c in found["channels"] if c in down}

@@ -227,3 +227,17 @@ class KeyValue(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=2000)
+
+
+class Rung(SQLModel, table=True):
+    """A later rung of a notification's channel ladder (``--channels slack,email>sms``): its channels,
+    and when it started (None: not yet). Rung 0 goes at once and has no row; see bot.engine.rungs."""
+
+    __tablename__ = "rung"
+
+    notification_id: str = Field(primary_key=True, max_length=32)
+    idx: int = Field(primary_key=True)
+    channels: str = Field(max_length=64)  # comma-separated
+    deadline: float = Field(default=0.0)  # confirm_within (with --confirm) or the notification's deadline
+    started_at: float | None = Field(default=None)
+    people: int = Field(default=0)  # how many were left when it started

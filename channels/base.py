@@ -128,6 +128,7 @@ class Recipient:
     delivery_id: int | None = None  # the ledger's id; the email channel's VERP token names it
 
     thread_key: str = ""  # a follow-up: the message_key of the message it answers (email threads it)
+    confirm_url: str = ""  # the recipient's signed confirmation link, when the notice asks to confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,7 @@ class Notice:
     language: str = ""  # BCP 47 (de, pt-BR): picks the templates' language; "" for the default one
     deadline: float | None = None  # epoch seconds: when every copy should be out (the SLA deadline)
     window: tuple[float, float] | None = None  # epoch seconds: a maintenance window's start and end
+    confirm: bool = False  # ask the recipient to confirm (Slack button, email link, SMS reply OK)
 
 
 class Prepared(Protocol):

@@ -27,6 +27,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -48,7 +49,7 @@ from channels.email_headers import (
 from channels.templating import Templates
 
 __all__ = [
-    "Cut",
+    "Spliced",
     "OutgoingEmail",
     "PreparedEmail",
     "build_message",
@@ -84,21 +85,21 @@ _SOFT_BREAK = b"=\r\n"
 _ONE_CLICK = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 
 
-class Cut(NamedTuple):
-    """A quoted-printable body cut where per-recipient values go: between ``pieces[i]`` and
-    ``pieces[i + 1]`` goes the name when ``names[i]``, else the unsubscribe link."""
+class Spliced(NamedTuple):
+    """A quoted-printable body cut where per-recipient values go: ``slots[i]`` names what goes
+    between ``pieces[i]`` and ``pieces[i + 1]`` (``unsubscribe``, ``confirm`` or ``name``)."""
 
     pieces: tuple[bytes, ...]
-    names: tuple[bool, ...] = ()
-    links_only: bool = True
+    slots: tuple[str, ...] = ()
+    links_only: bool = True  # every slot is the unsubscribe link: one join fills the body
 
-    def fill(self, link: bytes, name: bytes) -> bytes:
+    def fill(self, values: Mapping[str, bytes]) -> bytes:
         if self.links_only:
-            return link.join(self.pieces)
-        parts = [self.pieces[0]]
-        for is_name, piece in zip(self.names, self.pieces[1:], strict=True):
-            parts += (name if is_name else link, piece)
-        return b"".join(parts)
+            return values.get("unsubscribe", b"").join(self.pieces)
+        out = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            out += (values.get(slot, b""), piece)
+        return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +121,12 @@ class PreparedEmail:
     from_line: bytes
     subject_line: bytes
     head: bytes
-    text_linked: Cut
-    text_unlinked: Cut
+    text_linked: Spliced
+    text_unlinked: Spliced
     between: bytes
-    html_linked: Cut
-    html_unlinked: Cut
+    html_linked: Spliced
+    html_unlinked: Spliced
     tail: bytes
-    uses_name: bool = False
 
     @property
     def cost(self) -> int:
@@ -168,16 +168,23 @@ def prepare_email(
     title = shorten(clean_header_text(notice.title), _MAX_TITLE)
     subject = ("Re: " if notice.reply else "") + f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
-    tokens = (f"heraldlink{secrets.token_hex(8)}", f"heraldname{secrets.token_hex(8)}")
-    context = _context(notice, severity, title) | {"name": tokens[1], "unsubscribe_url": None}
+    hexes = [secrets.token_hex(8) for _ in range(3)]
+    tokens = {"name": f"heraldname{hexes[0]}"}
+    if notice.confirm:
+        tokens["confirm"] = f"heraldconfirm{hexes[1]}"
+    context = _context(notice, severity, title) | {
+        "name": tokens["name"],
+        "unsubscribe_url": None,
+        "confirm_url": tokens.get("confirm"),
+    }
     render = functools.partial((templates or _default_templates()).render, severity.lower())
     text_unlinked = _cut(render("email.txt", notice.language, context), tokens)
     html_unlinked = _cut(render("email.html", notice.language, context), tokens)
     text_linked, html_linked = text_unlinked, html_unlinked
     if not notice.mandatory:
-        context["unsubscribe_url"] = tokens[0]
-        text_linked = _cut(render("email.txt", notice.language, context), tokens)
-        html_linked = _cut(render("email.html", notice.language, context), tokens)
+        context["unsubscribe_url"] = link = f"heraldlink{hexes[2]}"
+        text_linked = _cut(render("email.txt", notice.language, context), {"unsubscribe": link, **tokens})
+        html_linked = _cut(render("email.html", notice.language, context), {"unsubscribe": link, **tokens})
     head = [b"Auto-Submitted: auto-generated\r\n", b"X-Auto-Response-Suppress: All\r\n"]
     if reply_to:
         head.insert(0, format_mailbox("Reply-To", *parse_mailbox(reply_to)))
@@ -200,7 +207,6 @@ def prepare_email(
         html_linked=html_linked,
         html_unlinked=html_unlinked,
         tail=f"\r\n--{boundary}--\r\n".encode(),
-        uses_name=any(any(cut.names) for cut in (text_linked, html_linked, text_unlinked, html_unlinked)),
     )
 
 
@@ -262,29 +268,9 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
             raise PermanentError("config", "unsubscribe url longer than an email header line")
         pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
-    if prepared.uses_name:
-        _fill_named(pieces, prepared, url, clean_header_text(to.name))
-    elif url:  # the common case, kept to two joins
-        pieces.append(_qp_link(url).join(prepared.text_linked[0]))
-        pieces.append(prepared.between)
-        pieces.append(_qp_link(str(escape(url))).join(prepared.html_linked[0]))
-    else:
-        pieces += [prepared.text_unlinked[0][0], prepared.between, prepared.html_unlinked[0][0]]
+    pieces += _bodies(prepared, url, to)
     pieces.append(prepared.tail)
     return OutgoingEmail(address, message_id, b"".join(pieces))
-
-
-def _fill_named(pieces: list[bytes], prepared: PreparedEmail, url: str, name: str) -> None:
-    """The bodies of ``prepared`` with the recipient's ``name`` (and link, when ``url``) spliced in."""
-    text_name, html_name = (_qp_value(name), _qp_value(str(escape(name)))) if name else (b"", b"")
-    if url:
-        pieces.append(prepared.text_linked.fill(_qp_link(url), text_name))
-        pieces.append(prepared.between)
-        pieces.append(prepared.html_linked.fill(_qp_link(str(escape(url))), html_name))
-    else:
-        pieces.append(prepared.text_unlinked.fill(b"", text_name))
-        pieces.append(prepared.between)
-        pieces.append(prepared.html_unlinked.fill(b"", html_name))
 
 
 def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
@@ -344,15 +330,39 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
 
 
-def _cut(rendered: str, tokens: tuple[str, str]) -> Cut:
-    """Encode the pieces of ``rendered`` around the (link, name) ``tokens``, each but the last
-    ending in a soft line break."""
-    if tokens[1] not in rendered:
-        *linked, last = rendered.split(tokens[0])
-        return Cut((*(_soft_end(_qp(piece)) for piece in linked), _qp(last)))
-    *parts, last = re.split(f"({tokens[0]}|{tokens[1]})", rendered)
-    pieces = (*(_soft_end(_qp(piece)) for piece in parts[0::2]), _qp(last))
-    return Cut(pieces, tuple(token == tokens[1] for token in parts[1::2]), links_only=False)
+def _cut(rendered: str, tokens: Mapping[str, str]) -> Spliced:
+    """Encode the pieces of ``rendered`` around the ``tokens`` (slot name -> token) it holds, each
+    but the last ending in a soft line break, and name the slot each cut stands for."""
+    names = {token: name for name, token in tokens.items() if token in rendered}
+    if not names:
+        return Spliced((_qp(rendered),))
+    parts = re.split("(" + "|".join(map(re.escape, names)) + ")", rendered)
+    slots = tuple(names[token] for token in parts[1::2])
+    pieces = (*(_soft_end(_qp(piece)) for piece in parts[0:-1:2]), _qp(parts[-1]))
+    return Spliced(pieces, slots, links_only=all(slot == "unsubscribe" for slot in slots))
+
+
+def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> list[bytes]:
+    """The text part, the boundary between, and the HTML part, with ``to``'s values spliced in."""
+    text, html = (
+        (prepared.text_linked, prepared.html_linked)
+        if url
+        else (prepared.text_unlinked, prepared.html_unlinked)
+    )
+    if text.links_only and html.links_only:  # the common case, kept to one join per part
+        return [
+            _qp_link(url).join(text.pieces),
+            prepared.between,
+            _qp_link(str(escape(url))).join(html.pieces),
+        ]
+    name, confirm = clean_header_text(to.name), clean_url(to.confirm_url)
+    text_values = {"unsubscribe": _qp_link(url), "confirm": _qp_link(confirm), "name": _qp_value(name)}
+    html_values = {
+        "unsubscribe": _qp_link(str(escape(url))),
+        "confirm": _qp_link(str(escape(confirm))),
+        "name": _qp_value(str(escape(name))),
+    }
+    return [text.fill(text_values), prepared.between, html.fill(html_values)]
 
 
 def _qp_link(url: str) -> bytes:

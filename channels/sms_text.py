@@ -16,6 +16,7 @@ from channels.gsm import Encoding, count_segments, drop_controls, fit_to_segment
 from channels.templating import Templates
 
 OPT_OUT_HINT = "\nReply STOP to opt out."
+CONFIRM_HINT = "\nReply OK to confirm."
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +41,15 @@ def render_sms(notice: Notice, max_segments: int, templates: Templates | None = 
     Control characters, terminal escape sequences and bidi overrides are dropped (line breaks in
     the body stay); typographic characters with a GSM-7 twin are swapped for it (so a text is not
     pushed into UCS-2 by a curly quote); runs of spaces collapse. Non-mandatory notices end with the opt-out
-    hint, which survives any cut.
+    hint, and notices that ask to confirm with the confirm hint; both survive any cut.
     """
     context = sms_context(notice)
     rendered = (templates or _builtin()).render(context["kind"], "sms", notice.language, context)
     lines = (" ".join(drop_controls(line).split()) for line in rendered.splitlines())
     text = replace_lookalikes("\n".join(line for line in lines if line))
     hint = "" if notice.mandatory else OPT_OUT_HINT
+    if notice.confirm:
+        hint = CONFIRM_HINT + hint
     fitted = fit_to_segments(text, max_segments, suffix=hint)
     cost = count_segments(fitted)
     return PreparedSms(fitted, cost.encoding, cost.segments, truncated=fitted != text + hint)

@@ -170,7 +170,11 @@ def sample_context(channel: str) -> dict[str, Any]:
         "color": "#b54708",
     }
     if channel.startswith("email"):
-        context |= {"name": "Alice Example", "unsubscribe_url": "https://herald.example.com/p/x"}
+        context |= {
+            "name": "Alice Example",
+            "unsubscribe_url": "https://herald.example.com/p/x",
+            "confirm_url": "https://herald.example.com/c/x",
+        }
     return context
 
 

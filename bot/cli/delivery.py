@@ -29,7 +29,9 @@ from bot.cli.common import (
 from bot.cli.why import slowest_deliveries, why_text
 from bot.config import parse_duration
 from bot.engine import workers
-from bot.render import format_preview, format_report, format_status
+from bot.engine.ladder import LadderError, parse_rungs
+from bot.engine.ladder_preview import ladder_preview
+from bot.render import format_ladder, format_preview, format_report, format_status
 from bot.server import wait_for
 
 
@@ -84,11 +86,17 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
         as_json: JsonOption = False,
         config: ConfigOption = None,
+        confirm: Annotated[
+            bool, typer.Option("--confirm", help="Ask every recipient to confirm they got it.")
+        ] = False,
     ) -> None:
         """Announce to an audience over email, SMS and/or Slack DMs (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
             windowed = _window(herald, severity, window, silence)
-            _announce(herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed)
+            meta = {"confirm": True} if confirm else {}
+            _announce(
+                herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed, meta
+            )
 
     @app.command()
     def status(
@@ -176,20 +184,27 @@ def _announce(
     wait: bool,
     as_json: bool,
     window: maintenance.Window | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> None:
     try:
         start_at = parse_when(at, herald.clock.now()) if at else None
     except ValueError as exc:
         fail(str(exc))
+    try:
+        ladder = parse_rungs(channels)
+    except LadderError as exc:
+        fail(str(exc))
     request = service.AnnounceRequest(
         audience=audience,
-        channels=tuple(c.strip().lower() for c in channels.split(",") if c.strip()),
+        channels=tuple(name for rung in ladder for name in rung),
+        rungs=ladder if len(ladder) > 1 else (),
         severity=severity.lower(),
         title=title,
         body=body,
         created_by="cli",
         start_at=start_at,
         window=window,
+        meta=meta or {},
     )
     try:
         preview = service.preview(herald, request)
@@ -199,6 +214,7 @@ def _announce(
         print(format_preview(preview, request))
         if window is not None:
             print("\n".join(maintenance.window_lines(window_document(window))))
+        _print_ladder(herald, request, preview)
     if not yes:
         if not sys.stdin.isatty():
             fail("not sending without --yes (standard input is not a terminal)")
@@ -237,6 +253,12 @@ def window_document(window: maintenance.Window) -> dict[str, Any]:
         "end": maintenance.iso(window.ends_at),
         "silence": dict(window.matchers),
     }
+
+
+def _print_ladder(herald: Herald, request: service.AnnounceRequest, preview: service.Preview) -> None:
+    ladder = ladder_preview(herald, request, preview)
+    if ladder is not None:
+        print(format_ladder(ladder))
 
 
 def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:

@@ -24,6 +24,8 @@ from bot.app import Herald
 from bot.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, fail, settings_from, store_from
 from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
+from bot.engine.ladder_tick import TICK_EVERY as RUNG_TICK_EVERY
+from bot.engine.ladder_tick import rung_tick
 from bot.engine.retention import retention_job
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.recipients.bounce_imap import bounce_jobs
@@ -60,6 +62,7 @@ async def run_serve(settings: Settings) -> int:
         routes=[*recipient_routes(herald), *alert_routes(herald), *bounce_routes(herald)],
         jobs=[
             Job("alerts", ALERT_TICK_EVERY, alert_tick(herald)),
+            Job("rungs", RUNG_TICK_EVERY, rung_tick(herald)),
             Job("retention", settings.retention.every, retention_job(herald)),
             Job(
                 "directory-sync",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,11 @@ def find_by_key(store: Store, key: str) -> str | None:
 
 
 def ensure_notification(
-    store: Store, new: NewNotification, people: ColumnElement[bool], rules: DeliveryRules | None = None
+    store: Store,
+    new: NewNotification,
+    people: ColumnElement[bool],
+    rules: DeliveryRules | None = None,
+    then: Callable[[Connection], None] | None = None,
 ) -> tuple[str, int | None]:
     """The notification with ``new.idempotency_key``: the one stored under it, else ``new`` written now
     with one delivery per (person matching ``people``, channel). Without a key, ``new`` is written.
@@ -101,7 +106,8 @@ def ensure_notification(
     ``deferred`` (reason ``quiet_hours``) with ``due_at`` at the end of their window, unless that
     misses the deadline. ``rules`` None: preferences with the default mandatory kinds, no quiet hours.
     Before writing, addresses whose recent notifications all soft-failed are suppressed
-    (:mod:`bot.recipients.soft_failures`).
+    (:mod:`bot.recipients.soft_failures`). ``then`` runs last in the same transaction (the
+    notification's later rungs are stored by it).
     """
     if new.idempotency_key:
         existing = find_by_key(store, new.idempotency_key)
@@ -115,6 +121,8 @@ def ensure_notification(
             return taken, None
         _insert_deliveries(connection, new, people, rules)
         recipients = _count_recipients(connection, new.id, people)
+        if then is not None:
+            then(connection)
         _finish_or_announce(store, connection, new)
     return new.id, recipients
 
@@ -165,6 +173,19 @@ def _insert_deliveries(
     for channel in new.channels:
         rows = _delivery_rows(connection, new, people, rules, channel)
         connection.execute(DELIVERY.insert().from_select(_DELIVERY_COLUMNS, rows))
+
+
+def insert_deliveries(
+    store: Store,
+    connection: Connection,
+    new: NewNotification,
+    people: ColumnElement[bool],
+    rules: DeliveryRules,
+) -> None:
+    """Deliveries of ``new`` (already stored) on ``new.channels`` for ``people``: a later rung of
+    its channel ladder (:mod:`bot.engine.rungs`); then dispatchers are told there is work."""
+    _insert_deliveries(connection, new, people, rules)
+    announce_work(store, connection, new.channels)
 
 
 def _delivery_rows(

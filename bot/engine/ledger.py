@@ -22,13 +22,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.engine.caps import bump_counter, day_of, lock_counter
 from bot.store import Store
-from bot.tables import CLAIMABLE, Delivery, Notification, Person, Suppression, table_of
+from bot.tables import CLAIMABLE, Delivery, Notification, Person, Rung, Suppression, table_of
 
 # The PostgreSQL NOTIFY channel on which work is announced; the payload names the delivery channels.
 WORK_CHANNEL = "herald_work"
 
 DELIVERY = table_of(Delivery)
 NOTIFICATION = table_of(Notification)
+RUNG = table_of(Rung)
 PERSON = table_of(Person)
 SUPPRESSION = table_of(Suppression)
 
@@ -366,11 +367,13 @@ def requeue(store: Store, connection: Any, condition: Any, now: float) -> int:
 
 
 def finish_notifications(store: Store, now: float, ids: Iterable[str] | None = None) -> list[str]:
-    """Mark notifications with no open delivery left as done; returns the ids that finished."""
+    """Mark notifications with no open delivery and no pending rung (bot.engine.rungs) left as done;
+    returns the ids that finished."""
     still_open = exists().where(
         DELIVERY.c.notification_id == NOTIFICATION.c.id, DELIVERY.c.state.in_(OPEN_STATES)
     )
-    condition = and_(NOTIFICATION.c.state.in_(("scheduled", "queued", "sending")), ~still_open)
+    pending_rung = exists().where(RUNG.c.notification_id == NOTIFICATION.c.id, RUNG.c.started_at.is_(None))
+    condition = and_(NOTIFICATION.c.state.in_(("scheduled", "queued", "sending")), ~still_open, ~pending_rung)
     id_list = list(ids) if ids is not None else None
     if id_list is not None:
         if not id_list:

@@ -26,8 +26,9 @@ from sqlalchemy import and_, delete, exists, select
 
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice, MaintenanceWindow
 from bot.app import Herald
+from bot.recipients.tables import Confirmation
 from bot.store import Store
-from bot.tables import Attempt, Delivery, Notification, table_of
+from bot.tables import Attempt, Delivery, Notification, Rung, table_of
 
 log = logging.getLogger("herald.retention")
 
@@ -41,6 +42,8 @@ GROUP = table_of(AlertGroup)
 INSTANCE = table_of(AlertInstance)
 NOTICE = table_of(AlertNotice)
 WINDOW = table_of(MaintenanceWindow)
+RUNG = table_of(Rung)
+CONFIRMATION = table_of(Confirmation)
 
 
 @dataclass
@@ -155,6 +158,8 @@ def _purge_notifications(store: Store, cutoff: float, purged: Purged) -> bool:
         )
         connection.execute(delete(NOTICE).where(NOTICE.c.notification_id.in_(ids)))
         connection.execute(delete(WINDOW).where(WINDOW.c.notification_id.in_(ids)))
+        connection.execute(delete(RUNG).where(RUNG.c.notification_id.in_(ids)))
+        connection.execute(delete(CONFIRMATION).where(CONFIRMATION.c.notification_id.in_(ids)))
         purged.notifications += _count(
             connection.execute(delete(NOTIFICATION).where(NOTIFICATION.c.id.in_(ids)))
         )

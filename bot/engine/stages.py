@@ -48,6 +48,7 @@ class PreparedNotice:
     urgent: bool  # a mandatory kind: an uncertain send is retried (a duplicate beats a miss)
     preferences_link: bool  # each copy carries the recipient's signed preferences link
     threads: Mapping[str, str] = field(default_factory=dict)  # a follow-up: person -> key it answers
+    confirm_link: bool = False  # each copy carries the recipient's signed confirmation link
 
 
 @dataclass
@@ -127,12 +128,18 @@ class Notices:
             reply=row.kind == "followup",
             deadline=row.deadline or None,
             window=_window(meta.get("window")),
+            confirm=bool(meta.get("confirm")),
         )
         self.notices[row.id] = notice
         # Signing a link per recipient costs an HMAC, so it is skipped where unused: channels without
         # a preferences link (SMS opts out by STOP) and mandatory kinds, which never carry one.
         link = self.spec.preferences_link and not mandatory
-        return PreparedNotice(self._channel_prepare(notice), mandatory, link)
+        return PreparedNotice(
+            self._channel_prepare(notice),
+            mandatory,
+            link,
+            confirm_link=notice.confirm and self.spec.name == "email",
+        )
 
     def _channel_prepare(self, notice: Notice) -> Prepared:
         return self.herald.channel(self.spec.name).prepare(notice)
@@ -171,6 +178,7 @@ async def send_one(
         message_key=f"{item.notification_id}.{item.id}",
         delivery_id=item.id,
         thread_key=notice.threads.get(item.person_id, ""),
+        confirm_url=herald.confirm_url(item.notification_id, item.person_id) if notice.confirm_link else "",
     )
     try:
         return await herald.channel(channel).send(notice.prepared, recipient)

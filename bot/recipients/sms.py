@@ -20,6 +20,7 @@ from dataclasses import dataclass
 OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
+CONFIRM = frozenset({"OK", "1"})  # not YES: Twilio reserves it for opting back in
 # Twilio error codes on a failed/undelivered callback that mean the number itself is bad or dead.
 SUPPRESSING_CODES = frozenset({"30003", "30005", "30006"})
 
@@ -29,6 +30,7 @@ class Command(enum.Enum):
     OPT_IN = "opt_in"
     HELP = "help"
     ACK = "ack"
+    CONFIRM = "confirm"
     OTHER = "other"
 
 
@@ -48,6 +50,8 @@ def read_inbound(body: str) -> Command:
         return Command.OPT_IN
     if word in HELP:
         return Command.HELP
+    if word in CONFIRM:
+        return Command.CONFIRM
     return Command.OTHER
 
 

@@ -47,3 +47,15 @@ class InboundSms(SQLModel, table=True):
     phone: str = Field(default="", max_length=32)
     received_at: float = Field(default=0.0)
     reply: str | None = Field(default=None, sa_type=Text)
+
+
+class Confirmation(SQLModel, table=True):
+    """A person's confirmation that they got a notification: the first one counts (when, on which
+    channel); repeats change nothing. See :mod:`bot.recipients.confirmations`."""
+
+    __tablename__ = "confirmation"
+
+    notification_id: str = Field(primary_key=True, max_length=32)
+    person_id: str = Field(primary_key=True, max_length=200)
+    at: float = Field(default=0.0)
+    channel: str = Field(default="", max_length=16)

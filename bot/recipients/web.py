@@ -5,7 +5,8 @@ function of :mod:`.preferences` or :mod:`.suppressions`, and render; nothing els
   ``POST /u/{token}`` — ``List-Unsubscribe=One-Click`` (RFC 8058, urlencoded or multipart) turns
   every non-mandatory kind off on email and answers 200 at once; any other POST saves the form.
   The signed token in the URL is the credential; an invalid or expired one gets a plain 404 page.
-- ``POST /hooks/twilio/inbound`` — STOP/START/HELP/ACK, answered with TwiML.
+- ``GET/POST /c/{token}`` — the email's confirmation link (:mod:`.confirm_web`).
+- ``POST /hooks/twilio/inbound`` — STOP/START/HELP/ACK, OK or 1 (confirm), answered with TwiML.
 - ``POST /hooks/twilio/status`` — delivery receipts, answered 204.
 
 Both Twilio routes check ``X-Twilio-Signature`` with twilio's ``RequestValidator`` over
@@ -36,7 +37,8 @@ from twilio.request_validator import (
 
 from bot.alerts.acks import ack_by_phone
 from bot.app import Herald
-from bot.recipients import inbound, pages, preferences, suppressions
+from bot.recipients import confirmations, inbound, pages, preferences, suppressions
+from bot.recipients.confirm_web import ConfirmPage
 from bot.recipients.rules import delivery_rules
 from bot.recipients.sms import Command, StatusReport, read_inbound
 from bot.tokens import read_token
@@ -45,6 +47,7 @@ log = logging.getLogger("herald.recipients")
 
 MAX_BODY = 64 * 1024
 NO_ALERT = "No open alert to acknowledge."
+CONFIRMED = "Thank you, your confirmation is recorded."
 SAVED = "Your preferences are saved. They apply from the next message on."
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -124,6 +127,7 @@ def recipient_routes(herald: Herald) -> list[BaseRoute]:
     handlers = RecipientHandlers(herald)
     return [
         Route("/u/{token}", handlers.page, methods=["GET", "POST"]),
+        Route("/c/{token}", ConfirmPage(herald, handlers.env, PAGE_HEADERS).handle, methods=["GET", "POST"]),
         Route("/hooks/twilio/inbound", handlers.inbound, methods=["POST"]),
         Route("/hooks/twilio/status", handlers.status, methods=["POST"]),
     ]
@@ -240,6 +244,10 @@ class RecipientHandlers:
             return self.herald.settings.twilio.help_text
         if command is Command.ACK:
             return await acknowledge(self.herald, phone, text.strip())
+        if command is Command.CONFIRM:
+            now = self.herald.clock.now()
+            found = await asyncio.to_thread(confirmations.confirm_by_phone, self.store, phone, now)
+            return CONFIRMED if found is not None else None
         return None
 
     async def status(self, request: Request) -> Response:

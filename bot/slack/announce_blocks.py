@@ -65,6 +65,7 @@ class PreviewFacts:
     deliver_within: float
     start_at: float | None = None
     window: tuple[float, float, Mapping[str, str]] | None = None  # maintenance: start, end, silence
+    ladder: tuple[str, ...] = ()  # the channel ladder's lines (bot.render.format_ladder), if any
 
 
 def needs_confirmation(audience: str, recipients: int, confirm_above: int) -> bool:
@@ -84,6 +85,8 @@ def preview_message(facts: PreviewFacts, token: str, confirm: bool) -> Message:
     if facts.window is not None:
         blocks.append(section(window_line(*facts.window)))
     blocks.append(section(_forecast_line(facts)))
+    if facts.ladder:
+        blocks.append(section(join("\n", [mrkdwn("{}", line) for line in facts.ladder])))
     if not facts.meets_sla:
         blocks.append(section(_sla_warning(facts)))
     send = _send_button(facts, token, confirm)
@@ -208,6 +211,7 @@ def announce_modal(
         },
         _optional(_text_input("window", "Maintenance window (optional)", "22:00-23:30 (UTC) or START..END")),
         _optional(_text_input("silence", "Silence alerts in the window (optional)", "service=db,env=prod")),
+        _confirm_input(),
         context(mrkdwn("Or type it: `{}`", named(USAGE, command))),
     ]
     return {
@@ -254,6 +258,18 @@ def _channels_input(offered: Sequence[str]) -> Block:
             "options": [_option(name, CHANNELS[name].label) for name in offered],
             "initial_options": [_option("email", "Email")],
         },
+    }
+
+
+def _confirm_input() -> Block:
+    """Ask every recipient to confirm (as ``--confirm``; the value is read by ``parse_modal_submission``)."""
+    option = _option("confirm", "Ask recipients to confirm they got it")
+    return {
+        "type": "input",
+        "block_id": "confirm",
+        "optional": True,
+        "label": plain("Confirmation"),
+        "element": {"type": "checkboxes", "action_id": "value", "options": [option]},
     }
 
 

@@ -3,7 +3,7 @@
 ::
 
     /announce                                   open the modal
-    /announce <severity> to <audience> via <channels>: <title> | <body>
+    /announce <severity> to <audience> via <channels> [confirm]: <title> | <body>
     /announce list | cancel ID | status ID | help
     /announce update ID: <text>                 a threaded follow-up to the same people
     /announce done ID: <text>                   the all-clear (also ends a maintenance window)
@@ -63,6 +63,8 @@ class AnnounceCommand:
     body: str
     window: str | None = None  # maintenance: "22:00-23:30" (UTC) or START..END (bot.alerts.maintenance)
     silence: str | None = None  # maintenance: key=value[,key=value]
+    confirm: bool = False  # the word ``confirm`` before the colon: ask recipients to confirm
+    rungs: tuple[tuple[str, ...], ...] = ()  # ``via slack,email>sms``: every rung; () for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +158,34 @@ def _parse_form(text: str) -> AnnounceCommand:
     severity = match["severity"].lower()
     if severity not in SEVERITIES:
         raise ParseError(f"unknown severity '{match['severity']}' (one of {', '.join(SEVERITIES)})")
-    channels = parse_channels(match["channels"])
+    channels_text, confirm = _confirm_word(match["channels"])
+    rungs = tuple(parse_channels(part) for part in channels_text.split(">"))
+    channels = tuple(dict.fromkeys(name for rung in rungs for name in rung))
     title, body = split_title_body(match["rest"])
     if not title:
         raise ParseError("the title is empty: write it after the colon")
     audience = strip_mention_labels(match["audience"].strip())
     window, silence = match["window"], match["silence"]
-    return AnnounceCommand(severity, audience, channels, unescape(title), unescape(body), window, silence)
+    ladder = rungs if len(rungs) > 1 else ()
+    return AnnounceCommand(
+        severity,
+        audience,
+        channels,
+        unescape(title),
+        unescape(body),
+        window=window,
+        silence=silence,
+        confirm=confirm,
+        rungs=ladder,
+    )
+
+
+def _confirm_word(text: str) -> tuple[str, bool]:
+    """``"email,sms confirm"`` → ``("email,sms", True)``: the channels and whether to confirm."""
+    head, _, last = text.strip().rpartition(" ")
+    if head and last.lower() == "confirm":
+        return head, True
+    return text, False
 
 
 def _what_is_missing(text: str) -> str:
@@ -255,9 +278,18 @@ def parse_modal_submission(
     _check_window(severity, window, silence, now, errors)
     if errors:
         raise ModalErrors(errors)
-    return ModalSubmission(
-        AnnounceCommand(severity, audience, channels, title, _typed(field("body")), window, silence), start_at
+    confirm = any(o.get("value") == "confirm" for o in field("confirm").get("selected_options") or ())
+    command = AnnounceCommand(
+        severity,
+        audience,
+        channels,
+        title,
+        _typed(field("body")),
+        window=window,
+        silence=silence,
+        confirm=confirm,
     )
+    return ModalSubmission(command, start_at)
 
 
 def _check_window(

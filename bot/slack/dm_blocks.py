@@ -64,9 +64,32 @@ def render_dm(notice: Notice) -> PreparedSlack:
         "{} *{}* · Herald notification `{}`", Mrkdwn(emoji), notice.severity, notice.notification_id
     )
     blocks.append({**context(about), "block_id": "about"})
+    if notice.confirm:
+        blocks.append(confirm_actions(notice.notification_id))
     preview = " ".join(body.split())
     text = fit(heading + (f": {preview}" if preview else ""), HEADER_MAX + FALLBACK_BODY)
     return PreparedSlack(text=text, blocks=tuple(blocks), notification_id=notice.notification_id)
+
+
+CONFIRM_ACTION = "confirm_receipt"
+
+
+def confirm_actions(notification_id: str) -> Block:
+    """The Confirm button (its value: the notification id; Slack tells who clicked)."""
+    button = {
+        "type": "button",
+        "action_id": CONFIRM_ACTION,
+        "style": "primary",
+        "text": {"type": "plain_text", "text": "Confirm"},
+        "value": notification_id,
+    }
+    return {"type": "actions", "block_id": "actions", "elements": [button]}
+
+
+def confirmed_blocks(blocks: list[Block], when: str) -> list[Block]:
+    """The DM's ``blocks`` with the Confirm button replaced by "Confirmed at ``when``"."""
+    done = {**context(mrkdwn(":white_check_mark: Confirmed at {}", when)), "block_id": "actions"}
+    return [done if block.get("block_id") == "actions" else block for block in blocks]
 
 
 def preferences_block(url: str) -> Block:

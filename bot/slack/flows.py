@@ -23,7 +23,9 @@ from bot.alerts import maintenance
 from bot.alerts.silences import sync_silences
 from bot.app import Herald
 from bot.engine.followup import FollowupError, followup
+from bot.engine.ladder_preview import ladder_preview
 from bot.metrics import HeraldMetrics
+from bot.render import format_ladder
 from bot.service import AnnounceError, AnnounceRequest, Preview
 from bot.slack import announce_blocks, blocks, pending, status_blocks
 from bot.slack.auth import Announcers, UserGroups, refusal_text, subteams_in
@@ -162,6 +164,8 @@ class AnnounceFlows:
             created_by=f"slack:{origin.user_id}",
             start_at=start_at,
             window=self._window(command),
+            meta={"confirm": True} if command.confirm else {},
+            rungs=command.rungs,
         )
 
     def _window(self, command: AnnounceCommand) -> maintenance.Window | None:
@@ -205,9 +209,11 @@ class AnnounceFlows:
         confirm = announce_blocks.needs_confirmation(
             request.audience, result.recipients, self.herald.settings.slack.confirm_above
         )
-        return Previewed(
-            message=announce_blocks.preview_message(preview_facts(request, result), token, confirm)
-        )
+        facts = preview_facts(request, result)
+        ladder = await self._call(ladder_preview, resolved, result)
+        if ladder is not None:
+            facts = replace(facts, ladder=tuple(format_ladder(ladder).splitlines()))
+        return Previewed(message=announce_blocks.preview_message(facts, token, confirm))
 
     async def _keep_pending(self, origin: Origin, request: AnnounceRequest, result: Preview) -> str:
         """Store the request until Send; returns the token the preview's buttons carry."""
@@ -254,7 +260,7 @@ class AnnounceFlows:
             return
         channel = entry.channel_id or origin.channel_id
         meta = {"slack_channel": channel, "slack_user": origin.user_id, "forecast_s": entry.forecast_seconds}
-        request = await self._with_groups(replace(entry.request, meta=meta))
+        request = await self._with_groups(replace(entry.request, meta={**entry.request.meta, **meta}))
         notification_id: str = await self._call(service.announce, request)
         self.metrics.announcements.labels(source="slack").inc()
         if self.on_queued is not None:

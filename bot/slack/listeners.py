@@ -29,6 +29,7 @@ from bot.alerts.slack_message import ACK_ACTION, RESOLVE_ACTION
 from bot.metrics import HeraldMetrics
 from bot.service import AnnounceRequest
 from bot.slack import announce_blocks, blocks, pending
+from bot.slack import confirm as slack_confirm
 from bot.slack.auth import refusal_text
 from bot.slack.blocks import Block
 from bot.slack.commands import (
@@ -45,6 +46,7 @@ from bot.slack.commands import (
     parse_announce_command,
     parse_modal_submission,
 )
+from bot.slack.dm_blocks import CONFIRM_ACTION
 from bot.slack.flows import AnnounceFlows, Origin, Previewed, Reply, ephemeral_reply, field_of
 from bot.slack.mrkdwn import Mrkdwn
 from bot.slack.tasks import TaskSet
@@ -240,6 +242,20 @@ class Listeners:
         if answer is not None:
             await reply(*blocks.error_message(answer))
 
+    async def confirm_action(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        """Confirm on a notification DM (value: the notification id)."""
+        await ack()
+        self.metrics.slack_requests.labels(kind="action").inc()
+        reply = respond_reply(respond)
+        self._spawn(self._confirm(body, action, reply), reply, "confirm")
+
+    async def _confirm(self, body: dict[str, Any], action: dict[str, Any], reply: Reply) -> None:
+        answer = await slack_confirm.on_confirm(self.flows.herald, self.flows.client, body, action)
+        if answer is not None:
+            await reply(*blocks.error_message(answer))
+
     async def home_opened(self, event: dict[str, Any]) -> None:
         """``app_home_opened`` (acked by Bolt): publish the Home tab."""
         self.metrics.slack_requests.labels(kind="event").inc()
@@ -261,5 +277,6 @@ def register(app: AsyncApp, listeners: Listeners) -> None:
     app.view(blocks.MODAL_CALLBACK)(listeners.submit)
     app.action(ACK_ACTION)(listeners.alert_action)
     app.action(RESOLVE_ACTION)(listeners.alert_action)
+    app.action(CONFIRM_ACTION)(listeners.confirm_action)
     app.event("app_home_opened")(listeners.home_opened)
     app.error(listeners.error)

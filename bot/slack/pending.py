@@ -62,6 +62,8 @@ def save(herald: Herald, pending: Pending) -> None:
         "start_at": request.start_at,
         "recipients": pending.recipients,
         "forecast_s": pending.forecast_seconds,
+        "meta": request.meta,
+        "rungs": [list(rung) for rung in request.rungs],
     }
     if request.window is not None:  # a maintenance window (bot.alerts.maintenance)
         window = request.window
@@ -93,6 +95,8 @@ def load(herald: Herald, token: str) -> Pending | None:
         start_at=detail.get("start_at"),
         idempotency_key=f"slack:{token}",
         window=Window(*detail["window"]) if detail.get("window") else None,
+        meta=dict(detail.get("meta") or {}),
+        rungs=tuple(tuple(str(c) for c in rung) for rung in detail.get("rungs") or ()),
     )
     return Pending(
         token=token,

@@ -128,6 +128,8 @@ def is_final(status: Mapping[str, Any], now: float) -> bool:
     """Nothing left in flight, and done, cancelled or started (a cancel leaves in-flight sends to end)."""
     if int(status.get("left") or 0) > 0:
         return False
+    if status.get("state") != "cancelled" and any(r["started_at"] is None for r in status.get("rungs") or ()):
+        return False  # a later rung of its channel ladder has not started yet (bot.engine.rungs)
     return status.get("state") in ("done", "cancelled") or float(status.get("start_at") or 0.0) <= now
 
 

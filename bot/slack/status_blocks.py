@@ -220,7 +220,18 @@ def _reach(status: Mapping[str, Any]) -> str:
     judged = int(people["reached"]) + int(people["unreached"])
     target = sla.get("reach_target")
     goal = f", target {_pct(float(target))}" if target is not None else ""
-    return f" · reached {people['reached']} of {judged} people ({_pct(float(sla['reach']))}{goal})"
+    reached = f" · reached {people['reached']} of {judged} people ({_pct(float(sla['reach']))}{goal})"
+    return reached + _confirmed(status)
+
+
+def _confirmed(status: Mapping[str, Any]) -> str:
+    """`` · confirmed 3, not confirmed 2, unreachable 1`` when the notification asks to confirm."""
+    people = status.get("people") or {}
+    if not (status.get("meta") or {}).get("confirm"):
+        return ""
+    confirmed = int(people.get("confirmed", 0))
+    waiting = max(0, int(people["reached"]) + int(people["unreached"]) - confirmed)
+    return f" · confirmed {confirmed}, not confirmed {waiting}, unreachable {people['unreachable']}"
 
 
 def _pct(share: float) -> str:

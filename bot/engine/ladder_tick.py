@@ -1,0 +1,80 @@
+"""The rung tick: start each later rung of a channel ladder at its latest safe time.
+
+Run by ``herald serve``'s scheduler (a :class:`~bot.server.Job`) and by ``announce --wait``. For
+each notification with a pending rung it counts the people left, forecasts how long the rung's
+channels take to send to them (:mod:`bot.engine.forecast`, with the throttles, caps and queues of
+the moment) and starts the rung (:func:`bot.engine.rungs.start`) once the clock reaches
+:func:`bot.engine.ladder.latest_start`, or at once when nobody is left. Re-planned every tick, so a
+confirmation arriving late moves the start (fewer people left: a shorter send, a later start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot import service
+from bot.app import Herald
+from bot.engine import rungs
+from bot.engine.forecast import forecast
+from bot.engine.ladder import latest_start
+from bot.engine.rungs import PendingRung
+from bot.recipients.rules import delivery_rules
+from channels.base import Notice
+
+log = logging.getLogger("herald.ladder")
+
+TICK_EVERY = 2.0  # seconds between rung ticks in serve
+
+
+def send_seconds(herald: Herald, rung: PendingRung, people: int, now: float) -> float:
+    """Forecast seconds to hand the rung's message to ``people`` on each of its channels."""
+    mandatory = herald.settings.is_mandatory(rung.severity)
+    notice = Notice(
+        rung.notification_id, rung.severity, rung.title, rung.body, mandatory, confirm=rung.confirm
+    )
+    loads = [
+        service.channel_load(
+            herald, name, people, herald.channel(name).prepare(notice).cost, rung.deadline, now
+        )
+        for name in rung.channels
+    ]
+    return forecast(loads, now, rung.deadline).seconds
+
+
+def starts_at(herald: Herald, rung: PendingRung, people: int, now: float) -> float:
+    """When ``rung`` must start to reach ``people`` by its deadline."""
+    within = herald.settings.sla_for(rung.severity).deliver_within
+    return latest_start(rung.deadline, send_seconds(herald, rung, people, now), within)
+
+
+def start_due_rungs(herald: Herald) -> list[tuple[str, int, int]]:
+    """Start every rung that is due; ``(notification id, rung, people)`` of those started."""
+    now = herald.clock.now()
+    rules = delivery_rules(herald.settings)
+    started = []
+    for rung in rungs.pending(herald.store, now):
+        left = rungs.count_left(herald.store, rung)
+        if left and now < starts_at(herald, rung, left, now):
+            continue
+        people = rungs.start(herald.store, rung, rules, now)
+        if people is not None:
+            log.info(
+                "%s: rung %d (%s) started for %d people",
+                rung.notification_id,
+                rung.idx,
+                ",".join(rung.channels),
+                people,
+            )
+            started.append((rung.notification_id, rung.idx, people))
+    return started
+
+
+def rung_tick(herald: Herald) -> Callable[[], Awaitable[None]]:
+    """The scheduler job for ``herald serve``."""
+
+    async def tick() -> None:
+        await asyncio.to_thread(start_due_rungs, herald)
+
+    return tick
