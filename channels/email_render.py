@@ -49,9 +49,9 @@ from channels.email_headers import (
 from channels.templating import Templates
 
 __all__ = [
-    "Spliced",
     "OutgoingEmail",
     "PreparedEmail",
+    "Spliced",
     "build_message",
     "clean_header_text",
     "clean_url",
