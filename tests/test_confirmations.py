@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -130,7 +131,7 @@ def text_part(message: Any) -> str:
 
 
 async def sms_reply(s: Setup, phone: str, text: str) -> httpx.Response:
-    params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + "0" * 32}
+    params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + uuid.uuid4().hex}
     signature = RequestValidator(TWILIO_TOKEN).compute_signature(
         "http://127.0.0.1:8080/hooks/twilio/inbound", params
     )

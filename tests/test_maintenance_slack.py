@@ -71,7 +71,7 @@ def progress_ts(h: Harness, nid: str) -> str:
             ).scalar_one()
     finally:
         store.dispose()
-    return str(json.loads(meta)["slack_ts"])
+    return str(json.loads(meta).get("slack_ts", ""))
 
 
 async def command(h: Harness, text: str, key: str, user: str = ANNOUNCER) -> dict[str, Any]:
@@ -174,6 +174,7 @@ async def test_modal_window_fields_are_checked_and_stored(h: Harness) -> None:
 async def test_done_button_on_the_progress_message_sends_the_all_clear_once(h: Harness) -> None:
     nid = await send_typed(h, TYPED)
     await eventually(lambda: len(h.smtp.messages) == 2 and len(h.twilio.messages) == 3, timeout=40)
+    await eventually(lambda: bool(progress_ts(h, nid)), timeout=40)  # the progress message is posted
     ts = progress_ts(h, nid)
     progress = h.slack.messages[(CHANNEL, ts)]
     await eventually(lambda: "announce_done" in json.dumps(progress.blocks), timeout=40)
