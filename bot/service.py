@@ -20,13 +20,13 @@ from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
 from bot.directory.reach import reach
-from bot.engine import caps, ledger, rungs
+from bot.engine import caps, ledger, notice_state, rungs
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
-from bot.engine.delays import miss_causes, notification_delays
+from bot.engine.delays import notification_delays
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
 from bot.people import People, people_counts, sla_document
-from bot.recipients.bounce_state import BOUNCED, bounce_summary, bounced_or_state
+from bot.recipients.bounce_state import BOUNCED, bounced_or_state
 from bot.recipients.confirmations import confirmed_count
 from bot.recipients.rules import delivery_rules, opt_out_conditions
 from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
@@ -201,7 +201,7 @@ def announce(herald: Herald, request: AnnounceRequest) -> str:
     if recipients is None:  # a concurrent request with the same key stored it first
         return notification_id
     if recipients == 0:
-        ledger.cancel(herald.store, new.id, new.created_at)
+        notice_state.cancel(herald.store, new.id, new.created_at)
         raise AnnounceError(f"no one matches {request.audience!r}")
     detail = {
         "audience": request.audience,
@@ -248,7 +248,7 @@ def _meta(request: AnnounceRequest) -> dict[str, Any]:
 
 
 def cancel(herald: Herald, notification_id: str, actor: str) -> int:
-    count = ledger.cancel(herald.store, notification_id, herald.clock.now())
+    count = notice_state.cancel(herald.store, notification_id, herald.clock.now())
     audit(herald, actor, "cancel", notification_id, True, {"cancelled": count})
     return count
 
@@ -378,48 +378,3 @@ def scheduled(herald: Herald) -> list[dict[str, Any]]:
             ).all()
         ]
     return [s for s in (status(herald, i) for i in ids) if s is not None]
-
-
-def report(herald: Herald, since: float) -> dict[str, Any]:
-    """Delivery and SLA report over every notification created since ``since``, with alert ack SLAs."""
-    from bot.alerts.report import alert_report, sla_summary
-
-    items = recent(herald, limit=0, since=since)
-    totals: dict[str, dict[str, int]] = {}
-    people = People()
-    for item in items:
-        people += People(**item["people"])
-        for channel, states in item["channels"].items():
-            bucket = totals.setdefault(channel, {})
-            for state, count in states.items():
-                bucket[state] = bucket.get(state, 0) + count
-    return {
-        "since": since,
-        "notifications": len(items),
-        "channels": totals,
-        "people": {**people.as_json(), "reach": people.reach},
-        "sla": {**sla_summary(item["sla"]["met"] for item in items), "causes": miss_causes(items)},
-        "items": items,
-        "alerts": alert_report(herald, since),
-        "workers": sent_by_worker(herald, since),
-        "bounces": bounces_since(herald, since),
-    }
-
-
-def bounces_since(herald: Herald, since: float) -> dict[str, Any]:
-    with herald.store.begin() as connection:
-        return bounce_summary(connection, DELIVERY, NOTIFICATION, since)
-
-
-def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:
-    """Who sent what: attempts per dispatcher (serve/worker id) and outcome since ``since``."""
-    result: dict[str, dict[str, int]] = {}
-    with herald.store.begin() as connection:
-        rows = connection.execute(
-            select(ATTEMPT.c.worker, ATTEMPT.c.outcome, func.count())
-            .where(ATTEMPT.c.at >= since)
-            .group_by(ATTEMPT.c.worker, ATTEMPT.c.outcome)
-        ).all()
-    for worker, outcome, count in rows:
-        result.setdefault(str(worker), {})[str(outcome)] = int(count)
-    return result

@@ -18,7 +18,7 @@ from bot import service
 from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import ConfigError, load_settings
-from bot.engine import ledger, retention, rungs
+from bot.engine import notice_state, retention, rungs
 from bot.engine.ladder import LadderError, RungPlan, latest_start, parse_rungs, plan
 from bot.engine.ladder_tick import start_due_rungs, starts_at
 from bot.engine.sms_cost import country_of, most_cost
@@ -136,7 +136,7 @@ def test_a_rung_starts_at_its_latest_safe_time_for_the_people_left_once(
     assert status is not None and status["rungs"] == [
         {"rung": 1, "channels": ["sms"], "started_at": None, "people": 0}
     ]
-    assert ledger.finish_notifications(store, t0 + 1, [nid]) == []  # a pending rung keeps it open
+    assert notice_state.finish_notifications(store, t0 + 1, [nid]) == []  # a pending rung keeps it open
     for i in range(4):
         assert confirm(store, nid, f"p{i}", "email", t0 + 10) is not None
     [pending] = rungs.pending(store, t0)

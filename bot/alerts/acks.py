@@ -33,7 +33,7 @@ from bot.alerts.notify import (
 )
 from bot.alerts.outbox import flush
 from bot.app import Herald
-from bot.engine import ledger
+from bot.engine import notice_state
 
 
 def _explain(row: Mapping[str, Any] | None, group_id: str) -> AckOutcome:
@@ -62,7 +62,7 @@ def _cancel_chain(herald: Herald, group_id: str, now: float) -> int:
                 )
             ).scalars()
         ]
-    return sum(ledger.cancel(herald.store, nid, now) for nid in ids)
+    return sum(notice_state.cancel(herald.store, nid, now) for nid in ids)
 
 
 def acknowledge(herald: Herald, group_id: str, actor: str) -> AckOutcome:

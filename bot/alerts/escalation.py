@@ -47,7 +47,7 @@ from bot.alerts.outbox import flush, guarded
 from bot.alerts.silences import sync_silences
 from bot.alerts.window_end import close_due, post_overrun_notices
 from bot.app import Herald
-from bot.engine import ledger
+from bot.engine import notice_state
 from bot.engine.create import NewNotification, ensure_notification, new_notification_id
 from bot.recipients.rules import delivery_rules
 
@@ -165,7 +165,7 @@ def _take(herald: Herald, row: Mapping[str, Any], chain: Chain, step: Step, now:
         return nid
     if current is not None and (current["acked_at"] is not None or current["state"] != "firing"):
         # Acknowledged or resolved while the step was being written: it must not go out.
-        ledger.cancel(herald.store, nid, now)
+        notice_state.cancel(herald.store, nid, now)
         for member in about:
             forget_notice(herald.store, member, nid)
     return None

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot import runtime, service
+from bot import reports, runtime, service
 from bot.alerts import maintenance
 from bot.alerts.silences import sync_silences
 from bot.app import Herald
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         """Delivery and SLA report over many notifications."""
         window = since_seconds(since)
         with open_herald(config) as herald:
-            result = service.report(herald, herald.clock.now() - window)
+            result = reports.report(herald, herald.clock.now() - window)
         print(json.dumps(result, indent=2) if as_json else format_report(result))
 
     @app.command()

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bot import service
+from bot import reports, service
 from bot.alerts.escalation import alert_tick
 from bot.alerts.intake import parse_generic
 from bot.alerts.lifecycle import ingest
@@ -209,7 +209,7 @@ async def run_demo(people: int = 300) -> int:
                 print()
                 await demo_alert(herald)
                 print()
-                print(format_report(service.report(herald, herald.clock.now() - 3600)))
+                print(format_report(reports.report(herald, herald.clock.now() - 3600)))
             finally:
                 await herald.aclose()
     return 0

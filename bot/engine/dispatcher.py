@@ -14,7 +14,7 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import Herald
-from bot.engine import ledger, workers
+from bot.engine import ledger, notice_state, workers
 from bot.engine.health import OutageNotifier
 from bot.engine.listen import listen_for_work
 from bot.engine.runner import ChannelRunner
@@ -76,7 +76,7 @@ class Dispatcher:
                 if self.registered:
                     await asyncio.to_thread(workers.unregister, store, self.worker_id)
                 await asyncio.to_thread(ledger.release, store, self.worker_id, clock.now())
-                await asyncio.to_thread(ledger.finish_notifications, store, clock.now())
+                await asyncio.to_thread(notice_state.finish_notifications, store, clock.now())
             except SQLAlchemyError as exc:
                 # Claims left behind are taken over by the cluster when their lease ends.
                 log.warning("releasing claims at stop failed (%s)", database_reason(exc))

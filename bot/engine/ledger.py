@@ -327,22 +327,6 @@ def _queued_unless_cancelled() -> Any:
     return case((cancelled, "cancelled"), else_="queued")
 
 
-def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:
-    """Which of these notifications were cancelled."""
-    id_list = list(ids)
-    if not id_list:
-        return set()
-    with store.one_statement() as connection:
-        return {
-            str(row[0])
-            for row in connection.execute(
-                select(NOTIFICATION.c.id).where(
-                    NOTIFICATION.c.id.in_(id_list), NOTIFICATION.c.state == "cancelled"
-                )
-            )
-        }
-
-
 def reclaim_expired(store: Store, now: float) -> int:
     """Deliveries whose lease ran out (their worker died) become claimable again."""
     with store.begin() as connection:
@@ -364,45 +348,3 @@ def requeue(store: Store, connection: Any, condition: Any, now: float) -> int:
     if channels:
         announce_work(store, connection, channels)
     return len(channels)
-
-
-def finish_notifications(store: Store, now: float, ids: Iterable[str] | None = None) -> list[str]:
-    """Mark notifications with no open delivery and no pending rung (bot.engine.rungs) left as done;
-    returns the ids that finished."""
-    still_open = exists().where(
-        DELIVERY.c.notification_id == NOTIFICATION.c.id, DELIVERY.c.state.in_(OPEN_STATES)
-    )
-    pending_rung = exists().where(RUNG.c.notification_id == NOTIFICATION.c.id, RUNG.c.started_at.is_(None))
-    condition = and_(NOTIFICATION.c.state.in_(("scheduled", "queued", "sending")), ~still_open, ~pending_rung)
-    id_list = list(ids) if ids is not None else None
-    if id_list is not None:
-        if not id_list:
-            return []
-        condition = and_(condition, NOTIFICATION.c.id.in_(id_list))
-    with store.begin() as connection:
-        finished = [
-            row[0]
-            for row in connection.execute(
-                update(NOTIFICATION)
-                .where(condition)
-                .values(state="done", finished_at=now)
-                .returning(NOTIFICATION.c.id)
-            ).all()
-        ]
-    return finished
-
-
-def cancel(store: Store, notification_id: str, now: float) -> int:
-    """Cancel every delivery not yet handed to a provider; returns how many."""
-    with store.begin() as connection:
-        result = connection.execute(
-            update(DELIVERY)
-            .where(DELIVERY.c.notification_id == notification_id, DELIVERY.c.state.in_(CLAIMABLE))
-            .values(state="cancelled", reason="cancelled", updated_at=now)
-        )
-        connection.execute(
-            update(NOTIFICATION)
-            .where(NOTIFICATION.c.id == notification_id, NOTIFICATION.c.state.not_in(("done",)))
-            .values(state="cancelled", finished_at=now)
-        )
-    return int(result.rowcount)

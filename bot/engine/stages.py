@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import Herald
 from bot.channel_specs import ChannelSpec
-from bot.engine import ledger
+from bot.engine import ledger, notice_state
 from bot.engine.ledger import Claimed, Outcome
 from bot.store import database_reason
 from bot.tables import Delivery, DeliveryState, Notification, table_of
@@ -146,7 +146,9 @@ class Notices:
 
     async def refresh_cancelled(self) -> None:
         if self.by_id:
-            self.cancelled = await asyncio.to_thread(ledger.cancelled_among, self.herald.store, self.by_id)
+            self.cancelled = await asyncio.to_thread(
+                notice_state.cancelled_among, self.herald.store, self.by_id
+            )
 
     def forget(self, ids: Iterable[str]) -> None:
         for notification_id in ids:
@@ -261,7 +263,7 @@ class GroupCommit:
         ids, self.touched = self.touched, set()
         try:
             return await asyncio.to_thread(
-                ledger.finish_notifications, self.herald.store, self.herald.clock.now(), ids
+                notice_state.finish_notifications, self.herald.store, self.herald.clock.now(), ids
             )
         except SQLAlchemyError:
             self.touched |= ids  # checked again next time

@@ -21,7 +21,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from bot.engine import ledger
+from bot.engine import notice_state
 from bot.recipients.quiet_hours import QuietWindow, parse_clock
 from bot.recipients.rules import DeliveryRules
 from bot.recipients.tables import ALL_KINDS, QUIET_MODES, PersonSettings, Preference
@@ -194,7 +194,7 @@ def save(
             )
         )
         suppressed, touched = _apply_to_waiting(connection, rules, person_id, now)
-    ledger.finish_notifications(store, now, touched)
+    notice_state.finish_notifications(store, now, touched)
     return suppressed
 
 
@@ -217,7 +217,7 @@ def unsubscribe_email(store: Store, rules: DeliveryRules, person_id: str, now: f
             ],
         )
         suppressed, touched = _apply_to_waiting(connection, rules, person_id, now)
-    ledger.finish_notifications(store, now, touched)
+    notice_state.finish_notifications(store, now, touched)
     return suppressed
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from bot.channel_specs import spec
-from bot.engine import ledger
+from bot.engine import notice_state
 from bot.recipients.sms import StatusReport, ledger_state, predecessors
 from bot.store import Store
 from bot.tables import Delivery, Suppression
@@ -78,7 +78,7 @@ def add(store: Store, channel: str, address: str, reason: str, source: str, now:
         touched = _suppress_waiting(
             connection, channel, address, "opted_out" if source == "sms-stop" else "suppressed", now
         )
-    ledger.finish_notifications(store, now, touched)
+    notice_state.finish_notifications(store, now, touched)
     return len(touched)
 
 
