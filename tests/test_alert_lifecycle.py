@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.alerts import escalation, notify
 from bot.alerts.acks import ack_by_phone, acknowledge, resolve
@@ -284,6 +284,15 @@ def test_ack_by_sms_acks_the_latest_open_group_that_paged_the_number(herald: Her
     one = ingest(herald, batch(firing("LinkDown", team="net"))).groups[0]
     advance(herald, 5)
     two = ingest(herald, batch(firing("BgpDown", team="net"))).groups[0]
+    assert ack_by_phone(herald, "+4915110000001", " ack ") == (
+        "Herald: no open alert waiting for an acknowledgement paged this number."
+    )  # queued pages are no page yet: a bare ACK answers only what reached the phone
+    with herald.store.begin() as connection:  # the dispatcher hands both pages to Twilio
+        connection.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.channel == "sms")
+            .values(state="sent", sent_at=herald.clock.now())
+        )
     assert ack_by_phone(herald, "+4915110000001", "STOP") is None
     assert ack_by_phone(herald, "+4915110000004", "ack") == (
         "Herald: no open alert waiting for an acknowledgement paged this number."
