@@ -2,8 +2,8 @@
 over httpx's ASGI transport): random and adversarial bodies (wrong types, deep nesting, huge numbers,
 bad dates, invalid UTF-8, lone surrogates, oversized), signed and unsigned, with missing or odd
 ``Authorization``. The property: a 2xx, or a 4xx in the route's documented form (a JSON error; Twilio's
-plain-text refusal or TwiML; the preferences page's HTML); never a 5xx; nothing stored on a 4xx; no
-traceback in the log. Bounded and derandomized so CI is deterministic; the requests per route are
+plain-text refusal or TwiML; the preferences and confirmation pages' HTML); never a 5xx; nothing stored
+on a 4xx; no traceback in the log. Bounded and derandomized so CI is deterministic; the requests per route are
 printed (run with ``-s``) for the issue's note.
 """
 
@@ -32,18 +32,22 @@ from bot.alerts.tables import AlertGroup, AlertInstance
 from bot.alerts.web import alert_routes
 from bot.app import Herald
 from bot.config import load_settings
+from bot.recipients.bounce_web import bounce_routes
+from bot.recipients.confirmations import make_confirm_token
+from bot.recipients.tables import Confirmation
 from bot.recipients.web import recipient_routes
 from bot.server import HeraldServer
 from bot.standins.slack import SlackStandIn
-from bot.tables import Delivery, Notification, Person, table_of
+from bot.tables import Delivery, Notification, Person, Suppression, table_of
 from bot.tokens import make_token
 
 AM_TOKEN = "am-fuzz-token"
 GENERIC_TOKEN = "generic-fuzz-token"
 GRAFANA_SECRET = "grafana-fuzz-secret"
+BOUNCE_TOKEN = "bounce-fuzz-token"
 PUBLIC_URL = "http://127.0.0.1:8080"
 OVERSIZED = 4 * 1024 * 1024 + 1
-STORED = [table_of(t) for t in (AlertGroup, AlertInstance, Notification, Delivery)]
+STORED = [table_of(t) for t in (AlertGroup, AlertInstance, Notification, Delivery, Suppression, Confirmation)]
 
 EXTRA_TOML = f"""
 [webhooks.alertmanager]
@@ -52,6 +56,8 @@ token = "{AM_TOKEN}"
 token = "{GENERIC_TOKEN}"
 [webhooks.grafana]
 hmac_secret = "{GRAFANA_SECRET}"
+[webhooks.bounces]
+token = "{BOUNCE_TOKEN}"
 [[routes]]
 match = {{ team = "core" }}
 audience = "everyone"
@@ -95,6 +101,13 @@ GENERIC: dict[str, Any] = {
     "description": "97 %",
     "status": "firing",
     "fingerprint": "f-1",
+}
+BOUNCE: dict[str, Any] = {
+    "recipient": "alice@example.com",
+    "status": "5.1.1",
+    "action": "failed",
+    "message_id": "<fuzz-1@herald>",
+    "diagnostic": "550 5.1.1 user unknown",
 }
 
 # Values that broke parsers before (issue 15): deep nesting, huge numbers, bad dates, surrogates.
@@ -222,7 +235,7 @@ AUTH_ODDITIES = [
 
 
 def hook_calls(route: str, template: dict[str, Any]) -> st.SearchStrategy[Call]:
-    token = AM_TOKEN if route == "/hooks/alertmanager" else GENERIC_TOKEN
+    token = {"/hooks/alertmanager": AM_TOKEN, "/hooks/bounces": BOUNCE_TOKEN}.get(route, GENERIC_TOKEN)
 
     def signed(body: bytes, how: str, odd: dict[str, str]) -> Call:
         if how == "token":
@@ -263,7 +276,7 @@ def twilio_calls(route: str) -> st.SearchStrategy[Call]:
     return st.builds(build, params, st.booleans(), raw)
 
 
-def page_calls(token: str) -> st.SearchStrategy[Call]:
+def page_calls(token: str, prefix: str = "/u/") -> st.SearchStrategy[Call]:
     tokens = st.one_of(
         st.just(token),
         st.just(token),
@@ -287,7 +300,7 @@ def page_calls(token: str) -> st.SearchStrategy[Call]:
             "application/json",
         ]
     )
-    return st.builds(lambda t, b, c: Call(f"/u/{t}", b, {"Content-Type": c}), tokens, forms, types)
+    return st.builds(lambda t, b, c: Call(f"{prefix}{t}", b, {"Content-Type": c}), tokens, forms, types)
 
 
 def slack_calls() -> st.SearchStrategy[Call]:
@@ -320,6 +333,7 @@ class Fuzzed:
     http: httpx.AsyncClient
     herald: Herald
     token: str
+    confirm_token: str
     requests: Counter[str] = field(default_factory=Counter)
     server_errors: int = 0
 
@@ -334,7 +348,7 @@ class Fuzzed:
         headers = {name: value.encode("utf-8", "surrogatepass") for name, value in call.headers.items()}
         posted = self.http.post(call.route, content=call.body, headers=headers)
         response = self.loop.run_until_complete(posted)
-        label = "/u/{token}" if call.route.startswith("/u/") else call.route
+        label = next((f"{p}{{token}}" for p in ("/u/", "/c/") if call.route.startswith(p)), call.route)
         self.requests[label] += 1
         if response.status_code >= 500:
             self.server_errors += 1
@@ -349,7 +363,7 @@ def assert_refusal_form(route: str, response: httpx.Response) -> None:
     kind = response.headers.get("content-type", "")
     if route.startswith("/hooks/twilio"):
         assert kind.startswith(("text/plain", "text/xml", "application/json")), (route, kind)
-    elif route == "/u/{token}":
+    elif route in ("/u/{token}", "/c/{token}"):
         assert kind.startswith(("text/html", "application/json")), (route, kind)
     else:
         assert kind.startswith("application/json"), (route, kind, response.text[:200])
@@ -371,14 +385,23 @@ def fuzzed(db_url: str, tmp_path: Path) -> Iterator[Fuzzed]:
     herald = Herald.build(settings_)
     with herald.store.session() as session:
         session.add(Person(id="alice", name="Alice", email="alice@example.com", phone="+4915110000001"))
+        session.add(Notification(id="nfuzz", severity="high", title="Fuzz", meta='{"confirm": true}'))
         session.commit()
-    routes = [*recipient_routes(herald), *alert_routes(herald)]
+        session.add(
+            Delivery(
+                notification_id="nfuzz", person_id="alice", channel="email", address="alice@example.com",
+                state="sent", provider_id="<fuzz-1@herald>",
+            )
+        )  # fmt: skip
+        session.commit()
+    routes = [*recipient_routes(herald), *alert_routes(herald), *bounce_routes(herald)]
     server = HeraldServer(settings_, herald=herald, routes=routes, dispatch=False)
     transport = httpx.ASGITransport(app=server.app)
     http = httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080", timeout=60)
     token = make_token(herald.token_key(), "alice", herald.clock.now())
+    confirm_token = make_confirm_token(herald.token_key(), "nfuzz", "alice", herald.clock.now())
     try:
-        yield Fuzzed(loop, http, herald, token)
+        yield Fuzzed(loop, http, herald, token, confirm_token)
     finally:
         loop.run_until_complete(http.aclose())
         loop.run_until_complete(server.stop())
@@ -399,6 +422,8 @@ ROUTES = [
     "/hooks/twilio/inbound",
     "/u/{token}",
     "/slack/events",
+    "/hooks/bounces",
+    "/c/{token}",
 ]
 
 
@@ -406,12 +431,14 @@ def test_adversarial_corpus_on_every_post_route(fuzzed: Fuzzed, caplog: pytest.L
     """The fixed corpus (every nasty raw body, oversized bodies, every odd Authorization) on every route."""
     caplog.set_level(logging.INFO)
     for route in ROUTES:
-        path = route.replace("{token}", fuzzed.token)
+        token = fuzzed.confirm_token if route.startswith("/c/") else fuzzed.token
+        path = route.replace("{token}", token)
         for body in [*NASTY_RAW, b"x" * OVERSIZED]:
             for headers in AUTH_ODDITIES[:4]:
                 fuzzed.send(Call(path, body, headers))
         refused = fuzzed.send(Call(path, b"{" * OVERSIZED, {"Authorization": f"Bearer {AM_TOKEN}"}))
-        assert refused.status_code in (401, 403, 404, 413), (route, refused.status_code)
+        if route != "/c/{token}":  # the Confirm button's POST carries no body: it is never read
+            assert refused.status_code in (401, 403, 404, 413), (route, refused.status_code)
     assert_no_traceback(caplog)
     print(f"\nadversarial corpus: {dict(fuzzed.requests)}; 5xx: {fuzzed.server_errors}")
     assert fuzzed.server_errors == 0
@@ -428,10 +455,12 @@ def test_random_bodies_on_every_post_route(fuzzed: Fuzzed, caplog: pytest.LogCap
         twilio_calls("/hooks/twilio/inbound"),
         page_calls(fuzzed.token),
         slack_calls(),
+        hook_calls("/hooks/bounces", BOUNCE),
+        page_calls(fuzzed.confirm_token, "/c/"),
     )
 
     @settings(
-        max_examples=560,
+        max_examples=720,
         deadline=None,
         derandomize=True,
         database=None,
