@@ -148,3 +148,37 @@ def test_reports_fail_suppress_or_change_nothing(  # type: ignore[no-untyped-def
 def test_the_slack_progress_counts_bounced_as_failed() -> None:
     counted = tally({"email": {"sent": 2, "bounced": 1, "failed": 1}, "sms": {"delivered": 1}})
     assert (counted.total, counted.sent, counted.failed, counted.left) == (5, 3, 2, 0)
+
+
+def test_a_hard_bounce_for_one_person_misses_the_critical_sla(  # type: ignore[no-untyped-def]
+    cli,
+    hook: tuple[str, BounceWeb],
+    peers: Peers,
+    db_url: str,
+) -> None:
+    """Issue 14: ``announce --severity critical --wait`` meets the SLA; a hard bounce for one person,
+    reported later on the webhook, moves reach below 1.0 and status/report then say the SLA was missed."""
+    config, server = hook
+    sent = announce_json(cli, config, "dept:engineering", "email", "critical", "Core switch down")
+    people = len(peers.smtp.messages)
+    assert people >= 3 and sent["people"]["reached"] == people, sent["people"]
+    assert sent["sla"]["met"] is True and sent["sla"]["reach"] == 1.0 and sent["sla"]["reach_target"] == 1.0
+    address = "p0@example.com"
+    verp = return_paths(peers)[address]
+    body = {"recipient": address, "status": "5.1.1", "action": "failed", "token": verp, "diagnostic": "550"}
+    answer = server.http.post(HOOK, json=body, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["outcome"] == "suppressed", answer.text
+
+    status = json.loads(cli("status", sent["id"], "--json", "--config", config).stdout)
+    assert status["people"]["reached"] == people - 1 and status["people"]["unreached"] == 1
+    assert status["sla"]["reach"] == (people - 1) / people < 1.0
+    assert status["sla"]["met"] is False
+    text = cli("status", sent["id"], "--config", config).stdout
+    assert "MISSED" in text and f"reached {people - 1}, unreached 1" in text, text
+    assert "reach 100%" not in text and "(target 100%)" in text, text
+    report = json.loads(cli("report", "--json", "--config", config).stdout)
+    (item,) = [i for i in report["items"] if i["id"] == sent["id"]]
+    assert item["sla"]["met"] is False and item["sla"]["reach"] < 1.0
+    line = next(x for x in cli("report", "--config", config).stdout.splitlines() if sent["id"] in x)
+    assert "SLA MISSED" in line and "reach 100%" not in line, line
+    assert rows(db_url, "SELECT address FROM suppression") == [(address,)]
