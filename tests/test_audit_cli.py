@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from conftest import Peers
 from test_announce_cli import announce, setup
+from test_recipients_web import start_web
+from test_twilio_webhooks import INBOUND, PHONE, post_signed, sms_in
 
 from bot.cli.audit import short_detail
 from bot.store import Store, open_store
@@ -108,3 +110,40 @@ def test_empty_log_and_bad_since(cli: Any, db_url: str) -> None:
 )
 def test_short_detail(detail: dict[str, Any], short: str) -> None:
     assert short_detail(detail) == short
+
+
+def test_a_persons_own_changes_are_audited(cli, peers: Peers, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 item 4: a form saved on the preferences page, a one-click unsubscribe and SMS STOP/START
+    (signed, over HTTP) each write an audit entry that ``herald audit`` shows."""
+    config, server = start_web(cli, peers, db_url, tmp_path)
+    try:
+        _change_and_check(cli, config, server)
+    finally:
+        server.close()
+
+
+def _change_and_check(cli, config: str, server) -> None:  # type: ignore[no-untyped-def]
+    path = server.page_path("p2")
+    form = {
+        "pref": ["critical:email", "info:sms"],
+        "quiet": "custom",
+        "quiet_start": "22:00",
+        "quiet_end": "06:30",
+    }
+    assert server.http.post(path, data=form).status_code == 200
+    assert server.http.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    for word in ("STOP", "START"):
+        assert post_signed(server, INBOUND, sms_in(word)).status_code == 200
+    entries = json.loads(cli("audit", "--json", "--config", config).stdout)
+    mine = [e for e in entries if e["action"].startswith(("preferences.", "sms."))]
+    assert [(e["actor"], e["action"], e["subject"]) for e in reversed(mine)] == [
+        ("person:p2", "preferences.save", "p2"),
+        ("person:p2", "preferences.unsubscribe", "p2"),
+        (f"sms:{PHONE}", "sms.stop", PHONE),
+        (f"sms:{PHONE}", "sms.start", PHONE),
+    ]
+    saved = mine[-1]["detail"]
+    assert "info:email" in saved["off"] and "info:sms" not in saved["off"] and saved["quiet"] == "22:00-06:30"
+    assert all(e["allowed"] for e in mine)
+    text = cli("audit", "--config", config).stdout
+    assert "person:p2  preferences.unsubscribe  p2" in text and f"sms:{PHONE}  sms.stop  {PHONE}" in text

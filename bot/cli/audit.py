@@ -1,7 +1,8 @@
 """``herald audit``: who did what (the ``audit_log`` table), newest first.
 
 Every row: when, who (``actor``), what (``action``: ``announce``, ``cancel``, ``slack.preview``,
-``alert.ack``, ``suppression.remove``, ``directory.sync``, ``config.probe``...), on what
+``alert.ack``, ``suppression.remove``, ``preferences.save``, ``sms.stop``, ``directory.sync``,
+``config.probe``...), on what
 (``subject``: a notification id, an address, a source), whether it was allowed (a refusal shows
 ``REFUSED``) and a detail object. Text output shortens
 the detail to one line; ``--json`` prints the rows as a list of objects with the detail whole.

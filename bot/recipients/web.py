@@ -35,6 +35,7 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
+from bot import service
 from bot.alerts.acks import ack_by_phone
 from bot.app import Herald
 from bot.recipients import confirmations, inbound, pages, preferences, suppressions
@@ -175,6 +176,9 @@ class RecipientHandlers:
         if ("List-Unsubscribe", "One-Click") in form:
             await asyncio.to_thread(preferences.unsubscribe_email, self.store, self.rules, person_id, now)
             log.info("one-click unsubscribe from email: person %s", person_id)
+            await self.audit(
+                f"person:{person_id}", "preferences.unsubscribe", person_id, {"channel": "email"}
+            )
             return self.html(pages.render_unsubscribed(self.env, view, str(request.url)))
         try:
             choices = preferences.parse_choices(form, view.kinds, view.channels)
@@ -182,8 +186,13 @@ class RecipientHandlers:
             return self.html(pages.render_preferences(self.env, view, errors=[str(exc)]), 400)
         store, rules, channels = self.store, self.rules, self.channels
         await asyncio.to_thread(preferences.save, store, rules, channels, person_id, choices, now)
+        await self.audit(f"person:{person_id}", "preferences.save", person_id, _choices_detail(view, choices))
         saved = await asyncio.to_thread(preferences.load, store, rules, channels, person_id)
         return self.html(pages.render_preferences(self.env, saved or view, status=SAVED))
+
+    async def audit(self, actor: str, action: str, subject: str, detail: dict[str, object]) -> None:
+        """A person's own change, in the audit log (``herald audit``)."""
+        await asyncio.to_thread(service.audit, self.herald, actor, action, subject, True, detail)
 
     async def twilio_params(self, request: Request) -> list[tuple[str, str]] | Response:
         """The posted parameters of a correctly signed Twilio request, else the response refusing it."""
@@ -235,10 +244,12 @@ class RecipientHandlers:
             # Twilio answers STOP itself, and refuses any reply to a number that opted out.
             await asyncio.to_thread(suppressions.opt_out_sms, self.store, phone, self.herald.clock.now())
             log.info("sms opt-out by STOP from %s", phone)
+            await self.audit(f"sms:{phone}", "sms.stop", phone, {"channel": "sms"})
             return None
         if command is Command.OPT_IN:
             await asyncio.to_thread(suppressions.opt_in_sms, self.store, phone)
             log.info("sms opt-in by START from %s", phone)
+            await self.audit(f"sms:{phone}", "sms.start", phone, {"channel": "sms"})
             return None
         if command is Command.HELP:
             return self.herald.settings.twilio.help_text
@@ -264,3 +275,10 @@ class RecipientHandlers:
         )
         await asyncio.to_thread(suppressions.record_status, self.store, report, self.herald.clock.now())
         return Response(status_code=204)
+
+
+def _choices_detail(view: preferences.PreferencesView, choices: preferences.Choices) -> dict[str, object]:
+    """What a saved form turned off (``kind:channel``) and the quiet-hours choice."""
+    off = [f"{k}:{c}" for k in view.kinds for c in view.channels if (k, c) not in choices.enabled]
+    quiet = choices.quiet
+    return {"off": off, "quiet": quiet.mode if quiet.mode != "custom" else f"{quiet.start}-{quiet.end}"}
