@@ -46,6 +46,7 @@ from bot.alerts.notify import (
 from bot.alerts.outbox import flush, guarded
 from bot.alerts.silences import sync_silences
 from bot.alerts.window_end import close_due, post_overrun_notices
+from bot.alerts.window_remind import remind_due
 from bot.app import Herald
 from bot.engine import notice_state
 from bot.engine.create import NewNotification, ensure_notification, new_notification_id
@@ -249,9 +250,11 @@ def _advance(
 
 
 def run_due(herald: Herald) -> None:
-    """One pass of everything time-driven: maintenance windows that ended (their overruns page),
-    escalation steps, owed notifications, then Alertmanager silences owed (bot.alerts.silences)."""
+    """One pass of everything time-driven: maintenance windows that ended (their overruns page) and
+    reminders before windows, escalation steps, owed notifications, then Alertmanager silences owed
+    (bot.alerts.silences)."""
     close_due(herald)
+    remind_due(herald)
     escalate_due(herald)
     flush(herald)
     sync_silences(herald)

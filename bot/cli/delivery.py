@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from bot import reports, runtime, service
-from bot.alerts import maintenance
+from bot.alerts import maintenance, window_remind
 from bot.alerts.silences import sync_silences
 from bot.app import Herald
 from bot.cli.common import (
@@ -86,6 +86,12 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[bool, typer.Option("--wait", help="Deliver now and print the report.")] = False,
         as_json: JsonOption = False,
         config: ConfigOption = None,
+        remind: Annotated[
+            str | None,
+            typer.Option(
+                "--remind", help="With --window: remind the same people this long before it starts."
+            ),
+        ] = None,
         confirm: Annotated[
             bool, typer.Option("--confirm", help="Ask every recipient to confirm they got it.")
         ] = False,
@@ -93,7 +99,9 @@ def register(app: typer.Typer) -> None:
         """Announce to an audience over email, SMS and/or Slack DMs (the same path as Slack's /announce)."""
         with open_herald(config) as herald:
             windowed = _window(herald, severity, window, silence)
-            meta = {"confirm": True} if confirm else {}
+            meta: dict[str, Any] = {"confirm": True} if confirm else {}
+            if remind is not None:
+                meta["remind"] = _remind(herald, remind, windowed)
             _announce(
                 herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed, meta
             )
@@ -243,6 +251,13 @@ def _window(
         return maintenance.window_from_options(
             severity.lower(), window, silence, herald.clock.now(), ("--window", "--silence")
         )
+    except maintenance.WindowError as exc:
+        fail(str(exc))
+
+
+def _remind(herald: Herald, remind: str, window: maintenance.Window | None) -> float:
+    try:
+        return window_remind.parse_remind(remind, window, herald.clock.now())
     except maintenance.WindowError as exc:
         fail(str(exc))
 
