@@ -159,7 +159,8 @@ def _slack(settings: Settings) -> SlackDmChannel:
     dm = slack_dm_settings(settings)
     if dm is None:
         raise LookupError("the slack channel is not configured (slack.bot_token)")
-    return SlackDmChannel(dm, render=render_dm, preferences=preferences_block)
+    chosen = templates(settings)
+    return SlackDmChannel(dm, render=lambda notice: render_dm(notice, chosen), preferences=preferences_block)
 
 
 EMAIL = ChannelSpec(

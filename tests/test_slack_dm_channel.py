@@ -210,3 +210,38 @@ async def test_the_adapter_opens_each_dm_once_and_classifies_answers() -> None:
                 await channel.send(first, Recipient("U01"))
         finally:
             await channel.aclose()
+
+
+def test_the_dm_body_follows_the_slack_template_of_each_persons_language(
+    cli: Any, peers: Peers, slack: SlackStandIn, db_url: str, tmp_path: Path
+) -> None:
+    config = setup(cli, peers, slack, db_url, tmp_path)
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "critical.slack.j2").write_text("Ops <!here> says: {{ body }}\n", encoding="utf-8")
+    (folder / "critical.slack.de.j2").write_text("Betrieb meldet: {{ body }}\n", encoding="utf-8")
+    Path(config).write_text(Path(config).read_text() + f'[templates]\ndir = "{folder}"\n', encoding="utf-8")
+    people = write_people(tmp_path / "people.csv")
+    lines = people.read_text().splitlines()
+    languages = ["language", "de", "de-AT", "en"] + [""] * (PEOPLE - 3)
+    people.write_text("\n".join(f"{line},{lang}" for line, lang in zip(lines, languages, strict=True)) + "\n")
+    assert cli("directory", "import", str(people), "--config", config).exit_code == 0
+    result = announce(cli, config, "slack")
+    assert result.exit_code == 0, result.stderr
+    evil = "Down *now*; see &lt;https://evil.example|this&gt;"
+    for index, expected in ((0, f"Betrieb meldet: {evil}"), (1, f"Betrieb meldet: {evil}")):
+        [dm] = slack.dms_to(slack_id(index))
+        assert dm.blocks[1]["text"]["text"] == expected
+        assert dm.text == f"[CRITICAL] Core &lt;!channel&gt; &amp; switch: {expected}"
+    [dm] = slack.dms_to(slack_id(2))
+    assert dm.blocks[1]["text"]["text"] == f"Ops &lt;!here&gt; says: {evil}"  # escaped like the body
+    assert [b["block_id"] for b in dm.blocks] == ["title", "body", "about"]
+
+    window = ["--severity", "maintenance", "--window", "2099-01-01T22:00..2099-01-01T23:00"]
+    base = ["announce", "--config", config, "--yes", "--wait", "--json", "--audience", "everyone"]
+    done = cli(*base, "--channels", "slack", "--title", "Patch", "--body", "Reboots", *window)
+    assert done.exit_code == 0, done.stderr
+    german = slack.dms_to(slack_id(1))[-1].blocks[1]["text"]["text"]
+    assert german == "Zeitfenster: 2099-01-01 22:00 bis 2099-01-01 23:00 UTC\n\nReboots"
+    english = slack.dms_to(slack_id(4))[-1].blocks[1]["text"]["text"]
+    assert english == "Window: 2099-01-01 22:00 to 2099-01-01 23:00 UTC\n\nReboots"

@@ -3,6 +3,11 @@
 Pure: a :class:`channels.base.Notice` in, a :class:`channels.slack.PreparedSlack` out. Every piece of
 the notice is escaped (:mod:`bot.slack.mrkdwn`) and stripped of control characters and bidi overrides.
 
+The body text (also the fallback's preview) is the person's language's ``slack`` template
+(:mod:`channels.templating`: ``<kind>.slack[.<language>].j2`` from ``[templates] dir``, else the
+built-in English or German one: the window, then the body). Its output is plain text, escaped like the
+rest: a template cannot add mentions or links.
+
 Blocks, each with a fixed ``block_id`` so that a later edit of the DM (``chat.update``) can find
 and replace one: ``title`` (a header: severity and title), ``body`` (a section, cut to Slack's
 3,000 characters without splitting an escape), ``about`` (a context: severity and notification
@@ -18,6 +23,8 @@ from bot.slack.mrkdwn import Mrkdwn, escape, mrkdwn
 from channels.base import Notice
 from channels.gsm import drop_controls
 from channels.slack import PreparedSlack
+from channels.sms_text import sms_context
+from channels.templating import Templates
 
 HEADER_MAX = 150  # Slack's limit on a header block's text
 SECTION_MAX = 3000  # and on a section's
@@ -46,9 +53,27 @@ def fit(value: str, most: int) -> Mrkdwn:
     return Mrkdwn(escaped)
 
 
-def render_dm(notice: Notice) -> PreparedSlack:
+_BUILTIN: list[Templates] = []
+
+
+def dm_body(notice: Notice, templates: Templates | None = None) -> str:
+    """The DM's body text: the ``slack`` template for the notice's kind and language, rendered."""
+    if templates is None:
+        if not _BUILTIN:
+            _BUILTIN.append(Templates())
+        templates = _BUILTIN[0]
+    body = clean(notice.body)
+    context = {
+        **sms_context(notice),
+        "body": body,
+        "paragraphs": [p.splitlines() for p in body.split("\n\n")],
+    }
+    return clean(templates.render(context["kind"], "slack", notice.language, context))
+
+
+def render_dm(notice: Notice, templates: Templates | None = None) -> PreparedSlack:
     """The DM for ``notice``: fallback text and blocks (see the module docstring)."""
-    title, body = clean(notice.title), clean(notice.body)
+    title, body = clean(notice.title), dm_body(notice, templates)
     emoji = _SEVERITY_EMOJI.get(notice.severity, ":loudspeaker:")
     heading = headline(clean(notice.severity), title)
     blocks: list[Block] = [
