@@ -13,10 +13,12 @@ Prints rows/s for each and the ratio of the batched write to the per-row baselin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -56,6 +58,32 @@ def drop(schema: str | None) -> None:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def scratch(kind: str, tmp: Path) -> Iterator[Store]:
+    """A fresh store (a SQLite file, or a PostgreSQL schema dropped afterwards) for one bench run."""
+    store, schema = fresh(kind, tmp)
+    try:
+        yield store
+    finally:
+        store.dispose()
+        drop(schema)
+
+
+def bench_arguments(description: str, n: int) -> argparse.ArgumentParser:
+    """The ``--n`` and ``--db sqlite|postgresql|both`` options every store bench takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    return parser
+
+
+def each_db(db: str) -> Iterator[tuple[str, Path]]:
+    """``(kind, scratch folder)`` for each database ``--db`` names."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("sqlite", "postgresql") if db == "both" else (db,):
+            yield kind, Path(tmp)
+
+
 def notification(n_id: str, now: float) -> NewNotification:
     return NewNotification(
         id=n_id,
@@ -73,8 +101,7 @@ def notification(n_id: str, now: float) -> NewNotification:
 
 
 def run(kind: str, n: int, tmp: Path) -> None:
-    store, schema = fresh(kind, tmp)
-    try:
+    with scratch(kind, tmp) as store:
         people = [PersonRecord(id=f"p{i}", name=f"P {i}", email=f"p{i}@example.com") for i in range(n)]
         import_people(store, people)
         everyone = audience_condition(parse_audience("everyone"))
@@ -136,19 +163,12 @@ def run(kind: str, n: int, tmp: Path) -> None:
             f"claim+record: {cycle_rate:8,.0f} rows/s",
             flush=True,
         )
-    finally:
-        store.dispose()
-        drop(schema)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-            run(kind, args.n, Path(tmp))
+    args = bench_arguments(__doc__.splitlines()[0], 100_000).parse_args()
+    for kind, tmp in each_db(args.db):
+        run(kind, args.n, tmp)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ which shows the paged listing's memory stays flat while the one-shot read grows 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ledger import drop, fresh, notification
+from ledger import bench_arguments, each_db, notification, scratch
 
 from bot.directory.audience import parse_audience
 from bot.directory.audience_sql import audience_condition
@@ -64,8 +62,7 @@ def at_once(store: Store) -> int:
 
 
 def run(kind: str, n: int, runs: int, tmp: Path) -> None:
-    store, schema = fresh(kind, tmp)
-    try:
+    with scratch(kind, tmp) as store:
         import_people(store, [PersonRecord(id=f"p{i}", name=f"P {i}", email=f"p{i}@x.org") for i in range(n)])
         everyone = audience_condition(parse_audience("everyone"))
         now = time.time()
@@ -80,21 +77,14 @@ def run(kind: str, n: int, runs: int, tmp: Path) -> None:
             f" | all at once: {o_time:6.2f}s, peak {o_peak:6.1f} MiB | time ratio {p_time / o_time:4.2f}x",
             flush=True,
         )
-    finally:
-        store.dispose()
-        drop(schema)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=100_000)
+    parser = bench_arguments(__doc__.splitlines()[0], 100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
-    kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in kinds:
-            run(kind, args.n, args.runs, Path(tmp))
+    for kind, tmp in each_db(args.db):
+        run(kind, args.n, args.runs, tmp)
 
 
 if __name__ == "__main__":

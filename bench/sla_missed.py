@@ -10,10 +10,8 @@ against the count of late notifications and those short of their reach target to
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 from sqlalchemy import distinct, func, or_, select, union, update
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ledger import drop, fresh, notification
+from ledger import bench_arguments, each_db, notification, scratch
 
 from bot.directory.audience import parse_audience
 from bot.directory.audience_sql import audience_condition
@@ -56,8 +54,7 @@ def timed(store: Store, query: Any) -> float:
 
 
 def run(kind: str, n: int, tmp: Path) -> None:
-    store, schema = fresh(kind, tmp)
-    try:
+    with scratch(kind, tmp) as store:
         now = time.time()
         seed(store, n, now)
         late = or_(
@@ -76,19 +73,12 @@ def run(kind: str, n: int, tmp: Path) -> None:
             f"late + reach {new * 1000:5.0f} ms | ratio {new / old:4.2f}x",
             flush=True,
         )
-    finally:
-        store.dispose()
-        drop(schema)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
-            run(kind, args.n, Path(tmp))
+    args = bench_arguments(__doc__.splitlines()[0], 20_000).parse_args()
+    for kind, tmp in each_db(args.db):
+        run(kind, args.n, tmp)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+import aiohttp
+
 _DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
 
 
@@ -65,6 +67,24 @@ def parse_retry_after(value: str | None) -> float | None:
     """
     match = _DELTA_SECONDS.fullmatch(value) if value else None
     return float(match.group(1)) if match else None
+
+
+def classify_http_failure(exc: BaseException) -> DeliveryError:
+    """An aiohttp/asyncio failure of an HTTP provider, by whether the request may have reached it.
+
+    A failed connect (refused, reset during the handshake, DNS, TLS, connect timeout) sent nothing:
+    ``ChannelDownError("network")`` (the provider cannot be reached). A timeout once connected is
+    ``UncertainError("timeout")``; a connection lost once connected is ``UncertainError("network")``.
+    A malformed api_url is ``ChannelDownError("config")``.
+    """
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ChannelDownError("config", detail)
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return ChannelDownError("network", detail)
+    if isinstance(exc, TimeoutError):
+        return UncertainError("timeout", detail)
+    return UncertainError("network", detail)
 
 
 @dataclass(frozen=True, slots=True)

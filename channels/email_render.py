@@ -46,7 +46,7 @@ from channels.email_headers import (
     shorten,
     subject_line,
 )
-from channels.templating import Templates
+from channels.templating import Templates, common_context
 
 __all__ = [
     "OutgoingEmail",
@@ -221,16 +221,8 @@ def _context(notice: Notice, severity: str, title: str) -> dict[str, Any]:
         "paragraphs": _paragraphs(notice.body),
         "links": _links(notice.links),
         "notification_id": clean_header_text(notice.notification_id),
-        "language": notice.language or "en",
-        "deadline": _when(notice.deadline),
-        "window": {"start": _when(notice.window[0]), "end": _when(notice.window[1])}
-        if notice.window
-        else None,
+        **common_context(notice),
     }
-
-
-def _when(at: float | None) -> datetime | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 def build_message(prepared: PreparedEmail, to: Recipient, *, date: str | None = None) -> bytes:

@@ -43,6 +43,7 @@ from channels.base import (
     Recipient,
     TransientError,
     UncertainError,
+    classify_http_failure,
     parse_retry_after,
 )
 
@@ -170,18 +171,11 @@ def classify_transport_error(exc: BaseException) -> DeliveryError:
     A failed connect sent nothing and means Slack cannot be reached: ``ChannelDownError("network")``;
     a malformed api_url is ``ChannelDownError("config")``; a timeout or a connection lost once
     connected is :class:`UncertainError` (the DM may have been posted). A :class:`SlackApiError`
-    is classified by its answer.
+    is classified by its answer; the rest by :func:`channels.base.classify_http_failure`.
     """
     if isinstance(exc, SlackApiError):
         return _classify_api_error(exc)
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ChannelDownError("config", detail)
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return ChannelDownError("network", detail)
-    if isinstance(exc, TimeoutError):
-        return UncertainError("timeout", detail)
-    return UncertainError("network", detail)
+    return classify_http_failure(exc)
 
 
 def _answer_of(exc: SlackApiError) -> tuple[int, str, str | None]:

@@ -49,6 +49,7 @@ from channels.base import (
     Recipient,
     TransientError,
     UncertainError,
+    classify_http_failure,
     parse_retry_after,
 )
 from channels.sms_text import OPT_OUT_HINT as OPT_OUT_HINT  # re-exported
@@ -167,21 +168,9 @@ def classify_twilio_error(
 
 
 def classify_transport_error(exc: BaseException) -> DeliveryError:
-    """Turn an aiohttp/asyncio failure into an error, by whether the request may have reached Twilio.
-
-    A failed connect (refused, reset during the handshake, DNS, TLS, connect timeout) sent nothing:
-    ``ChannelDownError("network")`` (Twilio cannot be reached). A timeout once connected is
-    ``UncertainError("timeout")``; a connection lost once connected is ``UncertainError("network")``.
-    A malformed api_url is ``ChannelDownError("config")``.
-    """
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ChannelDownError("config", detail)
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return ChannelDownError("network", detail)
-    if isinstance(exc, TimeoutError):
-        return UncertainError("timeout", detail)
-    return UncertainError("network", detail)
+    """Turn an aiohttp/asyncio failure into an error, by whether the request may have reached Twilio
+    (:func:`channels.base.classify_http_failure`)."""
+    return classify_http_failure(exc)
 
 
 @dataclass

@@ -8,12 +8,11 @@ template's variables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from channels.base import Notice
 from channels.gsm import Encoding, count_segments, drop_controls, fit_to_segments, replace_lookalikes
-from channels.templating import Templates
+from channels.templating import Templates, common_context
 
 OPT_OUT_HINT = "\nReply STOP to opt out."
 CONFIRM_HINT = "\nReply OK to confirm."
@@ -70,17 +69,9 @@ def sms_context(notice: Notice) -> dict[str, Any]:
         "paragraphs": [[line] for line in body.splitlines()],
         "links": [(label, url, True) for label, url in notice.links.items()],
         "notification_id": notice.notification_id,
-        "language": notice.language or "en",
         "color": "",
-        "deadline": _when(notice.deadline),
-        "window": {"start": _when(notice.window[0]), "end": _when(notice.window[1])}
-        if notice.window
-        else None,
+        **common_context(notice),
     }
-
-
-def _when(at: float | None) -> datetime | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 _BUILTIN: list[Templates] = []

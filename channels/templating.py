@@ -29,6 +29,8 @@ from typing import Any
 
 import jinja2
 
+from channels.base import Notice
+
 log = logging.getLogger("herald.templates")
 
 TEMPLATE_CHANNELS = ("email.html", "email.txt", "sms", "slack")
@@ -151,6 +153,22 @@ class Templates:
         except Exception as exc:  # an operator's template: never let it stop a delivery
             log.warning("template %s failed (%s); the built-in one is used", template.name, exc)
             return self.builtin(channel, language).render(context)
+
+
+def common_context(notice: Notice) -> dict[str, Any]:
+    """The variables every channel's template gets alike: ``language`` (``en`` when unknown), and
+    ``deadline`` and ``window`` (``start``, ``end``) as UTC datetimes, or None."""
+    return {
+        "language": notice.language or "en",
+        "deadline": _when(notice.deadline),
+        "window": {"start": _when(notice.window[0]), "end": _when(notice.window[1])}
+        if notice.window
+        else None,
+    }
+
+
+def _when(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 def sample_context(channel: str) -> dict[str, Any]:

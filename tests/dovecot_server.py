@@ -15,13 +15,12 @@ import grp
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from imapclient import IMAPClient
+from server_process import free_port, start_listening, stop_process
 
 USER = "bounces@example.com"
 PASSWORD = "imap-test-password"
@@ -82,12 +81,6 @@ def _service_users() -> dict[str, str]:
     return {"internal": me, "group": grp.getgrgid(os.getgid()).gr_name, "login": me, "auth": me}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class DovecotServer:
     """dovecot on 127.0.0.1; ``start()`` returns ``imap://127.0.0.1:PORT``."""
 
@@ -126,33 +119,20 @@ class DovecotServer:
     def start(self, timeout: float = 15.0) -> str:
         conf = self.configure()
         self.url = f"imap://127.0.0.1:{self.port}"
-        log = (self.folder / "stdout.log").open("wb")
-        self.process = subprocess.Popen(
-            [self.dovecot, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dovecot exited: {self.logs()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return self.url
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"dovecot did not start listening in time: {self.logs()}")
+        argv = [self.dovecot, "-F", "-c", str(conf)]
+        try:
+            self.process = start_listening(argv, self.folder / "stdout.log", self.port, timeout, self.logs)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self.url
 
     def logs(self) -> str:
         texts = [(self.folder / name) for name in ("stdout.log", "dovecot.log")]
         return "\n".join(p.read_text(errors="replace")[-2000:] for p in texts if p.exists())
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.process = None
         if self.mail != self.folder:
             shutil.rmtree(self.mail, ignore_errors=True)

@@ -27,7 +27,6 @@ import contextlib
 import socket
 import subprocess
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from ldap3 import NONE, Connection, Server
+from server_process import free_port, start_listening, stop_process
 
 SUFFIX = "dc=example,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -85,12 +85,6 @@ limits users size.soft=1000 size.hard=1000 size.pr=1000 size.prtotal=unlimited
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ldif(entries: Iterable[tuple[str, dict[str, Any]]]) -> str:
@@ -182,31 +176,15 @@ class LdapServer:
         if self.openssl:
             self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
             listen += f" {self.ldaps_url}/"
-        log = (self.folder / "slapd.log").open("wb")
-        self.process = subprocess.Popen(
-            [self.slapd, "-f", str(self.folder / "slapd.conf"), "-h", listen, "-d", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited: {(self.folder / 'slapd.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return self.url
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("slapd did not start listening in time")
+        argv = [self.slapd, "-f", str(self.folder / "slapd.conf"), "-h", listen, "-d", "0"]
+        self.process = start_listening(argv, self.folder / "slapd.log", self.port, timeout, self._log_tail)
+        return self.url
+
+    def _log_tail(self) -> str:
+        return (self.folder / "slapd.log").read_text(errors="replace")[-2000:]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self.process = None
 
     @contextlib.contextmanager

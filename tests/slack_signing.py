@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
+from twilio.request_validator import RequestValidator
 
 from bot.standins.slack import SlackStandIn
 from bot.standins.smtp import SmtpStandIn
@@ -300,6 +302,19 @@ def herald_toml(
         f'[twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
         f'from_number = "+15005550006"\napi_url = "{twilio_url}"\nrate_per_second = 0\n'
         "[quiet_hours]\nkinds = []\n" + extra
+    )
+
+
+async def sms_from(
+    http: httpx.AsyncClient, url: str, phone: str, text: str, token: str = TWILIO_TOKEN
+) -> httpx.Response:
+    """An inbound SMS from ``phone`` posted to the Herald at ``url``, signed with the auth ``token`` as
+    Twilio signs it (X-Twilio-Signature, for the default ``server.public_url``)."""
+    params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + uuid.uuid4().hex}
+    signed_url = "http://127.0.0.1:8080/hooks/twilio/inbound"  # server.public_url + path
+    signature = RequestValidator(token).compute_signature(signed_url, params)
+    return await http.post(
+        f"{url}/hooks/twilio/inbound", data=params, headers={"X-Twilio-Signature": signature}
     )
 
 

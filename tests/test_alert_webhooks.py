@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,11 +20,12 @@ from slack_signing import (
     SIGNING_SECRET,
     TWILIO_SID,
     TWILIO_TOKEN,
+    Harness,
     SignedSlack,
     block_action,
     herald_toml,
+    sms_from,
 )
-from twilio.request_validator import RequestValidator
 
 from bot.alerts.auth import sign_body
 from bot.alerts.escalation import alert_tick
@@ -103,16 +103,9 @@ def seed_people(db_url: str) -> None:
 
 
 @dataclass
-class AlertHarness:
+class AlertHarness(Harness):
     """``HeraldServer`` with the alert routes and tick, the stand-ins, and signed Slack requests."""
 
-    server: HeraldServer
-    slack: SlackStandIn
-    smtp: SmtpStandIn
-    twilio: TwilioStandIn
-    http: httpx.AsyncClient
-    signed: SignedSlack
-    db_url: str
     config: Path
 
     @property
@@ -138,17 +131,7 @@ class AlertHarness:
 
     async def sms_reply(self, person: str, text: str) -> httpx.Response:
         """An inbound SMS from ``person``, signed as Twilio signs it (X-Twilio-Signature)."""
-        params = {
-            "From": PHONE[person],
-            "To": "+15005550006",
-            "Body": text,
-            "MessageSid": "SM" + uuid.uuid4().hex,
-        }
-        signed_url = "http://127.0.0.1:8080/hooks/twilio/inbound"  # server.public_url + path
-        signature = RequestValidator(TWILIO_TOKEN).compute_signature(signed_url, params)
-        return await self.http.post(
-            f"{self.url}/hooks/twilio/inbound", data=params, headers={"X-Twilio-Signature": signature}
-        )
+        return await sms_from(self.http, self.url, PHONE[person], text)
 
     async def restart(self) -> None:
         """Stop ``herald serve`` and start a new one on the same port and database."""

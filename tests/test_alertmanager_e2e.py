@@ -9,7 +9,6 @@ with a webhook receiver pointed at Herald's ``/hooks/alertmanager`` carrying the
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import require_program
+from server_process import free_port, stop_process
 from sqlalchemy import func, select
 from test_alert_webhooks import AM_TOKEN, AlertHarness, button_value, eventually, running_alerts
 
@@ -49,12 +49,6 @@ receivers:
             type: Bearer
             credentials: {token}
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rfc3339(epoch: float) -> str:
@@ -132,12 +126,7 @@ async def running_alertmanager(
                 time.sleep(0.05)
             yield Alertmanager(url, http)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
         log.close()
 
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -30,13 +29,14 @@ from slack_signing import (
     SIGNING_SECRET,
     TWILIO_SID,
     TWILIO_TOKEN,
+    Harness,
     SignedSlack,
     block_action,
     herald_toml,
     modal_values,
     seed_directory,
+    sms_from,
 )
-from twilio.request_validator import RequestValidator
 
 from bot.app import Herald
 from bot.config import load_settings
@@ -65,13 +65,7 @@ PEOPLE = [
 
 
 @dataclass
-class Setup:
-    server: HeraldServer
-    slack: SlackStandIn
-    smtp: SmtpStandIn
-    twilio: TwilioStandIn
-    http: httpx.AsyncClient
-    signed: SignedSlack
+class Setup(Harness):
     config: Path
 
 
@@ -103,7 +97,7 @@ async def running(db_url: str, tmp_path: Path, extra_toml: str = "") -> AsyncIte
         )
         async with server, httpx.AsyncClient(timeout=15) as http:
             signed = SignedSlack(http, f"{server.url}/slack/events", SIGNING_SECRET)
-            yield Setup(server, slack, smtp, twilio, http, signed, config)
+            yield Setup(server, slack, smtp, twilio, http, signed, db_url, config)
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -131,13 +125,7 @@ def text_part(message: Any) -> str:
 
 
 async def sms_reply(s: Setup, phone: str, text: str) -> httpx.Response:
-    params = {"From": phone, "To": "+15005550006", "Body": text, "MessageSid": "SM" + uuid.uuid4().hex}
-    signature = RequestValidator(TWILIO_TOKEN).compute_signature(
-        "http://127.0.0.1:8080/hooks/twilio/inbound", params
-    )
-    return await s.http.post(
-        f"{s.server.url}/hooks/twilio/inbound", data=params, headers={"X-Twilio-Signature": signature}
-    )
+    return await sms_from(s.http, s.server.url, phone, text)
 
 
 async def click_confirm(s: Setup, dm: PostedMessage, user: str) -> httpx.Response:

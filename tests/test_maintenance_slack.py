@@ -20,7 +20,7 @@ from slack_signing import (
     view_submission,
 )
 from sqlalchemy import select
-from test_slack_flows import button, eventually, notifications, preview_typed
+from test_slack_flows import button, eventually, notifications, press_send, preview_typed
 
 from bot.alerts.maintenance import window_status
 from bot.store import open_store
@@ -159,10 +159,7 @@ async def test_modal_window_fields_are_checked_and_stored(h: Harness) -> None:
     await h.slack.wait_for(lambda: bool(h.slack.calls_to("chat.postEphemeral")))
     preview = h.slack.calls_to("chat.postEphemeral")[0].args["blocks"]
     assert "alerts with `service=db` page nobody" in json.dumps(preview)
-    send = button(preview, "announce_send")
-    await h.signed.interaction(
-        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-    )
+    await press_send(h, preview)
     await h.responses("s")
     (row,) = [n for n in notifications(h.db_url) if n.kind == "announcement"]
     window = window_of(h, row.id)

@@ -100,8 +100,16 @@ def deliveries(db_url: str, notification_id: str) -> dict[tuple[str, str], tuple
 
 
 def announce_json(  # type: ignore[no-untyped-def]
-    cli, config: str, audience: str, channels: str, severity: str, title: str, codes: tuple[int, ...] = (0,)
+    cli,
+    config: str,
+    audience: str,
+    channels: str,
+    severity: str,
+    title: str,
+    codes: tuple[int, ...] = (0,),
+    body: str | None = None,
 ) -> dict[str, Any]:
+    """``announce --wait --json`` (with ``body`` when given); its report."""
     result = announce(
         cli,
         config,
@@ -113,6 +121,7 @@ def announce_json(  # type: ignore[no-untyped-def]
         severity,
         "--title",
         title,
+        *(["--body", body] if body is not None else []),
     )
     assert result.exit_code in codes, result.stderr
     return dict(json.loads(result.stdout))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from slack_signing import (
     ANNOUNCER,
@@ -77,6 +78,14 @@ async def preview_typed(h: Harness, text: str, key: str, user: str = ANNOUNCER) 
     response = await h.signed.command(text, user, CHANNEL, h.response_url(key))
     assert response.status_code == 200
     return (await h.responses(key))[0]
+
+
+async def press_send(h: Harness, blocks: list[dict[str, Any]], key: str = "s") -> httpx.Response:
+    """Press the preview's Send button: a signed block_actions request, answered at ``key``."""
+    send = button(blocks, "announce_send")
+    return await h.signed.interaction(
+        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url(key))
+    )
 
 
 @pytest.fixture
@@ -166,10 +175,7 @@ async def test_modal_opens_validates_and_previews(h: Harness) -> None:
     assert ephemeral.args["channel"] == CHANNEL and ephemeral.args["user"] == ANNOUNCER
     shown = texts(ephemeral.args["blocks"])
     assert "*4* people" in shown and "*email*: 2 reachable" in shown and "sms" not in shown
-    send = button(ephemeral.args["blocks"], "announce_send")
-    await h.signed.interaction(
-        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-    )
+    await press_send(h, ephemeral.args["blocks"])
     await eventually(lambda: progress_final(h) and len(h.smtp.messages) == 2)
     assert not h.twilio.messages
 
@@ -284,10 +290,7 @@ async def test_scheduled_announcement_posts_progress_when_it_starts(h: Harness) 
     )
     await h.signed.interaction(view_submission(view, values, ANNOUNCER))
     await h.slack.wait_for(lambda: bool(h.slack.calls_to("chat.postEphemeral")))
-    send = button(h.slack.calls_to("chat.postEphemeral")[0].args["blocks"], "announce_send")
-    await h.signed.interaction(
-        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-    )
+    await press_send(h, h.slack.calls_to("chat.postEphemeral")[0].args["blocks"])
     await h.responses("s")
     assert not h.slack.calls_to("chat.postMessage")
     await eventually(lambda: progress_final(h), timeout=20)
@@ -305,10 +308,7 @@ async def test_everyone_needs_a_second_confirmation(h: Harness) -> None:
 
 async def test_status_command_and_home_tab(h: Harness) -> None:
     preview = await preview_typed(h, "info to site:paris via email: Hello | Paris", "cmd")
-    send = button(preview["blocks"], "announce_send")
-    await h.signed.interaction(
-        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-    )
+    await press_send(h, preview["blocks"])
     await eventually(lambda: progress_final(h))
     (row,) = notifications(h.db_url)
     await h.signed.command(f"status {row.id}", GROUPED, CHANNEL, h.response_url("st"))
@@ -363,10 +363,7 @@ async def test_forged_send_creates_nothing(h: Harness) -> None:
 async def test_chat_update_429_is_waited_out(h: Harness) -> None:
     h.slack.rate_limit("chat.update", times=1, retry_after=1)
     preview = await preview_typed(h, "info to site:berlin via email: Hi | x", "cmd")
-    send = button(preview["blocks"], "announce_send")
-    await h.signed.interaction(
-        block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-    )
+    await press_send(h, preview["blocks"])
     await eventually(lambda: progress_final(h))
     updates = h.slack.calls_to("chat.update")
     assert [call.answered for call in updates[:2]] == ["ratelimited", "ok"]
@@ -386,10 +383,7 @@ async def test_cancel_button_on_the_progress_message_stops_the_rest(db_url: str,
         db_url, tmp_path, smtp_extra="rate_per_second = 2\n", people=PEOPLE + crowd
     ) as h:
         preview = await preview_typed(h, "info to site:hamburg via email: Slow | one by one", "cmd")
-        send = button(preview["blocks"], "announce_send")
-        await h.signed.interaction(
-            block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-        )
+        await press_send(h, preview["blocks"])
         await h.slack.wait_for(lambda: bool(h.slack.messages))
         (message,) = h.slack.messages.values()
         stop = button(message.blocks, "announce_cancel")
@@ -421,10 +415,7 @@ async def test_progress_edits_are_spaced_by_the_minimum_interval(db_url: str, tm
         db_url, tmp_path, smtp_extra="rate_per_second = 2\n", progress_interval=1.0, people=PEOPLE + crowd
     ) as h:
         preview = await preview_typed(h, "info to site:kiel via email: Paced | x", "cmd")
-        send = button(preview["blocks"], "announce_send")
-        await h.signed.interaction(
-            block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-        )
+        await press_send(h, preview["blocks"])
         await eventually(lambda: progress_final(h), timeout=30)
         post = h.slack.calls_to("chat.postMessage")[0]
         edits = [post, *h.slack.calls_to("chat.update")]
@@ -448,10 +439,7 @@ async def test_a_restarted_serve_resumes_the_same_progress_message(db_url: str, 
         db_url, tmp_path, smtp_extra="rate_per_second = 2\n", people=PEOPLE + crowd
     ) as h:
         preview = await preview_typed(h, "info to site:rome via email: Restart | x", "cmd")
-        send = button(preview["blocks"], "announce_send")
-        await h.signed.interaction(
-            block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-        )
+        await press_send(h, preview["blocks"])
         await h.slack.wait_for(lambda: bool(h.slack.messages))
         await h.server.stop()  # SIGTERM, in effect
         assert not progress_final(h) and len(h.smtp.messages) < 10

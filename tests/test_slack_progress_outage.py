@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slack_signing import ANNOUNCER, CHANNEL, block_action, running_herald
-from test_slack_flows import button, eventually, preview_typed, progress_final
+from slack_signing import running_herald
+from test_slack_flows import eventually, press_send, preview_typed, progress_final
 
 
 async def test_progress_shows_the_outage_holding_email_then_the_people_reached(
@@ -18,10 +18,7 @@ async def test_progress_shows_the_outage_holding_email_then_the_people_reached(
     async with running_herald(db_url, tmp_path) as h:
         h.smtp.fail("mail", "535 5.7.8 Authentication credentials invalid")  # every MAIL, until cleared
         preview = await preview_typed(h, "maintenance to site:berlin via email: Held | x", "cmd")
-        send = button(preview["blocks"], "announce_send")
-        await h.signed.interaction(
-            block_action("announce_send", send["value"], ANNOUNCER, CHANNEL, h.response_url("s"))
-        )
+        await press_send(h, preview["blocks"])
         await h.slack.wait_for(lambda: bool(h.slack.messages))
         (message,) = h.slack.messages.values()
         await eventually(lambda: "held: the email channel is down (auth" in json.dumps(message.blocks))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Peers
+from test_recipients_web import announce_json
 
 PEOPLE = """id,name,email,phone,department,language
 en1,Erik English,en1@example.com,+4915112345001,Ops,
@@ -34,27 +35,7 @@ def setup(cli: Any, peers: Peers, db_url: str, tmp_path: Path, templates: dict[s
 
 
 def announce(cli: Any, config: str, severity: str, title: str, channels: str = "email,sms") -> dict[str, Any]:
-    result = cli(
-        "announce",
-        "--config",
-        config,
-        "--yes",
-        "--wait",
-        "--json",
-        "--audience",
-        "dept:ops",
-        "--channels",
-        channels,
-        "--severity",
-        severity,
-        "--title",
-        title,
-        "--body",
-        "Servers reboot at 22:00.",
-    )
-    assert result.exit_code == 0, result.stderr
-    report: dict[str, Any] = json.loads(result.stdout)
-    return report
+    return announce_json(cli, config, "dept:ops", channels, severity, title, body="Servers reboot at 22:00.")
 
 
 def parts(peers: Peers) -> dict[str, tuple[Message, str, str]]:

@@ -36,7 +36,7 @@ MAX_WINDOW = 7 * 86400.0  # a longer silence hides real outages: refuse it
 
 
 class WindowError(ValueError):
-    """A bad ``--window`` or ``--silence``; the message names the option."""
+    """A bad ``--window``, ``--silence`` or ``--at``; the message names the option."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,8 @@ class OpenWindow:
 
 
 def parse_moment(text: str, now: float, option: str = "--window") -> float:
-    """An ISO 8601 time (UTC unless it carries an offset) or a delay such as ``+30m``, as ``--at``."""
+    """An ISO 8601 time (UTC unless it carries an offset) or a delay such as ``+30m``: one end of
+    ``--window``, or ``announce --at``."""
     text = text.strip()
     if text.startswith("+"):
         try:

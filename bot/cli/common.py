@@ -82,6 +82,14 @@ def store_from(settings: Settings) -> Store:
         fail(str(exc))
 
 
+def ask_to_send() -> None:
+    """Ask "Send?" on the terminal; exit unless the answer is yes (exit 2 without a terminal)."""
+    if not sys.stdin.isatty():
+        fail("not sending without --yes (standard input is not a terminal)")
+    if not typer.confirm("Send?", default=False):
+        fail("cancelled", EXIT_FAILED)
+
+
 def report_held(final: dict[str, Any]) -> None:
     """Name the outages that held a notification past its deadline (``--wait`` gave up on them)."""
     for outage in final.get("held_by", ()):

@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +19,7 @@ from bot.cli.common import (
     ConfigOption,
     JsonOption,
     SinceOption,
+    ask_to_send,
     fail,
     report_held,
     settings_from,
@@ -27,25 +27,11 @@ from bot.cli.common import (
     store_from,
 )
 from bot.cli.why import slowest_deliveries, why_text
-from bot.config import parse_duration
 from bot.engine import workers
 from bot.engine.ladder import LadderError, parse_rungs
 from bot.engine.ladder_preview import ladder_preview
 from bot.render import format_ladder, format_preview, format_report, format_status
 from bot.server import wait_for
-
-
-def parse_when(text: str, now: float) -> float:
-    """``--at``: an ISO 8601 time (UTC unless it carries an offset) or a delay such as ``+30m``."""
-    if text.startswith("+"):
-        return now + parse_duration(text[1:])
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"--at: expected an ISO time (2026-11-24T22:00) or +30m, not {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @contextmanager
@@ -195,7 +181,7 @@ def _announce(
     meta: dict[str, Any] | None = None,
 ) -> None:
     try:
-        start_at = parse_when(at, herald.clock.now()) if at else None
+        start_at = maintenance.parse_moment(at, herald.clock.now(), "--at") if at else None
     except ValueError as exc:
         fail(str(exc))
     try:
@@ -224,23 +210,15 @@ def _announce(
             print("\n".join(maintenance.window_lines(window_document(window))))
         _print_ladder(herald, request, preview)
     if not yes:
-        if not sys.stdin.isatty():
-            fail("not sending without --yes (standard input is not a terminal)")
-        if not typer.confirm("Send?", default=False):
-            fail("cancelled", EXIT_FAILED)
+        ask_to_send()
     try:
         notification_id = service.announce(herald, request)
     except service.AnnounceError as exc:
         fail(str(exc))
     if window is not None and herald.settings.alertmanager.url:
         sync_silences(herald)  # best effort: the scheduler retries what fails
-    if not wait:
-        print_queued(herald, notification_id, as_json)
-        return
-    final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
-    print(json.dumps(final, indent=2) if as_json else format_status(final))
-    report_held(final)
-    if final["sla"]["met"] is False:
+    final = print_outcome(herald, notification_id, wait, as_json)
+    if final is not None and final["sla"]["met"] is False:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -274,6 +252,17 @@ def _print_ladder(herald: Herald, request: service.AnnounceRequest, preview: ser
     ladder = ladder_preview(herald, request, preview)
     if ladder is not None:
         print(format_ladder(ladder))
+
+
+def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: bool) -> dict[str, Any] | None:
+    """Without ``wait``, say it is queued; with it, deliver it now and print its report (returned)."""
+    if not wait:
+        print_queued(herald, notification_id, as_json)
+        return None
+    final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
+    print(json.dumps(final, indent=2) if as_json else format_status(final))
+    report_held(final)
+    return final
 
 
 def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:

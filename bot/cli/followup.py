@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
@@ -11,11 +9,9 @@ import typer
 from bot import runtime
 from bot.alerts.silences import sync_silences
 from bot.app import Herald
-from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held
-from bot.cli.delivery import open_herald, print_queued
+from bot.cli.common import ConfigOption, JsonOption, ask_to_send, fail
+from bot.cli.delivery import open_herald, print_outcome
 from bot.engine.followup import FollowupError, followup, original_of
-from bot.render import format_status
-from bot.server import wait_for
 from bot.slack.client import web_client
 from bot.slack.threads import progress_message, reply_in_thread
 
@@ -38,12 +34,7 @@ def register(app: typer.Typer) -> None:
         """Send a follow-up to the same people over the same channels, threaded with the original."""
         with open_herald(config) as herald:
             sent = _send(herald, notification_id, body, done, yes, as_json)
-            if not wait:
-                print_queued(herald, sent, as_json)
-                return
-            final = runtime.run(wait_for(herald, sent, sys.stderr.isatty() and not as_json))
-        print(json.dumps(final, indent=2) if as_json else format_status(final))
-        report_held(final)
+            print_outcome(herald, sent, wait, as_json)
 
 
 def _send(herald: Herald, notification_id: str, body: str, done: bool, yes: bool, as_json: bool) -> str:
@@ -56,10 +47,7 @@ def _send(herald: Herald, notification_id: str, body: str, done: bool, yes: bool
         what = "all-clear" if done else "follow-up"
         print(f"{what} of {original['id']} {original['title']!r} over {original['channels']}")
     if not yes:
-        if not sys.stdin.isatty():
-            fail("not sending without --yes (standard input is not a terminal)")
-        if not typer.confirm("Send?", default=False):
-            fail("cancelled", EXIT_FAILED)
+        ask_to_send()
     try:
         sent = followup(herald, notification_id, body, done, "cli")
     except FollowupError as exc:

@@ -110,15 +110,16 @@ def register(store: Store, worker_id: str, now: float, exclusive: bool) -> None:
                     "SQLite runs one dispatcher (use PostgreSQL for many workers)"
                 )
         connection.execute(delete(WORKER).where(WORKER.c.id == worker_id))
-        connection.execute(
-            WORKER.insert().values(
-                id=worker_id,
-                host=socket.gethostname()[:200],
-                pid=os.getpid(),
-                started_at=now,
-                heartbeat_at=now,
-            )
+        _insert_self(connection, worker_id, now)
+
+
+def _insert_self(connection: Connection, worker_id: str, now: float) -> None:
+    """The row of this process's dispatcher: its host and pid, started and beating now."""
+    connection.execute(
+        WORKER.insert().values(
+            id=worker_id, host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, heartbeat_at=now
         )
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -137,15 +138,7 @@ def heartbeat(store: Store, worker_id: str, now: float) -> bool:
         beat = connection.execute(update(WORKER).where(WORKER.c.id == worker_id).values(heartbeat_at=now))
         if beat.rowcount:
             return True
-        connection.execute(
-            WORKER.insert().values(
-                id=worker_id,
-                host=socket.gethostname()[:200],
-                pid=os.getpid(),
-                started_at=now,
-                heartbeat_at=now,
-            )
-        )
+        _insert_self(connection, worker_id, now)
         return False
 
 

@@ -20,6 +20,7 @@ from bot.slack.blocks import (
     Block,
     Message,
     button,
+    confirm_dialog,
     context,
     format_duration,
     headline,
@@ -135,18 +136,13 @@ def _sla_warning(facts: PreviewFacts) -> Mrkdwn:
 def _send_button(facts: PreviewFacts, token: str, confirm: bool) -> Block:
     send = button("Schedule" if facts.start_at else "Send", SEND_ACTION, token, "primary")
     if confirm:
-        send["confirm"] = {
-            "title": plain("Send to everyone?" if "everyone" in facts.audience.lower() else "Large audience"),
-            "text": {
-                "type": "mrkdwn",
-                "text": mrkdwn(
-                    "This goes to *{}* {}. Are you sure?", facts.recipients, people(facts.recipients)
-                ),
-            },
-            "confirm": plain(f"Yes, send to {facts.recipients}"),
-            "deny": plain("Go back"),
-            "style": "danger",
-        }
+        send["confirm"] = confirm_dialog(
+            "Send to everyone?" if "everyone" in facts.audience.lower() else "Large audience",
+            mrkdwn("This goes to *{}* {}. Are you sure?", facts.recipients, people(facts.recipients)),
+            f"Yes, send to {facts.recipients}",
+            "Go back",
+            style="danger",
+        )
     return send
 
 

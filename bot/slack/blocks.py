@@ -93,6 +93,19 @@ def button(text: str, action_id: str, value: str, style: str | None = None) -> B
     return made
 
 
+def confirm_dialog(title: str, question: str, yes: str, no: str, style: str | None = None) -> dict[str, Any]:
+    """A button's ``confirm`` dialog; ``question`` is mrkdwn as given (build it with ``mrkdwn()``)."""
+    dialog: dict[str, Any] = {
+        "title": plain(title),
+        "text": {"type": "mrkdwn", "text": question},
+        "confirm": plain(yes),
+        "deny": plain(no),
+    }
+    if style:
+        dialog["style"] = style
+    return dialog
+
+
 def error_message(problem: str) -> Message:
     """A user-facing problem, as one ephemeral line (``problem`` already says what to do).
 

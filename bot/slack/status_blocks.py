@@ -19,6 +19,7 @@ from bot.slack.blocks import (
     Block,
     Message,
     button,
+    confirm_dialog,
     context,
     format_duration,
     headline,
@@ -154,12 +155,12 @@ def _progress_verb(state: str, counts: Tally, final: bool) -> str:
 
 def _stop_button(notification_id: str) -> Block:
     stop = button("Cancel the rest", CANCEL_ACTION, notification_id, "danger")
-    stop["confirm"] = {
-        "title": plain("Cancel this announcement?"),
-        "text": {"type": "mrkdwn", "text": "Messages not yet sent will not be sent."},
-        "confirm": plain("Cancel the rest"),
-        "deny": plain("Keep sending"),
-    }
+    stop["confirm"] = confirm_dialog(
+        "Cancel this announcement?",
+        "Messages not yet sent will not be sent.",
+        "Cancel the rest",
+        "Keep sending",
+    )
     return stop
 
 
@@ -172,12 +173,12 @@ def window_open(window: Mapping[str, Any] | None, now: float) -> bool:
 
 def _done_button(notification_id: str) -> Block:
     done = button("Done: send the all-clear", DONE_ACTION, notification_id, "primary")
-    done["confirm"] = {
-        "title": plain("End the maintenance?"),
-        "text": {"type": "mrkdwn", "text": "Everyone it went to gets the all-clear; the window ends now."},
-        "confirm": plain("Send the all-clear"),
-        "deny": plain("Not yet"),
-    }
+    done["confirm"] = confirm_dialog(
+        "End the maintenance?",
+        "Everyone it went to gets the all-clear; the window ends now.",
+        "Send the all-clear",
+        "Not yet",
+    )
     return done
 
 
