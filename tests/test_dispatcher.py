@@ -158,7 +158,11 @@ async def test_forecast_error_against_actual_completion(rig: Any) -> None:
     error = abs(actual - predicted) / predicted
     print(f"forecast {predicted:.2f}s, actual {actual:.2f}s, error {error:.1%}")
     assert predicted == pytest.approx(59 / 25, rel=0.01)
-    assert error < 0.25
+    # The throttle makes the forecast a floor: the fan-out can never beat it. How close it comes is
+    # a figure for bench/ (about 5-20 % on an idle machine); a loaded CI machine only makes it later,
+    # so the upper bound here is generous and catches a forecast off by a factor, not by load.
+    assert actual >= predicted * 0.95
+    assert actual < predicted * 3
 
 
 async def test_cancel_stops_what_has_not_been_sent(rig: Any) -> None:

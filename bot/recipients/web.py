@@ -213,6 +213,12 @@ class RecipientHandlers:
         )
         if not signed:
             return PlainTextResponse("bad or missing X-Twilio-Signature\n", 403)
+        # Twilio never sends NUL, and PostgreSQL can neither store nor compare it as text.
+        bad = next((key for key, value in params if "\x00" in key + value), None)
+        if bad is not None:
+            return PlainTextResponse(
+                f"{bad.replace(chr(0), '?')[:64]}: NUL characters are not allowed\n", 400
+            )
         return params
 
     async def inbound(self, request: Request) -> Response:
@@ -221,9 +227,8 @@ class RecipientHandlers:
         if isinstance(params, Response):
             return params
         fields = dict(params)
-        # NUL cannot be stored or compared as text by PostgreSQL; no phone number or keyword has one.
-        phone = fields.get("From", "").replace("\x00", "").strip()
-        text = fields.get("Body", "").replace("\x00", "")
+        phone = fields.get("From", "").strip()
+        text = fields.get("Body", "")
         if not phone:
             return twiml(None)
         sid = inbound.message_sid(fields)
