@@ -88,7 +88,7 @@ def herald_run(channel: str, n: int, url: str, peer: str, tmp: Path) -> dict[str
         cwd=ROOT,
     )
     started = time.perf_counter()
-    done = subprocess.run(
+    done = _run_measured(
         [
             *herald,
             "announce",
@@ -108,17 +108,25 @@ def herald_run(channel: str, n: int, url: str, peer: str, tmp: Path) -> dict[str
             "--body",
             email_send.BODY,
         ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
     )
     wall = time.perf_counter() - started
-    status = json.loads(done.stdout)
+    status = json.loads(done[0])
     assert status["channels"][channel]["sent"] == n, status["channels"]
     sla = status["sla"]
     span = sla["last_delivery_s"] - sla["first_delivery_s"]
-    return {"rate": (n - 1) / span, "wall": wall}
+    return {"rate": (n - 1) / span, "wall": wall, "cpu_ms": done[1] / n * 1000}
+
+
+def _run_measured(command: list[str]) -> tuple[bytes, float]:
+    """Run ``command`` in ROOT; its standard output and the CPU seconds it used (user + system)."""
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise subprocess.CalledProcessError(child.returncode, command)
+        out.seek(0)
+        return out.read(), usage.ru_utime + usage.ru_stime
 
 
 def baseline(channel: str, n: int, peer: str) -> float:
@@ -139,7 +147,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    herald_rates, walls, base_rates = [], [], []
+    herald_rates, walls, base_rates, cpus = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         context = email_send.sink("auto") if args.channel == "email" else _standin()
@@ -155,10 +163,11 @@ def main() -> None:
                 base = baseline(args.channel, args.n, str(peer))
                 herald_rates.append(result["rate"])
                 walls.append(result["wall"])
+                cpus.append(result["cpu_ms"])
                 base_rates.append(base)
                 print(
                     f"  run {run + 1}: herald {result['rate']:7.0f} msg/s (command {result['wall']:.1f}s), "
-                    f"baseline {base:7.0f} msg/s",
+                    f"baseline {base:7.0f} msg/s, herald CPU {result['cpu_ms']:.3f} ms/msg",
                     flush=True,
                 )
     herald_median, base_median = statistics.median(herald_rates), statistics.median(base_rates)
@@ -170,6 +179,7 @@ def main() -> None:
         f"baseline ({'bare aiosmtplib, pre-rendered' if args.channel == 'email' else 'raw aiohttp'}): "
         f"{base_median:7.0f} msg/s (median)"
     )
+    print(f"herald process CPU: {statistics.median(cpus):.3f} ms per message (median)")
     print(f"ratio: {herald_median / base_median:.2f}x")
 
 

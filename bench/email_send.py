@@ -294,6 +294,7 @@ def main() -> None:
     parser.add_argument(
         "--sink", choices=["auto", "smtp-sink", "standin"], default="auto", help="SMTP server"
     )
+    parser.add_argument("--no-a2", action="store_true", help="skip path a2 (slow)")
     parser.add_argument("--apprise-python", help="python of a venv with apprise installed: adds path (b)")
     parser.add_argument("--apprise-n", type=int, default=200, help="messages per Apprise run (default 200)")
     args = parser.parse_args()
@@ -314,9 +315,11 @@ def main() -> None:
             (
                 "a2",
                 f"aiosmtplib, {c} connections, EmailMessage per message",
-                once(stdlib_message(people, port, c)),
+                (lambda: 0.0) if args.no_a2 else once(stdlib_message(people, port, c)),
             ),
         ]
+        if args.no_a2:
+            paths = [path for path in paths if path[0] != "a2"]
         source = smtp_source(port, args.n, len(sample))
         if source is not None:
             paths.append(("c", "smtp-source, 10 sessions, reused", source))

@@ -52,7 +52,8 @@ def bounces_since(herald: Herald, since: float) -> dict[str, Any]:
 
 
 def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:
-    """Who sent what: attempts per dispatcher (serve/worker id) and outcome since ``since``."""
+    """Who sent what: outcomes per dispatcher (serve/worker id) since ``since``. Failures and retries
+    are attempt rows; sends are the deliveries' ``sent_by`` (and the attempt rows of older versions)."""
     result: dict[str, dict[str, int]] = {}
     with herald.store.begin() as connection:
         rows = connection.execute(
@@ -60,6 +61,14 @@ def sent_by_worker(herald: Herald, since: float) -> dict[str, dict[str, int]]:
             .where(ATTEMPT.c.at >= since)
             .group_by(ATTEMPT.c.worker, ATTEMPT.c.outcome)
         ).all()
+        sent = connection.execute(
+            select(DELIVERY.c.sent_by, func.count())
+            .where(DELIVERY.c.sent_by.is_not(None), DELIVERY.c.sent_at >= since)
+            .group_by(DELIVERY.c.sent_by)
+        ).all()
     for worker, outcome, count in rows:
         result.setdefault(str(worker), {})[str(outcome)] = int(count)
+    for worker, count in sent:
+        counts = result.setdefault(str(worker), {})
+        counts["sent"] = counts.get("sent", 0) + int(count)
     return result

@@ -131,6 +131,7 @@ class Delivery(SQLModel, table=True):
     created_at: float = Field(default=0.0)
     sent_at: float | None = Field(default=None)
     updated_at: float = Field(default=0.0)
+    sent_by: str | None = Field(default=None, max_length=64)  # the dispatcher that sent it (no attempt row)
     # Why it was late (SPEC "Truthful outcomes"; bot.engine.timings): when the last attempt was
     # claimed, and the seconds waited for each cause, written with the claim and the outcomes.
     claimed_at: float | None = Field(default=None)

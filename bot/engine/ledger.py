@@ -188,7 +188,8 @@ class Outcome:
 _RECORD_SQL = (
     "UPDATE delivery SET state = ?, reason = ?, detail = ?, "
     "provider_id = COALESCE(?, provider_id), sent_at = COALESCE(?, sent_at), due_at = ?, "
-    "updated_at = ?, lease_owner = NULL, lease_until = NULL, wait_throttle = wait_throttle + ?, "
+    "updated_at = ?, sent_by = COALESCE(?, sent_by), lease_owner = NULL, lease_until = NULL, "
+    "wait_throttle = wait_throttle + ?, "
     "wait_retry = wait_retry + ?, wait_down = wait_down + ?, wait_provider = wait_provider + ? "
     "WHERE id = ? AND lease_owner = ?"
 )
@@ -196,6 +197,8 @@ _ATTEMPT_SQL = (
     "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+# A send is recorded on the delivery row only (sent_at, sent_by); attempt rows are for failures and
+# retries, the sent ones cost a second statement per group commit (bench/README.md, "announce").
 # PostgreSQL: the same two writes as one statement and one round trip, the rows passed as one array
 # per column, so the text never changes and the server keeps it prepared. The UPDATE in the WITH runs
 # to completion although nothing reads it (PostgreSQL's rule for data-modifying CTEs); attempts are
@@ -208,11 +211,12 @@ _PG_RECORD_SQL = (
     "u AS (UPDATE delivery AS d SET state = v.state, reason = v.reason, detail = v.detail, "
     "provider_id = COALESCE(v.provider_id, d.provider_id), sent_at = COALESCE(v.sent_at, d.sent_at), "
     "due_at = v.due_at, updated_at = v.at, lease_owner = NULL, lease_until = NULL, "
+    "sent_by = CASE WHEN v.sent_at IS NULL THEN d.sent_by ELSE %s END, "
     "wait_throttle = d.wait_throttle + v.throttle, wait_retry = d.wait_retry + v.retry, "
     "wait_down = d.wait_down + v.down, wait_provider = d.wait_provider + v.provider "
     "FROM v WHERE d.id = v.id AND d.lease_owner = %s) "
     "INSERT INTO attempt (delivery_id, at, outcome, reason, detail, provider_id, worker) "
-    "SELECT id, at, attempt, reason, detail, provider_id, %s FROM v WHERE attempt <> 'released'"
+    "SELECT id, at, attempt, reason, detail, provider_id, %s FROM v WHERE attempt NOT IN ('released', 'sent')"
 )
 
 
@@ -235,7 +239,7 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
         else:
             # A tuple: one execution whose parameters are arrays (a list would mean executemany).
             columns = tuple(list(column) for column in zip(*rows, strict=True))
-            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker))
+            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker, worker))
         if suppressions:
             connection.execute(_insert_ignore(store, SUPPRESSION, ["channel", "address"]), suppressions)
 
@@ -266,21 +270,25 @@ def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
 
 
 def _record_sqlite(connection: Any, rows: list[tuple[Any, ...]], worker: str) -> None:
-    """SQLite: one executemany for the delivery rows, one for the attempts."""
+    """SQLite: one executemany for the delivery rows, one for the attempts (failures and retries)."""
     connection.exec_driver_sql(
         _RECORD_SQL,
-        [
-            (state, why, note, pid, sent, due, at, throttle, retry, down, took, id_, worker)
-            for id_, state, why, note, pid, sent, due, at, _, throttle, retry, down, took in rows
-        ],
+        [_sqlite_row(row, worker) for row in rows],
     )
     attempts = [
         (id_, at, tried, why, note, pid, worker)
         for id_, _, why, note, pid, _, _, at, tried, _, _, _, _ in rows
-        if tried != "released"
+        if tried not in ("released", "sent")
     ]
     if attempts:
         connection.exec_driver_sql(_ATTEMPT_SQL, attempts)
+
+
+def _sqlite_row(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
+    """_RECORD_SQL's parameters for one _record_row; ``sent_by`` is ``worker`` for a send."""
+    id_, state, why, note, pid, sent, due, at, _, throttle, retry, down, took = row
+    sent_by = None if sent is None else worker
+    return (state, why, note, pid, sent, due, at, sent_by, throttle, retry, down, took, id_, worker)
 
 
 def _insert_ignore(store: Store, table: Any, keys: list[str]) -> Any:
