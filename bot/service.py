@@ -29,12 +29,11 @@ from bot.people import People, people_counts, sla_document
 from bot.recipients.bounce_state import BOUNCED, bounced_or_state
 from bot.recipients.confirmations import confirmed_count
 from bot.recipients.rules import delivery_rules, opt_out_conditions
-from bot.tables import DELIVERY_STATES, Attempt, AuditEntry, Delivery, Notification, table_of
+from bot.tables import DELIVERY_STATES, AuditEntry, Delivery, Notification, table_of
 
 DELIVERY = table_of(Delivery)
 NOTIFICATION = table_of(Notification)
 AUDIT = table_of(AuditEntry)
-ATTEMPT = table_of(Attempt)
 
 
 class AnnounceError(ValueError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ldap_server import LdapServer
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
@@ -184,6 +185,19 @@ class Peers:
 
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "test-auth-token"
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    """One private slapd for the session (tests/ldap_server.py), skipped where slapd is missing."""
+    require_program("slapd")
+    server = LdapServer(tmp_path_factory.mktemp("slapd"))
+    server.configure()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

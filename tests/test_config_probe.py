@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TWILIO_SID, TWILIO_TOKEN, Peers, require_program
+from conftest import TWILIO_SID, TWILIO_TOKEN, Peers
 from ldap_server import SERVICE_DN, SERVICE_PASSWORD, LdapServer
 from sqlalchemy import select
 
@@ -183,18 +183,6 @@ def test_without_probe_config_check_connects_to_nothing(
         result.stdout.splitlines()[-1]
     ]
     assert slack.calls == []
-
-
-@pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
-    require_program("slapd")
-    server = LdapServer(tmp_path_factory.mktemp("slapd"))
-    server.configure()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_ldap_bind(cli: Any, peers: Peers, slapd: LdapServer, db_url: str, tmp_path: Path) -> None:

@@ -36,18 +36,6 @@ PEOPLE = 240
 DISABLED = {f"u{i:03d}" for i in range(PEOPLE) if i % 40 == 7}
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
-    require_program("slapd")
-    server = LdapServer(tmp_path_factory.mktemp("slapd"))
-    server.configure()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def tree(slapd: LdapServer) -> Directory:
     """A fresh copy of the test directory under its own ``ou``."""
