@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import Connection, and_, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.engine.caps import bump_counter, day_of, lock_counter
@@ -229,19 +229,31 @@ def record(store: Store, outcomes: Sequence[Outcome], worker: str) -> None:
     """
     if not outcomes:
         return
-    rows = [_record_row(o) for o in outcomes]
     suppressions = _suppressions(outcomes)
     # Driver-level SQL (no per-row bind processing) that still goes through SQLAlchemy's error
     # handling: a lost connection raises a DBAPIError and is dropped from the pool.
     with store.begin() if suppressions else store.one_statement() as connection:
-        if store.is_sqlite:
-            _record_sqlite(connection, rows, worker)
-        else:
-            # A tuple: one execution whose parameters are arrays (a list would mean executemany).
-            columns = tuple(list(column) for column in zip(*rows, strict=True))
-            connection.exec_driver_sql(_PG_RECORD_SQL, (*columns, worker, worker, worker))
-        if suppressions:
-            connection.execute(_insert_ignore(store, SUPPRESSION, ["channel", "address"]), suppressions)
+        write_outcomes(connection, store.is_sqlite, outcomes, worker)
+
+
+def write_outcomes(connection: Connection, on_sqlite: bool, outcomes: Sequence[Outcome], worker: str) -> None:
+    """:func:`record`'s statements on ``connection``, inside the caller's transaction (one is needed
+    when an outcome suppresses an address: the suppression rows go in the same commit)."""
+    if on_sqlite:
+        _record_sqlite(connection, [_record_row(o) for o in outcomes], worker)
+    else:
+        connection.exec_driver_sql(*pg_record(outcomes, worker))
+    suppressions = _suppressions(outcomes)
+    if suppressions:
+        connection.execute(_insert_ignore(on_sqlite, SUPPRESSION, ["channel", "address"]), suppressions)
+
+
+def pg_record(outcomes: Sequence[Outcome], worker: str) -> tuple[str, tuple[Any, ...]]:
+    """PostgreSQL: the one statement that records ``outcomes`` (no suppressions) and its parameters."""
+    rows = [_record_row(o) for o in outcomes]
+    # A tuple: one execution whose parameters are arrays (a list would mean executemany).
+    columns = tuple(list(column) for column in zip(*rows, strict=True))
+    return _PG_RECORD_SQL, (*columns, worker, worker, worker)
 
 
 def _record_row(o: Outcome) -> tuple[Any, ...]:
@@ -291,8 +303,8 @@ def _sqlite_row(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
     return (state, why, note, pid, sent, due, at, sent_by, throttle, retry, down, took, id_, worker)
 
 
-def _insert_ignore(store: Store, table: Any, keys: list[str]) -> Any:
-    dialect_insert = sqlite.insert if store.is_sqlite else postgresql.insert
+def _insert_ignore(on_sqlite: bool, table: Any, keys: list[str]) -> Any:
+    dialect_insert = sqlite.insert if on_sqlite else postgresql.insert
     return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
 
 

@@ -6,12 +6,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, func, select, update
 
 from bot.engine.ledger import DELIVERY, NOTIFICATION, OPEN_STATES, RUNG
 from bot.store import Store
 from bot.tables import CLAIMABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a notification is, as `announce --wait` polls it (the full status is read at the end)."""
+
+    state: str
+    total: int  # deliveries
+    left: int  # deliveries still open
+    deadline: float
+
+
+def progress(store: Store, notification_id: str) -> Progress | None:
+    """The notification's state and its open deliveries: two index reads, whatever its size."""
+    with store.begin() as connection:
+        row = connection.execute(
+            select(NOTIFICATION.c.state, NOTIFICATION.c.deadline).where(NOTIFICATION.c.id == notification_id)
+        ).first()
+        if row is None:
+            return None
+        counts = connection.execute(
+            select(DELIVERY.c.state, func.count())
+            .where(DELIVERY.c.notification_id == notification_id)
+            .group_by(DELIVERY.c.state)
+        ).all()
+    left = sum(int(count) for state, count in counts if state in OPEN_STATES)
+    return Progress(str(row.state), sum(int(count) for _, count in counts), left, float(row.deadline or 0.0))
 
 
 def cancelled_among(store: Store, ids: Iterable[str]) -> set[str]:

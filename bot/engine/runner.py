@@ -218,7 +218,10 @@ class ChannelRunner:
         for task in helpers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            await self.commit.close()
 
     async def _claim(self, most: int | None = None) -> tuple[float, list[Claimed]]:
         self.wake.clear()  # a wake-up from now on means work this claim may not see

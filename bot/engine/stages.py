@@ -10,7 +10,8 @@ parts with state of their own:
   delivery error;
 - :class:`GroupCommit`: the record stage. Outcomes are written in one transaction per group, and a
   send's slot is freed only once its outcome is in the ledger, so a process killed at any moment may
-  repeat at most the sends in flight.
+  repeat at most the sends in flight. A group is written from the loop itself
+  (:mod:`bot.engine.loop_writes`), or by a worker thread when the database is busy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.app import Herald
 from bot.channel_specs import ChannelSpec
 from bot.engine import ledger, notice_state
 from bot.engine.ledger import Claimed, Outcome
+from bot.engine.loop_writes import loop_writer
 from bot.store import database_reason
 from bot.tables import Delivery, DeliveryState, Notification, table_of
 from channels.base import DeliveryError, Notice, Prepared, Receipt, Recipient, TransientError
@@ -220,6 +222,7 @@ class GroupCommit:
         self.touched: set[str] = set()  # notifications with outcomes since the last finish check
         self.ready = asyncio.Event()
         self.writing = asyncio.Lock()
+        self.loop_writer = loop_writer(herald.store, worker_id)  # no thread hand-off per group
 
     def add(self, outcome: Outcome) -> None:
         self.pending.append(outcome)
@@ -239,7 +242,8 @@ class GroupCommit:
                 return
             outcomes, self.pending = self.pending, []
             try:
-                await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
+                if not await self.loop_writer.record(outcomes):
+                    await asyncio.to_thread(ledger.record, self.herald.store, outcomes, self.worker_id)
             except SQLAlchemyError as exc:
                 # The database is the truth: keep the slots (sending stops) and retry.
                 log.warning(
@@ -255,6 +259,9 @@ class GroupCommit:
             for _ in outcomes:
                 self.release_slot()
             self.touched.update(o.notification_id for o in outcomes if o.state != DeliveryState.DEFERRED)
+
+    async def close(self) -> None:
+        await self.loop_writer.close()
 
     async def finish(self) -> list[str]:
         """Mark notifications with nothing left open as done; the ids that finished."""

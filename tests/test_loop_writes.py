@@ -1,0 +1,136 @@
+"""Outcome writes from the event loop (bot.engine.loop_writes), through the record stage GroupCommit.
+
+A group is written on the loop itself (SQLite on its thread, PostgreSQL over psycopg's async
+connection); a slot is freed only once its outcome is committed. When another writer holds SQLite's
+lock, the loop must keep running and the group must still be written, by a thread that waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.app import Herald
+from bot.clock import ManualClock
+from bot.config import load_settings
+from bot.directory.audience import parse_audience
+from bot.directory.audience_sql import audience_condition
+from bot.directory.records import PersonRecord
+from bot.directory.store import import_people
+from bot.engine import ledger
+from bot.engine.create import DELIVERY, NewNotification, ensure_notification, new_notification_id
+from bot.engine.loop_writes import PgLoopWriter, SqliteLoopWriter
+from bot.engine.outcomes import RetryPolicy, decide
+from bot.engine.stages import GroupCommit
+from bot.store import Store, open_store
+from channels.base import PermanentError, Receipt
+
+NOW = 1_800_000_000.0
+POLICY = RetryPolicy(retry_for=3600, base=1, cap=60, max_unknown=3)
+
+
+@pytest.fixture
+def herald(store: Store, db_url: str) -> Iterator[Herald]:
+    settings = load_settings(None, database={"url": db_url}, quiet_hours={"kinds": []})
+    yield Herald.build(settings, clock=ManualClock(NOW), store=store)
+
+
+def queue(store: Store, people: int) -> list[ledger.Claimed]:
+    """A notification to ``people`` by email, every delivery claimed by worker ``w1``."""
+    import_people(
+        store, [PersonRecord(id=f"p{i}", name=f"P{i}", email=f"p{i}@example.com") for i in range(people)]
+    )
+    notice = NewNotification(
+        id=new_notification_id(), kind="announcement", severity="info", title="t", body="b",
+        audience="everyone", channels=("email",), created_by="test", created_at=NOW, start_at=NOW,
+        deadline=NOW + 600, idempotency_key=None,
+    )  # fmt: skip
+    ensure_notification(store, notice, audience_condition(parse_audience("everyone")))
+    return ledger.claim(store, "email", "w1", NOW, 60, people)
+
+
+def states(store: Store) -> dict[str, str]:
+    with store.begin() as connection:
+        rows = connection.execute(select(DELIVERY.c.address, DELIVERY.c.state, DELIVERY.c.sent_by)).all()
+    return {address: f"{state}/{sent_by}" for address, state, sent_by in rows}
+
+
+async def test_groups_are_written_from_the_loop_and_free_their_slots(herald: Herald) -> None:
+    claimed = queue(herald.store, 3)
+    freed: list[int] = []
+    commit = GroupCommit(herald, "email", "w1", lambda: freed.append(1))
+    assert isinstance(commit.loop_writer, SqliteLoopWriter if herald.store.is_sqlite else PgLoopWriter)
+    rng = random.Random(1)
+    for item in claimed[:2]:
+        commit.add(decide(item, Receipt(provider_id="250 ok"), NOW + 1, False, POLICY, rng))
+    await commit.write()
+    assert len(freed) == 2
+    # A hard failure suppresses the address: that group is written with its suppression row.
+    refused = PermanentError("rejected_recipient", "550 5.1.1 no such user", suppress=True)
+    commit.add(decide(claimed[2], refused, NOW + 1, False, POLICY, rng))
+    await commit.write()
+    await commit.close()
+    assert len(freed) == 3
+    assert states(herald.store) == {
+        "p0@example.com": "sent/w1",
+        "p1@example.com": "sent/w1",
+        "p2@example.com": "failed/None",
+    }
+    with herald.store.begin() as connection:
+        suppressed = connection.execute(select(ledger.SUPPRESSION.c.address)).scalars().all()
+    assert suppressed == ["p2@example.com"]
+
+
+@pytest.fixture
+def sqlite_herald(tmp_path: Path) -> Iterator[Herald]:
+    url = f"sqlite:///{tmp_path / 'herald.db'}"
+    store = open_store(url)
+    settings = load_settings(None, database={"url": url}, quiet_hours={"kinds": []})
+    yield Herald.build(settings, clock=ManualClock(NOW), store=store)
+    store.dispose()
+
+
+async def test_a_locked_sqlite_database_never_stalls_the_loop(sqlite_herald: Herald) -> None:
+    herald = sqlite_herald
+    claimed = queue(herald.store, 2)
+    # Another connection (another process, as a CLI creating a notification would be) holds the write
+    # lock until the loop has been seen running while the group waits for it.
+    path = herald.store.url.removeprefix("sqlite:///")
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    loop_ran = threading.Event()
+    seen: list[bool] = []
+
+    def hold_until_the_loop_runs() -> None:
+        # Half SQLite's busy timeout (10 s): a write that waited for the lock on the loop's thread
+        # would keep the loop from turning past it.
+        seen.append(loop_ran.wait(timeout=5))
+        locker.execute("COMMIT")
+
+    holder = threading.Thread(target=hold_until_the_loop_runs)
+    holder.start()
+    freed: list[int] = []
+    commit = GroupCommit(herald, "email", "w1", lambda: freed.append(1))
+    rng = random.Random(1)
+    for item in claimed:
+        commit.add(decide(item, Receipt(provider_id="250 ok"), NOW + 1, False, POLICY, rng))
+    write = asyncio.create_task(commit.write())
+    ticks = 0
+    while not write.done() and ticks < 3:  # the loop turns while the write waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not write.done() and not freed  # nothing written, no slot freed while locked
+    loop_ran.set()
+    await asyncio.wait_for(write, timeout=30)
+    holder.join()
+    await commit.close()
+    locker.close()
+    assert seen == [True] and len(freed) == 2
+    assert set(states(herald.store).values()) == {"sent/w1"}
