@@ -68,12 +68,23 @@ def test_each_person_gets_the_template_of_their_language(
             "maintenance.sms.pt.j2": "[MANUTENCAO] {{ title }}",
             # fails when rendered (config check would say so): the built-in one is used instead
             "maintenance.email.html.pt.j2": "<p>{{ no_such_variable }}</p>",
+            # phrases: only these two blocks; every other one is the built-in English one
+            "maintenance.phrases.pt.j2": (
+                "{% block label %}MANUTENÇÃO{% endblock %}\n"
+                "{% block sms_opt_out %}Responda STOP para sair.{% endblock %}\n"
+            ),
         },
     )
     report = announce(cli, config, "maintenance", "Patch Tuesday")
     assert report["channels"]["email"]["sent"] == 4 and report["channels"]["sms"]["sent"] == 4
     mail = parts(peers)
-    assert {message["Subject"] for message, _, _ in mail.values()} == {"[MAINTENANCE] Patch Tuesday"}
+    subjects = {address: message["Subject"] for address, (message, _, _) in mail.items()}
+    assert subjects == {
+        "en1@example.com": "[MAINTENANCE] Patch Tuesday",
+        "de1@example.com": "[WARTUNG] Patch Tuesday",  # the kind's word is the `label` phrase
+        "pt1@example.com": "[MANUTENÇÃO] Patch Tuesday",
+        "fr1@example.com": "[MAINTENANCE] Patch Tuesday",
+    }
 
     # de: the built-in German templates
     _, text, html = mail["de1@example.com"]
@@ -93,8 +104,9 @@ def test_each_person_gets_the_template_of_their_language(
         assert '<html lang="en">' in html
 
     sms = sms_by_number(peers)
-    assert sms["002"] == "[WARTUNG] Patch Tuesday: Servers reboot at 22:00.\nReply STOP to opt out."
-    assert sms["003"] == "[MANUTENCAO] Patch Tuesday\nReply STOP to opt out."
+    german = "[WARTUNG] Patch Tuesday: Servers reboot at 22:00.\nAntworten Sie STOP zum Abbestellen."
+    assert sms["002"] == german
+    assert sms["003"] == "[MANUTENCAO] Patch Tuesday\nResponda STOP para sair."
     assert (
         sms["001"]
         == sms["004"]
@@ -154,7 +166,7 @@ def test_config_check_compiles_every_template(cli: Any, tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.stderr
     assert ok.stderr.splitlines() == [
         f"warning: templates: {directory / 'notes.j2'}: unknown template name "
-        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack)"
+        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack, phrases)"
     ]
 
     (directory / "outage.email.txt.j2").write_text("Hello\n\n{% if title %}\n{{ title }\n", encoding="utf-8")
@@ -164,7 +176,7 @@ def test_config_check_compiles_every_template(cli: Any, tmp_path: Path) -> None:
     assert broken.stderr.splitlines() == [
         f"error: templates: {directory / 'info.sms.j2'}:2: render error: UndefinedError: 'name' is undefined",
         f"warning: templates: {directory / 'notes.j2'}: unknown template name "
-        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack)",
+        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack, phrases)",
         f"error: templates: {directory / 'outage.email.txt.j2'}:4: syntax error: unexpected '}}'",
         f"2 template(s) in {directory} refused",
     ]
