@@ -204,7 +204,11 @@ class Templates:
 
 def render_block(template: jinja2.Template, name: str, context: Mapping[str, Any]) -> str:
     """One block of ``template`` rendered alone, without surrounding space."""
-    return "".join(template.blocks[name](template.new_context(dict(context)))).strip()
+    try:
+        return "".join(template.blocks[name](template.new_context(dict(context)))).strip()
+    except Exception:
+        template.environment.handle_exception()  # re-raised with the template's own line numbers
+        raise  # (not reached)
 
 
 def common_context(notice: Notice) -> dict[str, Any]:

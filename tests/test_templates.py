@@ -208,3 +208,34 @@ def test_language_is_validated_and_shown(cli: Any, db_url: str, tmp_path: Path) 
     ]
     text = cli("directory", "show", "everyone", env=env).stdout
     assert "language" in text and "pt-BR" in text
+
+
+def test_config_check_renders_each_phrase_alone(cli: Any, tmp_path: Path) -> None:
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    (directory / "default.phrases.de.j2").write_text(
+        "{% block confirm_button %}Gelesen{% endblock %}\n{% block confirmed %}Am {{ when }}{% endblock %}\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "herald.toml"
+    config.write_text(f'[templates]\ndir = "{directory}"\n', encoding="utf-8")
+    ok = cli("config", "check", "--config", str(config))
+    assert (ok.exit_code, ok.stderr) == (0, ""), ok.stderr
+
+    phrases = directory / "maintenance.phrases.j2"
+    phrases.write_text(
+        "{% block label %}WORKS{% endblock %}\n"
+        "{% block dm_header %}\n[{{ label }}] {{ titel }}{% endblock %}\n"
+        "{% block greeting %}Hi{% endblock %}\n",
+        encoding="utf-8",
+    )
+    (directory / "info.phrases.j2").write_text("{% block label %}{{ x }{% endblock %}\n", encoding="utf-8")
+    broken = cli("config", "check", "--config", str(config))
+    assert broken.exit_code == 2
+    lines = broken.stderr.splitlines()
+    assert lines[0] == f"error: templates: {directory / 'info.phrases.j2'}:1: syntax error: unexpected '}}'"
+    undefined = "render error in phrase dm_header: UndefinedError: 'titel' is undefined"
+    assert lines[1] == f"error: templates: {phrases}:3: {undefined}"
+    expected = "(expected confirm_button, confirm_page_done,"
+    assert lines[2].startswith(f"warning: templates: {phrases}: unknown phrase 'greeting' {expected}")
+    assert lines[3:] == [f"2 template(s) in {directory} refused"]
