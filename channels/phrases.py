@@ -39,7 +39,7 @@ from typing import Any
 
 from channels.base import Notice
 from channels.gsm import drop_controls
-from channels.templating import Templates, common_context
+from channels.templating import Contexts, Templates, common_context
 
 
 def phrase_context(notice: Notice | None = None, **extra: Any) -> dict[str, Any]:
@@ -73,7 +73,8 @@ class Phrases:
         self.templates = templates
         self.language = language
         self.context = dict(context)
-        self.context["label"] = self.get("label")
+        self.context["label"] = self.get("label", label="")
+        self._contexts: Contexts = {}  # each template's jinja context, for the phrases without extras
 
     @classmethod
     def of(cls, notice: Notice, templates: Templates) -> Phrases:
@@ -86,8 +87,10 @@ class Phrases:
         return cls(templates, language, phrase_context(severity=kind.upper(), kind=kind, **extra))
 
     def get(self, name: str, **extra: Any) -> str:
-        context = self.context | extra
-        return self.templates.phrase(str(context["kind"]), self.language, name, context)
+        """The phrase ``name``; ``extra`` adds variables (``when``) for this one."""
+        context = self.context | extra if extra else self.context
+        contexts = None if extra else self._contexts
+        return self.templates.phrase(str(context["kind"]), self.language, name, context, contexts)
 
 
 def as_reminder(notice: Notice, templates: Templates) -> Notice:

@@ -23,6 +23,7 @@ reports a syntax or render error with the file and line; unknown names are warni
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import traceback
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 
 from channels.base import Notice
 
@@ -84,6 +86,7 @@ def language_chain(language: str) -> list[str]:
     return ["-".join(parts[:n]) for n in range(len(parts), 0, -1)] + [""]
 
 
+@functools.lru_cache(maxsize=256)
 def _autoescape(name: str | None) -> bool:
     """On for ``email.html`` templates and partials such as ``_footer.html.j2``."""
     return ".html." in Path(name or "").name.lower()
@@ -161,23 +164,31 @@ class Templates:
             log.warning("template %s failed (%s); the built-in one is used", template.name, exc)
             return self.builtin(channel, language).render(context)
 
-    def phrase(self, kind: str, language: str, name: str, context: Mapping[str, Any]) -> str:
+    def phrase(
+        self,
+        kind: str,
+        language: str,
+        name: str,
+        context: Mapping[str, Any],
+        contexts: Contexts | None = None,
+    ) -> str:
         """The block ``name`` of the first ``phrases`` template along ``kind``'s and ``language``'s
-        chain that has it, rendered and stripped; an operator's that fails falls back to the built-in."""
+        chain that has it, rendered and stripped; an operator's that fails falls back to the built-in.
+        ``contexts`` keeps each template's jinja context of ``context`` for the next phrase."""
         key = (kind.lower(), language.lower(), name)
         chosen = self._phrases.get(key)
         if chosen is None:
             chosen = self._phrases[key] = self._select_phrase(*key)
         template, operators = chosen
         try:
-            return render_block(template, name, context)
+            return render_block(template, name, context, contexts)
         except Exception as exc:
             if not operators:
                 raise
             log.warning(
                 "phrase %s of template %s failed (%s); the built-in one is used", name, template.name, exc
             )
-            return render_block(self._builtin_phrase(name, language), name, context)
+            return render_block(self._builtin_phrase(name, language), name, context, contexts)
 
     def _select_phrase(self, kind: str, language: str, name: str) -> tuple[jinja2.Template, bool]:
         if self._operator is not None:
@@ -202,10 +213,21 @@ class Templates:
         raise LookupError(f"no built-in phrase {name}")
 
 
-def render_block(template: jinja2.Template, name: str, context: Mapping[str, Any]) -> str:
-    """One block of ``template`` rendered alone, without surrounding space."""
+Contexts = dict[jinja2.Template, jinja2.runtime.Context]
+
+
+def render_block(
+    template: jinja2.Template, name: str, context: Mapping[str, Any], contexts: Contexts | None = None
+) -> str:
+    """One block of ``template`` rendered alone, without surrounding space. A jinja context costs
+    more than a short block: ``contexts`` keeps them for blocks rendered with the same ``context``."""
     try:
-        return "".join(template.blocks[name](template.new_context(dict(context)))).strip()
+        made = contexts.get(template) if contexts is not None else None
+        if made is None:
+            made = template.new_context(dict(context))
+            if contexts is not None:
+                contexts[template] = made
+        return "".join(template.blocks[name](made)).strip()
     except Exception:
         template.environment.handle_exception()  # re-raised with the template's own line numbers
         raise  # (not reached)
