@@ -14,6 +14,11 @@ and replace one: ``title`` (a header: severity and title), ``body`` (a section, 
 id), then room for an ``actions`` block (a Confirm button, action id ``confirm_receipt``) that
 confirmations will append, and last, for non-mandatory kinds, ``preferences`` (the person's signed
 preferences link, added per recipient by :func:`preferences_block`).
+
+The words of the header, the context line, the button and the preferences line are the notice's
+language's phrases (:mod:`channels.phrases`: ``dm_header``, ``dm_kind``, ``dm_about``,
+``confirm_button``, ``preferences_hint``, ``preferences_link``), escaped like the rest; a reminder
+before a maintenance window opens its body with the ``reminder`` phrase.
 """
 
 from __future__ import annotations
