@@ -152,6 +152,7 @@ async def test_a_german_reader_gets_every_fixed_text_in_german(cli: Any, db_url:
                 and all(s.slack.dms_to(user) for user in USERS)
             ),
             "deliveries",
+            timeout=60,  # a shared, loaded machine
         )
         anna, ben = check_dms(s, nid)
         mail = check_sms_and_mail(s)
@@ -172,7 +173,7 @@ async def test_a_german_reader_gets_every_fixed_text_in_german(cli: Any, db_url:
         # the DM's button becomes "Confirmed at …" in each reader's language
         await click_confirm(s, anna, "U0ANNA")
         await click_confirm(s, ben, "U0BEN")
-        await eventually(lambda: len(s.slack.calls_to("chat.update")) == 2, "chat.update")
+        await eventually(lambda: len(s.slack.calls_to("chat.update")) == 2, "chat.update", timeout=60)
         done = {
             call.args["ts"]: json.dumps(call.args["blocks"], ensure_ascii=False)
             for call in s.slack.calls_to("chat.update")
