@@ -15,7 +15,8 @@ receipt is ``<channel>/<ts>``, what ``chat.update`` needs to edit the DM in plac
 
 The message itself is rendered outside this package (``render``: Herald escapes its mrkdwn in
 :mod:`bot.slack.dm_blocks`); ``channels`` never imports ``bot``. ``preferences`` builds the block
-that carries a recipient's signed preferences link, for the non-mandatory kinds that get one.
+that carries a recipient's signed preferences link, for the non-mandatory kinds that get one (unless
+the prepared DM brings its own, in the notice's language).
 
 Errors are those of :mod:`channels.base`, decided by :func:`classify_slack_error` (Slack's
 ``error`` codes and HTTP status) and :func:`classify_transport_error`. The SDK's retry handlers
@@ -132,6 +133,9 @@ class PreparedSlack:
     text: str  # mrkdwn, escaped: the notification preview and what screen readers read
     blocks: tuple[JsonDict, ...]
     notification_id: str = ""
+    # builds the block with a recipient's preferences link in the notice's language (else the
+    # channel's ``preferences``)
+    preferences: Callable[[str], JsonDict] | None = field(default=None, compare=False, repr=False)
 
     @property
     def cost(self) -> int:
@@ -286,8 +290,9 @@ class SlackDmChannel:
 
     def _blocks(self, prepared: PreparedSlack, to: Recipient) -> list[JsonDict]:
         blocks = list(prepared.blocks)
-        if to.unsubscribe_url and self._preferences is not None:
-            blocks.append(self._preferences(to.unsubscribe_url))
+        build = prepared.preferences or self._preferences
+        if to.unsubscribe_url and build is not None:
+            blocks.append(build(to.unsubscribe_url))
         return blocks
 
     @staticmethod

@@ -12,12 +12,18 @@ three for ``default``; then the built-in ``default.<channel>.pt-BR``, ``.pt`` an
 templates (``email.html``) are autoescaped; text and SMS templates are not. Templates render only
 message bodies: headers (the subject included) are Herald's.
 
+The short fixed texts around a message (the Slack DM's header and Confirm button, the SMS hints, the
+reminder before a window; see :mod:`channels.phrases`) are the blocks of ``<kind>.phrases[.<language>].j2``:
+``{% block confirm_button %}Bestätigen{% endblock %}``. Each is looked up on its own along the same
+chain (:meth:`Templates.phrase`), so an operator's file may hold only the blocks it changes.
+
 :func:`check_directory` compiles every template of a directory and renders it with sample values, and
 reports a syntax or render error with the file and line; unknown names are warnings.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import traceback
@@ -28,16 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 
 from channels.base import Notice
 
 log = logging.getLogger("herald.templates")
 
 TEMPLATE_CHANNELS = ("email.html", "email.txt", "sms", "slack")
+PHRASES = "phrases"  # not a channel: the short texts of every channel, one block each
 DEFAULT_KIND = "default"
 BUILTIN = "built-in"
 _NAME = re.compile(
-    r"(?P<kind>[a-z0-9_-]+)\.(?P<channel>email\.html|email\.txt|sms|slack)"
+    r"(?P<kind>[a-z0-9_-]+)\.(?P<channel>email\.html|email\.txt|sms|slack|phrases)"
     r"(?:\.(?P<language>[a-z]{2,3}(?:-[a-z0-9]{1,8})*))?\.j2"
 )
 # Variables each channel's templates get (SMS and Slack texts are the same for every recipient).
@@ -78,6 +86,7 @@ def language_chain(language: str) -> list[str]:
     return ["-".join(parts[:n]) for n in range(len(parts), 0, -1)] + [""]
 
 
+@functools.lru_cache(maxsize=256)
 def _autoescape(name: str | None) -> bool:
     """On for ``email.html`` templates and partials such as ``_footer.html.j2``."""
     return ".html." in Path(name or "").name.lower()
@@ -117,6 +126,7 @@ class Templates:
             _Source(str(self.directory), jinja2.FileSystemLoader(self.directory)) if self.directory else None
         )
         self._chosen: dict[tuple[str, str, str], tuple[jinja2.Template, bool]] = {}
+        self._phrases: dict[tuple[str, str, str], tuple[jinja2.Template, bool]] = {}
 
     def select(self, kind: str, channel: str, language: str = "") -> tuple[jinja2.Template, bool]:
         """The template for ``kind``/``channel`` in ``language`` and whether it is the operator's."""
@@ -154,6 +164,74 @@ class Templates:
             log.warning("template %s failed (%s); the built-in one is used", template.name, exc)
             return self.builtin(channel, language).render(context)
 
+    def phrase(
+        self,
+        kind: str,
+        language: str,
+        name: str,
+        context: Mapping[str, Any],
+        contexts: Contexts | None = None,
+    ) -> str:
+        """The block ``name`` of the first ``phrases`` template along ``kind``'s and ``language``'s
+        chain that has it, rendered and stripped; an operator's that fails falls back to the built-in.
+        ``contexts`` keeps each template's jinja context of ``context`` for the next phrase."""
+        key = (kind.lower(), language.lower(), name)
+        chosen = self._phrases.get(key)
+        if chosen is None:
+            chosen = self._phrases[key] = self._select_phrase(*key)
+        template, operators = chosen
+        try:
+            return render_block(template, name, context, contexts)
+        except Exception as exc:
+            if not operators:
+                raise
+            log.warning(
+                "phrase %s of template %s failed (%s); the built-in one is used", name, template.name, exc
+            )
+            return render_block(self._builtin_phrase(name, language), name, context, contexts)
+
+    def _select_phrase(self, kind: str, language: str, name: str) -> tuple[jinja2.Template, bool]:
+        if self._operator is not None:
+            for candidate in (kind, DEFAULT_KIND):
+                for lang in language_chain(language):
+                    found = self._operator.find(candidate, PHRASES, lang)
+                    template = self._operator.environment.get_template(found) if found else None
+                    if template is not None and name in template.blocks:
+                        return template, True
+        return self._builtin_phrase(name, language), False
+
+    def builtin_phrase_names(self) -> set[str]:
+        found = self._builtin.find(DEFAULT_KIND, PHRASES, "")
+        return set(self._builtin.environment.get_template(found).blocks) if found else set()
+
+    def _builtin_phrase(self, name: str, language: str) -> jinja2.Template:
+        for lang in language_chain(language):
+            found = self._builtin.find(DEFAULT_KIND, PHRASES, lang)
+            template = self._builtin.environment.get_template(found) if found else None
+            if template is not None and name in template.blocks:
+                return template
+        raise LookupError(f"no built-in phrase {name}")
+
+
+Contexts = dict[jinja2.Template, jinja2.runtime.Context]
+
+
+def render_block(
+    template: jinja2.Template, name: str, context: Mapping[str, Any], contexts: Contexts | None = None
+) -> str:
+    """One block of ``template`` rendered alone, without surrounding space. A jinja context costs
+    more than a short block: ``contexts`` keeps them for blocks rendered with the same ``context``."""
+    try:
+        made = contexts.get(template) if contexts is not None else None
+        if made is None:
+            made = template.new_context(dict(context))
+            if contexts is not None:
+                contexts[template] = made
+        return "".join(template.blocks[name](made)).strip()
+    except Exception:
+        template.environment.handle_exception()  # re-raised with the template's own line numbers
+        raise  # (not reached)
+
 
 def common_context(notice: Notice) -> dict[str, Any]:
     """The variables every channel's template gets alike: ``language`` (``en`` when unknown), and
@@ -187,6 +265,8 @@ def sample_context(channel: str) -> dict[str, Any]:
         "notification_id": "n-check",
         "color": "#b54708",
     }
+    if channel == PHRASES:
+        context |= {"label": "MAINTENANCE", "when": "2026-12-05 22:00 UTC"}
     if channel.startswith("email"):
         context |= {
             "name": "Alice Example",
@@ -236,17 +316,36 @@ def _check_file(environment: jinja2.Environment, path: Path, kinds: set[str]) ->
         return []  # a partial: checked where it is included
     parsed = parse_name(name)
     if parsed is None:
-        expected = "<kind>.<channel>[.<language>].j2 with channel " + ", ".join(TEMPLATE_CHANNELS)
+        expected = "<kind>.<channel>[.<language>].j2 with channel " + ", ".join((*TEMPLATE_CHANNELS, PHRASES))
         return [TemplateProblem(str(path), None, f"unknown template name (expected {expected})", False)]
     if parsed.kind not in kinds:
         known = ", ".join(sorted(kinds))
         return [TemplateProblem(str(path), None, f"unknown kind {parsed.kind!r} (expected {known})", False)]
+    if parsed.channel == PHRASES:
+        return _check_phrases(template, str(path))
     try:
         template.render(sample_context(parsed.channel))
     except Exception as exc:
         message = f"render error: {type(exc).__name__}: {exc}"
         return [TemplateProblem(str(path), _template_line(exc, template), message, error=True)]
     return []
+
+
+def _check_phrases(template: jinja2.Template, path: str) -> list[TemplateProblem]:
+    """Each block rendered alone (as Herald uses them); a block the built-in file lacks is a warning."""
+    known = Templates().builtin_phrase_names()
+    problems = []
+    for name in template.blocks:
+        if name not in known:
+            message = f"unknown phrase {name!r} (expected {', '.join(sorted(known))})"
+            problems.append(TemplateProblem(path, None, message, error=False))
+            continue
+        try:
+            render_block(template, name, sample_context(PHRASES))
+        except Exception as exc:
+            message = f"render error in phrase {name}: {type(exc).__name__}: {exc}"
+            problems.append(TemplateProblem(path, _template_line(exc, template), message, error=True))
+    return problems
 
 
 def _template_line(exc: BaseException, template: jinja2.Template) -> int | None:

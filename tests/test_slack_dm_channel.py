@@ -220,6 +220,8 @@ def test_the_dm_body_follows_the_slack_template_of_each_persons_language(
     folder.mkdir()
     (folder / "critical.slack.j2").write_text("Ops <!here> says: {{ body }}\n", encoding="utf-8")
     (folder / "critical.slack.de.j2").write_text("Betrieb meldet: {{ body }}\n", encoding="utf-8")
+    # one phrase for German readers of this kind; the header keeps the built-in German `label`
+    (folder / "critical.phrases.de.j2").write_text("{% block dm_about %}Betrieb{% endblock %}\n", "utf-8")
     Path(config).write_text(Path(config).read_text() + f'[templates]\ndir = "{folder}"\n', encoding="utf-8")
     people = write_people(tmp_path / "people.csv")
     lines = people.read_text().splitlines()
@@ -232,9 +234,14 @@ def test_the_dm_body_follows_the_slack_template_of_each_persons_language(
     for index, expected in ((0, f"Betrieb meldet: {evil}"), (1, f"Betrieb meldet: {evil}")):
         [dm] = slack.dms_to(slack_id(index))
         assert dm.blocks[1]["text"]["text"] == expected
-        assert dm.text == f"[CRITICAL] Core &lt;!channel&gt; &amp; switch: {expected}"
+        assert dm.text == f"[KRITISCH] Core &lt;!channel&gt; &amp; switch: {expected}"
+        assert dm.blocks[0]["text"]["text"] == "[KRITISCH] Core &lt;!channel&gt; &amp; switch"
+        assert dm.blocks[2]["elements"][0]["text"].startswith(":rotating_light: *Kritisch* · Betrieb `")
     [dm] = slack.dms_to(slack_id(2))
     assert dm.blocks[1]["text"]["text"] == f"Ops &lt;!here&gt; says: {evil}"  # escaped like the body
+    assert dm.text == f"[CRITICAL] Core &lt;!channel&gt; &amp; switch: Ops &lt;!here&gt; says: {evil}"
+    about = dm.blocks[2]["elements"][0]["text"]
+    assert about.startswith(":rotating_light: *critical* · Herald notification `")
     assert [b["block_id"] for b in dm.blocks] == ["title", "body", "about"]
 
     window = ["--severity", "maintenance", "--window", "2099-01-01T22:00..2099-01-01T23:00"]

@@ -23,6 +23,7 @@ from channels.base import (
 )
 from channels.gsm import Encoding, count_segments
 from channels.sms import OPT_OUT_HINT, PreparedSms, SmsChannel, SmsSettings, render_sms
+from channels.templating import Templates
 
 SID = "AC" + "c" * 32
 TOKEN = "channel-token"
@@ -254,6 +255,34 @@ def test_render_sms_fits_and_keeps_the_hint_only_when_optional(max_segments: int
         assert prepared.segments == count_segments(prepared.text).segments <= max_segments
         assert prepared.text.endswith(OPT_OUT_HINT) is (not notice.mandatory)
         assert ("STOP" in prepared.text) is (not notice.mandatory)
+
+
+GERMAN_HINTS = "\nAntworten Sie OK zur Bestätigung.\nAntworten Sie STOP zum Abbestellen."
+
+
+@pytest.mark.parametrize("max_segments", [1, 2, 3])
+@pytest.mark.parametrize(
+    "body", ["Platte voll auf fs01. " * 40, "Für Größe: ü ö ä ß. " * 40, "Диск fs01. " * 50]
+)
+def test_german_hints_count_in_the_segments_and_survive_the_cut(max_segments: int, body: str) -> None:
+    notice = replace(NOTICE, body=body, language="de", confirm=True)
+    prepared = render_sms(notice, max_segments)
+    assert prepared.text.startswith("[WARTUNG] Patch Tuesday") and prepared.text.endswith(GERMAN_HINTS)
+    cost = count_segments(prepared.text)
+    assert (prepared.segments, prepared.encoding) == (cost.segments, cost.encoding)
+    assert prepared.truncated and prepared.segments <= max_segments
+    # umlauts and ß are GSM-7: the German hints never push a Latin text into UCS-2
+    assert prepared.encoding == (Encoding.UCS2 if "Д" in prepared.text else Encoding.GSM7)
+    short = render_sms(replace(notice, body="Kurz."), 1)
+    assert short == PreparedSms("[WARTUNG] Patch Tuesday: Kurz." + GERMAN_HINTS, Encoding.GSM7, 1, False)
+
+
+def test_an_operators_hint_is_cleaned_like_the_text(tmp_path: Any) -> None:
+    (tmp_path / "default.phrases.j2").write_text(
+        "{% block sms_opt_out %}  Text \u201cSTOP\u201d   to\x07 stop.{% endblock %}", encoding="utf-8"
+    )
+    prepared = render_sms(NOTICE, 1, Templates(tmp_path))
+    assert prepared.text.endswith('\nText "STOP" to stop.') and prepared.encoding == Encoding.GSM7
 
 
 @pytest.mark.parametrize(

@@ -68,12 +68,23 @@ def test_each_person_gets_the_template_of_their_language(
             "maintenance.sms.pt.j2": "[MANUTENCAO] {{ title }}",
             # fails when rendered (config check would say so): the built-in one is used instead
             "maintenance.email.html.pt.j2": "<p>{{ no_such_variable }}</p>",
+            # phrases: only these two blocks; every other one is the built-in English one
+            "maintenance.phrases.pt.j2": (
+                "{% block label %}MANUTENÇÃO{% endblock %}\n"
+                "{% block sms_opt_out %}Responda STOP para sair.{% endblock %}\n"
+            ),
         },
     )
     report = announce(cli, config, "maintenance", "Patch Tuesday")
     assert report["channels"]["email"]["sent"] == 4 and report["channels"]["sms"]["sent"] == 4
     mail = parts(peers)
-    assert {message["Subject"] for message, _, _ in mail.values()} == {"[MAINTENANCE] Patch Tuesday"}
+    subjects = {address: message["Subject"] for address, (message, _, _) in mail.items()}
+    assert subjects == {
+        "en1@example.com": "[MAINTENANCE] Patch Tuesday",
+        "de1@example.com": "[WARTUNG] Patch Tuesday",  # the kind's word is the `label` phrase
+        "pt1@example.com": "[MANUTENÇÃO] Patch Tuesday",
+        "fr1@example.com": "[MAINTENANCE] Patch Tuesday",
+    }
 
     # de: the built-in German templates
     _, text, html = mail["de1@example.com"]
@@ -93,8 +104,9 @@ def test_each_person_gets_the_template_of_their_language(
         assert '<html lang="en">' in html
 
     sms = sms_by_number(peers)
-    assert sms["002"] == "[WARTUNG] Patch Tuesday: Servers reboot at 22:00.\nReply STOP to opt out."
-    assert sms["003"] == "[MANUTENCAO] Patch Tuesday\nReply STOP to opt out."
+    german = "[WARTUNG] Patch Tuesday: Servers reboot at 22:00.\nAntworten Sie STOP zum Abbestellen."
+    assert sms["002"] == german
+    assert sms["003"] == "[MANUTENCAO] Patch Tuesday\nResponda STOP para sair."
     assert (
         sms["001"]
         == sms["004"]
@@ -154,7 +166,7 @@ def test_config_check_compiles_every_template(cli: Any, tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.stderr
     assert ok.stderr.splitlines() == [
         f"warning: templates: {directory / 'notes.j2'}: unknown template name "
-        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack)"
+        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack, phrases)"
     ]
 
     (directory / "outage.email.txt.j2").write_text("Hello\n\n{% if title %}\n{{ title }\n", encoding="utf-8")
@@ -164,7 +176,7 @@ def test_config_check_compiles_every_template(cli: Any, tmp_path: Path) -> None:
     assert broken.stderr.splitlines() == [
         f"error: templates: {directory / 'info.sms.j2'}:2: render error: UndefinedError: 'name' is undefined",
         f"warning: templates: {directory / 'notes.j2'}: unknown template name "
-        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack)",
+        "(expected <kind>.<channel>[.<language>].j2 with channel email.html, email.txt, sms, slack, phrases)",
         f"error: templates: {directory / 'outage.email.txt.j2'}:4: syntax error: unexpected '}}'",
         f"2 template(s) in {directory} refused",
     ]
@@ -196,3 +208,34 @@ def test_language_is_validated_and_shown(cli: Any, db_url: str, tmp_path: Path) 
     ]
     text = cli("directory", "show", "everyone", env=env).stdout
     assert "language" in text and "pt-BR" in text
+
+
+def test_config_check_renders_each_phrase_alone(cli: Any, tmp_path: Path) -> None:
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    (directory / "default.phrases.de.j2").write_text(
+        "{% block confirm_button %}Gelesen{% endblock %}\n{% block confirmed %}Am {{ when }}{% endblock %}\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "herald.toml"
+    config.write_text(f'[templates]\ndir = "{directory}"\n', encoding="utf-8")
+    ok = cli("config", "check", "--config", str(config))
+    assert (ok.exit_code, ok.stderr) == (0, ""), ok.stderr
+
+    phrases = directory / "maintenance.phrases.j2"
+    phrases.write_text(
+        "{% block label %}WORKS{% endblock %}\n"
+        "{% block dm_header %}\n[{{ label }}] {{ titel }}{% endblock %}\n"
+        "{% block greeting %}Hi{% endblock %}\n",
+        encoding="utf-8",
+    )
+    (directory / "info.phrases.j2").write_text("{% block label %}{{ x }{% endblock %}\n", encoding="utf-8")
+    broken = cli("config", "check", "--config", str(config))
+    assert broken.exit_code == 2
+    lines = broken.stderr.splitlines()
+    assert lines[0] == f"error: templates: {directory / 'info.phrases.j2'}:1: syntax error: unexpected '}}'"
+    undefined = "render error in phrase dm_header: UndefinedError: 'titel' is undefined"
+    assert lines[1] == f"error: templates: {phrases}:3: {undefined}"
+    expected = "(expected confirm_button, confirm_page_done,"
+    assert lines[2].startswith(f"warning: templates: {phrases}: unknown phrase 'greeting' {expected}")
+    assert lines[3:] == [f"2 template(s) in {directory} refused"]

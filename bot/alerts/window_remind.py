@@ -4,9 +4,11 @@ The lead time is kept in the maintenance notification's ``meta`` (``"remind": se
 window's start minus the lead has come, :func:`remind_due` (the alert tick of ``herald serve``, under
 the injected clock) creates the reminder: a notification of kind ``followup`` threaded with the
 original (see :mod:`bot.engine.followup`), to the people who had a delivery of it, over the same
-channels, due before the window starts. Its idempotency key ``remind:<id>`` makes it restart-safe and
-never twice, also with several processes ticking. A window ended early, cancelled or already started
-gets no reminder.
+channels, due before the window starts. Its ``meta`` carries the window: a follow-up with a window
+is what the channels open with the ``reminder`` phrase, "Reminder: this maintenance starts at …", in
+each person's language (:func:`channels.phrases.as_reminder`). Its idempotency key ``remind:<id>``
+makes it restart-safe and never twice, also with several processes ticking. A window ended early,
+cancelled or already started gets no reminder.
 """
 
 from __future__ import annotations
@@ -87,14 +89,13 @@ def _lead(meta: str) -> float | None:
 
 
 def _remind(herald: Herald, original: Mapping[str, Any], now: float) -> str:
-    nid, start = str(original["id"]), float(original["starts_at"])
-    text = f"Reminder: this maintenance starts at {iso(start)} and should end by {iso(original['ends_at'])}."
+    nid, start, end = str(original["id"]), float(original["starts_at"]), float(original["ends_at"])
     new = NewNotification(
         id=new_notification_id(),
         kind="followup",
         severity=original["severity"],
         title=original["title"],
-        body=f"{text}\n\n{original['body']}".strip(),
+        body=str(original["body"] or ""),
         audience=original["audience"],
         channels=tuple(c for c in str(original["channels"]).split(",") if c),
         created_by="scheduler",
@@ -103,7 +104,7 @@ def _remind(herald: Herald, original: Mapping[str, Any], now: float) -> str:
         deadline=min(now + herald.settings.sla_for(original["severity"]).deliver_within, start),
         parent_id=nid,
         idempotency_key=KEY_PREFIX + nid,
-        meta={"followup_of": nid, "reminder": True},
+        meta={"followup_of": nid, "reminder": True, "window": {"start": start, "end": end}},
     )
     people = PERSON.c.id.in_(select(DELIVERY.c.person_id).where(DELIVERY.c.notification_id == nid).distinct())
     reminder_id, recipients = ensure_notification(herald.store, new, people, delivery_rules(herald.settings))

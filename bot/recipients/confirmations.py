@@ -106,6 +106,19 @@ def _is_recipient(connection: Connection, notification_id: str, person_id: str) 
     return found is not None
 
 
+def reader(store: Store, notification_id: str, person_id: str) -> tuple[str, str]:
+    """The notification's severity and the person's language (``""`` when unknown): what picks the
+    phrases (:mod:`channels.phrases`) of a text that answers this person about it."""
+    with store.begin() as connection:
+        severity = connection.execute(
+            select(NOTIFICATION.c.severity).where(NOTIFICATION.c.id == notification_id)
+        ).scalar_one_or_none()
+        language = connection.execute(
+            select(PERSON.c.language).where(PERSON.c.id == person_id)
+        ).scalar_one_or_none()
+    return str(severity or ""), str(language or "")
+
+
 def confirm_by_slack_user(
     store: Store, notification_id: str, slack_user_id: str, now: float
 ) -> Confirmed | None:

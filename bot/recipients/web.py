@@ -38,17 +38,18 @@ from twilio.request_validator import (
 from bot import service
 from bot.alerts.acks import ack_by_phone
 from bot.app import Herald
+from bot.channel_specs import templates
 from bot.recipients import confirmations, inbound, pages, preferences, suppressions
 from bot.recipients.confirm_web import ConfirmPage
 from bot.recipients.rules import delivery_rules
 from bot.recipients.sms import Command, StatusReport, read_inbound
 from bot.tokens import read_token
+from channels.phrases import Phrases
 
 log = logging.getLogger("herald.recipients")
 
 MAX_BODY = 64 * 1024
 NO_ALERT = "No open alert to acknowledge."
-CONFIRMED = "Thank you, your confirmation is recorded."
 SAVED = "Your preferences are saved. They apply from the next message on."
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -144,6 +145,7 @@ class RecipientHandlers:
         self.env = pages.environment()
         self.public_url = herald.settings.server.public_url
         self.store = herald.store
+        self.templates = templates(herald.settings)
 
     def html(self, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status, headers=PAGE_HEADERS)
@@ -263,8 +265,13 @@ class RecipientHandlers:
         if command is Command.CONFIRM:
             now = self.herald.clock.now()
             found = await asyncio.to_thread(confirmations.confirm_by_phone, self.store, phone, now)
-            return CONFIRMED if found is not None else None
+            return await asyncio.to_thread(self.confirmed, found) if found is not None else None
         return None
+
+    def confirmed(self, found: confirmations.Confirmed) -> str:
+        """The answer to an ``OK`` that confirmed: the ``sms_confirmed`` phrase in the person's language."""
+        severity, language = confirmations.reader(self.store, found.notification_id, found.person_id)
+        return Phrases.of_kind(self.templates, severity, language).get("sms_confirmed")
 
     async def status(self, request: Request) -> Response:
         """``POST /hooks/twilio/status``: a delivery receipt, recorded; answered 204."""

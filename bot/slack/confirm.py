@@ -2,8 +2,8 @@
 
 A click records the person's confirmation of the notification the button names (the person is the
 one whose ``slack_user_id`` clicked) and edits the DM in place (``chat.update``) so that the button
-becomes "Confirmed at …". A second click, or a click after confirming by email or SMS, shows the
-confirmation that stands.
+becomes "Confirmed at …" (in the person's language). A second click, or a click after confirming
+by email or SMS, shows the confirmation that stands.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Herald
-from bot.recipients.confirmations import confirm_by_slack_user
+from bot.channel_specs import templates
+from bot.recipients.confirmations import Confirmed, confirm_by_slack_user, reader
 from bot.slack.dm_blocks import confirmed_blocks
+from channels.phrases import Phrases
 
 log = logging.getLogger("herald.slack")
 
@@ -27,6 +29,13 @@ NOT_YOURS = "This confirmation is not for you, or the notice no longer asks for 
 
 def when_text(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def confirmed_text(herald: Herald, found: Confirmed) -> str:
+    """The DM's "Confirmed at …" in the person's language (the ``confirmed`` phrase of the notice's kind)."""
+    severity, language = reader(herald.store, found.notification_id, found.person_id)
+    phrases = Phrases.of_kind(templates(herald.settings), severity, language)
+    return phrases.get("confirmed", when=when_text(found.at))
 
 
 async def on_confirm(
@@ -43,7 +52,8 @@ async def on_confirm(
     channel = str(
         (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or ""
     )
-    blocks = confirmed_blocks(list(message.get("blocks") or []), when_text(found.at))
+    confirmed = await asyncio.to_thread(confirmed_text, herald, found)
+    blocks = confirmed_blocks(list(message.get("blocks") or []), confirmed)
     try:
         await client.chat_update(
             channel=channel, ts=str(message.get("ts", "")), text=str(message.get("text", "")), blocks=blocks
