@@ -46,7 +46,7 @@ from channels.email_headers import (
     shorten,
     subject_line,
 )
-from channels.phrases import Phrases, as_reminder
+from channels.phrases import as_reminder
 from channels.templating import Templates, common_context
 
 __all__ = [
@@ -163,15 +163,15 @@ def prepare_email(
     templates: Templates | None = None,
 ) -> PreparedEmail:
     """Render ``notice`` once for all its recipients of ``notice.language``. ValueError if
-    ``from_address``/``reply_to`` is bad. The subject's kind is the language's ``label`` phrase, and
-    a reminder before a window opens with its sentence (:mod:`channels.phrases`)."""
+    ``from_address``/``reply_to`` is bad. The subject keeps SPEC's ``[SEVERITY]`` prefix in every
+    language (filters and mail rules match it); a reminder before a window opens with its sentence
+    (:mod:`channels.phrases`)."""
     from_name, envelope_from = parse_mailbox(from_address)
     templates = templates or _default_templates()
     notice = as_reminder(notice, templates)
     severity = shorten(clean_header_text(notice.severity).upper(), _MAX_SEVERITY) or "NOTICE"
-    label = shorten(clean_header_text(Phrases.of(notice, templates).get("label")), _MAX_SEVERITY)
     title = shorten(clean_header_text(notice.title), _MAX_TITLE)
-    subject = ("Re: " if notice.reply else "") + f"[{label or severity}] {title}"
+    subject = ("Re: " if notice.reply else "") + f"[{severity}] {title}"
     boundary = f"=_herald_{secrets.token_hex(12)}"  # "=_" never occurs in a quoted-printable body
     hexes = [secrets.token_hex(8) for _ in range(3)]
     tokens = {"name": f"heraldname{hexes[0]}"}

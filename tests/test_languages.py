@@ -126,7 +126,7 @@ def check_sms_and_mail(s: Setup) -> dict[str, Any]:
         "[MAINTENANCE] Patch & reboot: Servers reboot at 22:00.\nReply OK to confirm.\nReply STOP to opt out."
     )
     mail = {m.rcpt_tos[0]: m.message for m in s.smtp.messages}
-    assert mail["anna@example.com"]["Subject"] == "[WARTUNG] Patch & reboot"
+    assert mail["anna@example.com"]["Subject"] == "[MAINTENANCE] Patch & reboot"
     assert mail["ben@example.com"]["Subject"] == "[MAINTENANCE] Patch & reboot"
     return mail
 
@@ -232,7 +232,7 @@ async def test_the_reminder_before_a_window_speaks_each_persons_language(
         herald.store.dispose()
     reminders = {m.rcpt_tos[0]: m.message for m in peers.smtp.messages[2:]}
     dora, erik = reminders["dora@example.com"], reminders["erik@example.com"]
-    assert dora["Subject"] == "Re: [WARTUNG] DB patching"
+    assert dora["Subject"] == "Re: [MAINTENANCE] DB patching"
     assert (
         text_part(dora)
         .replace("\r\n", "\n")

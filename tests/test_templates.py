@@ -81,8 +81,8 @@ def test_each_person_gets_the_template_of_their_language(
     subjects = {address: message["Subject"] for address, (message, _, _) in mail.items()}
     assert subjects == {
         "en1@example.com": "[MAINTENANCE] Patch Tuesday",
-        "de1@example.com": "[WARTUNG] Patch Tuesday",  # the kind's word is the `label` phrase
-        "pt1@example.com": "[MANUTENÇÃO] Patch Tuesday",
+        "de1@example.com": "[MAINTENANCE] Patch Tuesday",  # SPEC: the subject keeps [SEVERITY]
+        "pt1@example.com": "[MAINTENANCE] Patch Tuesday",
         "fr1@example.com": "[MAINTENANCE] Patch Tuesday",
     }
 
