@@ -40,7 +40,7 @@ from bot.alerts.notify import unrouted_total
 from bot.clock import Clock
 from bot.engine.health import outages
 from bot.engine.workers import STALE_AFTER, WORKER
-from bot.people import ReachTargets, reach_missed
+from bot.people import CANCELLED_LATE, ReachTargets, reach_missed
 from bot.store import Store
 from bot.tables import CLAIMABLE, DELIVERY_STATES, OPEN_STATES, Delivery, Notification, table_of
 
@@ -281,6 +281,7 @@ class _LedgerRows:
                 DELIVERY.c.sent_at > DELIVERY.c.deadline,
                 DELIVERY.c.state == "expired",
                 DELIVERY.c.state.in_(OPEN_STATES) & (DELIVERY.c.deadline < now),
+                CANCELLED_LATE,
             )
             either = union(select(DELIVERY.c.notification_id).where(late), reach_missed(targets, now))
             missed = connection.execute(select(func.count()).select_from(either.subquery())).scalar_one()

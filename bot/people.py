@@ -6,8 +6,10 @@ A person (over all their deliveries of one notification, every channel) is
 - ``unreached`` when they had a usable address but no delivery succeeded in time: failed, expired,
   sent only after the deadline, or still waiting (queued, deferred — also for a channel outage —, or
   being sent);
-- ``cancelled`` when nothing was sent in time because the notification was cancelled (their
-  remaining deliveries are ``cancelled``; the rest, if any, ``suppressed``);
+- ``cancelled`` when nothing was sent in time because the notification was cancelled before its
+  deadline (their remaining deliveries are ``cancelled``; the rest, if any, ``suppressed``). A
+  delivery cancelled after the deadline was still waiting when the deadline passed: its person is
+  ``unreached``, so a cancel never turns a missed SLA into a met one;
 - ``unreachable`` when they had no usable address: every delivery of theirs is ``suppressed`` (no
   address, opted out, a suppressed address).
 
@@ -37,8 +39,11 @@ _IN_TIME = and_(
     DELIVERY.c.sent_at.is_not(None),
     DELIVERY.c.sent_at <= DELIVERY.c.deadline,
 )
-_USABLE = DELIVERY.c.state.not_in(("suppressed", "cancelled"))
-_CANCELLED = DELIVERY.c.state == "cancelled"
+# Cancelled after the deadline: it was still waiting when the deadline passed (``updated_at`` is
+# when it was cancelled; a cancelled delivery never changes again).
+CANCELLED_LATE = and_(DELIVERY.c.state == "cancelled", DELIVERY.c.updated_at > DELIVERY.c.deadline)
+_USABLE = or_(DELIVERY.c.state.not_in(("suppressed", "cancelled")), CANCELLED_LATE)
+_CANCELLED = and_(DELIVERY.c.state == "cancelled", ~CANCELLED_LATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +119,13 @@ def people_counts(connection: Connection, notification_id: str) -> People:
 
 
 def sla_met(people: People, target: float, *, running: bool, missed: bool) -> bool | None:
-    """The SLA verdict: None while ``running`` (deliveries open before the deadline); else met when
-    nothing ``missed`` it (a delivery late, expired, or open past the deadline) and ``reach`` is at
-    least ``target``."""
+    """The SLA verdict: None while ``running`` (deliveries open before the deadline), and None for a
+    notification cancelled before anyone was judged (nothing sent, nothing missed: no verdict);
+    else met when nothing ``missed`` it (a delivery late, expired, or open past the deadline) and
+    ``reach`` is at least ``target``."""
     if running:
+        return None
+    if not missed and people.cancelled and not people.reached + people.unreached:
         return None
     return not missed and people.reach >= target
 
@@ -171,7 +179,7 @@ def reach_missed(targets: ReachTargets, now: float) -> Select[Any]:
     whose only shortfall is a delivery sent late is late anyway, which callers count apart."""
     short = exists().where(
         DELIVERY.c.notification_id == NOTIFICATION.c.id,
-        DELIVERY.c.state.in_(("failed", "expired", *OPEN_STATES)),
+        or_(DELIVERY.c.state.in_(("failed", "expired", *OPEN_STATES)), CANCELLED_LATE),
     )
     judged = or_(NOTIFICATION.c.state == "done", NOTIFICATION.c.deadline < now)
     doubtful = select(NOTIFICATION.c.id).where(judged, short)

@@ -72,7 +72,20 @@ def people_line(people: dict[str, int], sla: dict[str, Any]) -> str:
         parts.append(f"cancelled {people['cancelled']}")
     target = sla.get("reach_target")
     goal = f" (target {reach_text(target)})" if target is not None else ""
-    return f"people: {', '.join(parts)}; reach {reach_text(sla.get('reach'))}{goal}"
+    return f"people: {', '.join(parts)}; reach {reach_text(judged_reach(people, sla.get('reach')))}{goal}"
+
+
+def judged_reach(people: dict[str, int], reach: float | None) -> float | None:
+    """``reach``, or None (shown ``-``) when nobody was judged: 0 of 0 reached is no 100%."""
+    return reach if people.get("reached", 0) + people.get("unreached", 0) else None
+
+
+def verdict(status: dict[str, Any]) -> str:
+    """The SLA verdict as shown: met, MISSED, pending, or not judged for a cancelled notification."""
+    met = status["sla"]["met"]
+    if met is None and status.get("state") == "cancelled":
+        return "not judged (cancelled)"
+    return {True: "met", False: "MISSED", None: "pending"}[met]
 
 
 def confirmations_line(people: dict[str, int]) -> str:
@@ -138,7 +151,7 @@ def format_ladder(ladder: LadderPreview) -> str:
 
 def format_status(status: dict[str, Any]) -> str:
     sla = status["sla"]
-    met = {True: "met", False: "MISSED", None: "pending"}[sla["met"]]
+    met = verdict(status)
     lines = [
         f"{status['id']}  [{status['severity'].upper()}] {status['title']}",
         f"state {status['state']}; {status['recipients']} recipients; {status['left']} left",
@@ -169,6 +182,7 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"; missed for: {causes}" if causes else ""),
     ]
     lines.extend(channel_lines(report["channels"]))
+    lines.extend(f"down now: {outage}" for outage in (report.get("channels_down") or {}).values())
     lines.append(people_line(report["people"], {"reach": report["people"]["reach"]}))
     bounces = report.get("bounces") or {}
     if bounces.get("count"):
@@ -195,10 +209,10 @@ def format_report(report: dict[str, Any]) -> str:
         parts = ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items()))
         lines.append(f"  by {worker}: {parts}")
     for item in report["items"][:20]:
-        met = {True: "met", False: "MISSED", None: "pending"}[item["sla"]["met"]]
+        met, reach = verdict(item), judged_reach(item["people"], item["sla"]["reach"])
         lines.append(
             f"  {item['id']} {time_text(item['created_at'])} [{item['severity']}] {item['title'][:40]}"
-            f" - {item['recipients']} people, reach {reach_text(item['sla']['reach'])},"
+            f" - {item['recipients']} people, reach {reach_text(reach)},"
             f" SLA {met}, last {seconds_text(item['sla']['last_delivery_s'])}"
             + (f", late: {item['sla']['cause']}" if item["sla"].get("cause") else "")
         )

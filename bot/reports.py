@@ -1,6 +1,6 @@
 """The delivery and SLA report over many notifications (``herald report``, the demo's last page):
-per channel and state, people and reach, SLA misses and their causes, alert ack SLAs, who sent what,
-and bounces."""
+per channel and state, people and reach, SLA misses and their causes, the channel outages holding
+deliveries now, alert ack SLAs, who sent what, and bounces."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from bot.app import Herald
 from bot.engine.delays import miss_causes
+from bot.engine.health import outages
 from bot.people import People
 from bot.recipients.bounce_state import bounce_summary
 from bot.service import recent
@@ -39,6 +40,7 @@ def report(herald: Herald, since: float) -> dict[str, Any]:
         "channels": totals,
         "people": {**people.as_json(), "reach": people.reach},
         "sla": {**sla_summary(item["sla"]["met"] for item in items), "causes": miss_causes(items)},
+        "channels_down": {channel: outage.describe() for channel, outage in outages(herald.store).items()},
         "items": items,
         "alerts": alert_report(herald, since),
         "workers": sent_by_worker(herald, since),

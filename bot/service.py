@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from bot.alerts import maintenance
 from bot.app import Herald
@@ -25,7 +25,7 @@ from bot.engine.create import NewNotification, ensure_notification, find_by_key,
 from bot.engine.delays import notification_delays
 from bot.engine.forecast import ChannelLoad, Forecast, forecast
 from bot.engine.health import outages
-from bot.people import People, people_counts, sla_document
+from bot.people import CANCELLED_LATE, People, people_counts, sla_document
 from bot.recipients.bounce_state import BOUNCED, bounced_or_state
 from bot.recipients.confirmations import confirmed_count
 from bot.recipients.rules import delivery_rules, opt_out_conditions
@@ -280,17 +280,21 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
             .where(DELIVERY.c.notification_id == notification_id)
             .group_by(DELIVERY.c.channel, state)
         ).all()
-        first_sent, last_sent = connection.execute(
-            select(func.min(DELIVERY.c.sent_at), func.max(DELIVERY.c.sent_at)).where(
-                DELIVERY.c.notification_id == notification_id
-            )
+        first_sent, last_sent, cancelled_late = connection.execute(
+            select(
+                func.min(DELIVERY.c.sent_at),
+                func.max(DELIVERY.c.sent_at),
+                func.coalesce(func.sum(case((CANCELLED_LATE, 1), else_=0)), 0),
+            ).where(DELIVERY.c.notification_id == notification_id)
         ).one()
         people = replace(
             people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
         )
         delays = notification_delays(connection, dict(row._mapping))
         ladder = rungs.rungs_of(connection, notification_id)
-    found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people)
+    # A later rung not started yet may still reach who is left: no verdict before the deadline.
+    waiting = bool(cancelled_late), any(r["started_at"] is None for r in ladder)
+    found = _status_dict(herald, dict(row._mapping), counts, (first_sent, last_sent), people, waiting)
     found["sla"].update(delays)  # why it was late (bot.engine.delays)
     if ladder:
         found["rungs"] = ladder
@@ -310,9 +314,12 @@ def _status_dict(
     counts: Any,
     sent: tuple[float | None, float | None],
     people: People,
+    waiting: tuple[bool, bool] = (False, False),
 ) -> dict[str, Any]:
     """SPEC's status JSON from the notification ``row``, its (channel, state, count) rows, its first
-    and last ``sent`` times and its :class:`~bot.people.People`."""
+    and last ``sent`` times and its :class:`~bot.people.People`. ``waiting``: whether a delivery was
+    cancelled after the deadline (it was open past it, a miss a cancel does not undo), and whether a
+    later rung of its ladder has not started yet."""
     channels: dict[str, dict[str, int]] = {
         name: dict.fromkeys((*DELIVERY_STATES, BOUNCED), 0)
         for name in (row["channels"] or "").split(",")
@@ -326,8 +333,11 @@ def _status_dict(
     now = herald.clock.now()
     expired = any(c.get("expired", 0) for c in channels.values())
     target = herald.settings.sla_for(row["severity"]).reach
-    running = bool(left) and now <= row["deadline"]
-    sla = sla_document(row, sent, people, target, running=running, missed=expired or left > 0)
+    cancelled_late, rung_pending = waiting
+    rung_pending = rung_pending and row["state"] != "cancelled"
+    running = bool(left or rung_pending) and now <= row["deadline"]
+    missed = expired or left > 0 or cancelled_late
+    sla = sla_document(row, sent, people, target, running=running, missed=missed)
     state = row["state"]
     if state == "scheduled" and row["start_at"] <= now:
         state = "queued"

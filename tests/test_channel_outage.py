@@ -117,6 +117,13 @@ async def test_wrong_smtp_password_holds_the_fan_out_until_fixed(
         # Every delivery is held; one may be the probe in flight when the deadline passed.
         assert email.get("deferred", 0) + email.get("sending", 0) == PEOPLE and email.get("sending", 0) <= 1
         assert "email" in report["channels_down"]  # the status JSON names the outage too
+        summary = await asyncio.to_thread(cli, "report", "--json", "--config", str(wrong))
+        assert "email channel is down (auth" in json.loads(summary.stdout)["channels_down"]["email"]
+        text = (await asyncio.to_thread(cli, "report", "--config", str(wrong))).stdout
+        assert "down now: the email channel is down (auth" in text, text
+        (item,) = json.loads(summary.stdout)["items"]
+        assert item["sla"]["met"] is False and item["sla"]["cause"] == "channel_down"
+        assert item["people"]["reached"] == 0 and item["people"]["unreached"] == PEOPLE
         assert smtp.messages == []
         posts = alert_posts(slack)
         assert len(posts) == 1 and "email channel is down" in posts[0]

@@ -82,6 +82,7 @@ def test_status_mapping_and_guards() -> None:
     assert StatusReport("SM1", "undelivered", "+1", "30005").suppresses
     assert not StatusReport("SM1", "undelivered", "+1", "30007").suppresses
     assert not StatusReport("SM1", "delivered", "+1", "30003").suppresses
+    assert not StatusReport("SM1", "undelivered", "+1", "30003").suppresses  # handset off: soft
 
 
 KINDS, CHANNELS = ("maintenance", "info"), ("email", "sms")

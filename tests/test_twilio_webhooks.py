@@ -264,13 +264,13 @@ def test_status_callbacks_move_forward_only(cli, twilio_web: tuple[str, WebServe
     for status in ("delivered", "sending", "sent", "failed"):
         post_signed(server, STATUS, status_callback(sids["p2"], status))
     assert state("p2") == ("delivered", None)
-    # p4: undelivered with 30003 (handset unreachable) is terminal and suppresses the number
+    # p4: undelivered with 30005 (unknown destination) is terminal and suppresses the number
     unsigned = server.http.post(
-        STATUS, data=status_callback(sids["p4"], "undelivered", "+4915112345004", "30003")
+        STATUS, data=status_callback(sids["p4"], "undelivered", "+4915112345004", "30005")
     )
     assert unsigned.status_code == 403 and state("p4") == ("sent", None)
     for status in ("undelivered", "delivered", "sent"):
-        post_signed(server, STATUS, status_callback(sids["p4"], status, "+4915112345004", "30003"))
+        post_signed(server, STATUS, status_callback(sids["p4"], status, "+4915112345004", "30005"))
     assert state("p4") == ("failed", "undelivered")
     assert suppressed_numbers(db_url) == {"+4915112345004": "twilio-status"}
     # an unknown message is accepted and ignored

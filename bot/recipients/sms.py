@@ -21,8 +21,10 @@ OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
 CONFIRM = frozenset({"OK", "1"})  # not YES: Twilio reserves it for opting back in
-# Twilio error codes on a failed/undelivered callback that mean the number itself is bad or dead.
-SUPPRESSING_CODES = frozenset({"30003", "30005", "30006"})
+# Twilio error codes on a failed/undelivered callback that mean the number itself is bad or dead
+# (SPEC: 30005 unknown number, 30006 landline). 30003 (handset switched off or out of coverage) says
+# nothing final about the number: a soft failure (bot.recipients.soft_failures), never suppressed.
+SUPPRESSING_CODES = frozenset({"30005", "30006"})
 
 
 class Command(enum.Enum):

@@ -3,7 +3,7 @@
 Entries come from: hard failures when sending (``ledger.record``, source ``delivery``; Twilio's 21610
 for a number that replied STOP is one, reason ``opted_out: …``), repeated soft failures
 (:mod:`.soft_failures`, source ``soft-failures``), an SMS STOP (source ``sms-stop``), a failed or
-undelivered status callback with Twilio error 30003/30005/30006 (source ``twilio-status``). START
+undelivered status callback with Twilio error 30005/30006 (source ``twilio-status``). START
 removes the number's entry, whatever put it there (a number that texts us works); so does
 ``herald suppressions remove``.
 
@@ -120,7 +120,7 @@ def record_status(store: Store, report: StatusReport, now: float) -> bool:
 
     The update is conditional on the current state (:func:`bot.recipients.sms.predecessors`), so
     repeated and out-of-order callbacks never move a delivery backwards, even when two arrive at once.
-    A failure with error 30003/30005/30006 also suppresses the number.
+    A failure with error 30005/30006 also suppresses the number (30003 is a soft failure).
     """
     state = ledger_state(report.status)
     changed = False

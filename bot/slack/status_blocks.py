@@ -208,6 +208,8 @@ def _final_line(status: Mapping[str, Any], counts: Tally) -> Mrkdwn:
     within = sla.get("deliver_within_s")
     sla_text = f"SLA (within {format_duration(float(within))}): " if within is not None else "SLA: "
     mark = sla_mark(sla.get("met"))
+    if sla.get("met") is None and state == "cancelled":
+        mark = Mrkdwn(":no_entry_sign: not judged (cancelled)")
     return mrkdwn(
         "{}. {}{}\n{}{}{}", head, _counts_line(counts), slowest_text, sla_text, mark, _reach(status)
     )
@@ -219,6 +221,9 @@ def _reach(status: Mapping[str, Any]) -> str:
     if not people or sla.get("reach") is None:
         return ""
     judged = int(people["reached"]) + int(people["unreached"])
+    if not judged:  # 0 of 0 reached is no 100%
+        cancelled, unreachable = people.get("cancelled", 0), people["unreachable"]
+        return f" · nobody to reach ({cancelled} cancelled, {unreachable} unreachable)"
     target = sla.get("reach_target")
     goal = f", target {_pct(float(target))}" if target is not None else ""
     reached = f" · reached {people['reached']} of {judged} people ({_pct(float(sla['reach']))}{goal})"
