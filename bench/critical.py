@@ -98,10 +98,10 @@ def start_worker(config: Path, log: Path, connection: Connection) -> subprocess.
         stderr=log.open("wb"),
         cwd=ROOT,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a loaded machine takes long to start a Python process
     while not scalar(connection, "SELECT count(*) FROM worker"):
         if worker.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"herald worker did not start; see {log}")
+            raise SystemExit(f"herald worker did not start: {log.read_text()[-2000:]}")
         time.sleep(0.1)
     time.sleep(1.0)  # past its first claim and heartbeat
     return worker
