@@ -1,11 +1,12 @@
 """One channel's half of the dispatcher: claim due deliveries and drive each through the stages.
 
 Each loop claims a quarter second's worth of due deliveries (earliest deadline first, so a critical
-notice created mid-way through a large maintenance notice goes next) and drives each through the
-stages of :mod:`bot.engine.stages`: cancel check, slot (at most the channel's concurrency in flight),
-pace (a throttle slot per cost unit: per SMS segment), lease check, send, decide
-(:mod:`bot.engine.outcomes`), record (group commit). The claimed batch is a cache of leased rows; on
-stop the unsent ones are released.
+notice created mid-way through a large maintenance notice goes next; while a batch is being
+started, more urgent work that became due makes it give back its rest: :mod:`bot.engine.urgent`)
+and drives each through the stages of :mod:`bot.engine.stages`: cancel check, slot (at most the
+channel's concurrency in flight), pace (a throttle slot per cost unit: per SMS segment), lease
+check, send, decide (:mod:`bot.engine.outcomes`), record (group commit). The claimed batch is a
+cache of leased rows; on stop the unsent ones are released.
 """
 
 from __future__ import annotations
