@@ -1,11 +1,12 @@
 """One channel's half of the dispatcher: claim due deliveries and drive each through the stages.
 
 Each loop claims a quarter second's worth of due deliveries (earliest deadline first, so a critical
-notice created mid-way through a large maintenance notice goes next) and drives each through the
-stages of :mod:`bot.engine.stages`: cancel check, slot (at most the channel's concurrency in flight),
-pace (a throttle slot per cost unit: per SMS segment), lease check, send, decide
-(:mod:`bot.engine.outcomes`), record (group commit). The claimed batch is a cache of leased rows; on
-stop the unsent ones are released.
+notice created mid-way through a large maintenance notice goes next; while a batch is being
+started, more urgent work that became due makes it give back its rest: :mod:`bot.engine.urgent`)
+and drives each through the stages of :mod:`bot.engine.stages`: cancel check, slot (at most the
+channel's concurrency in flight), pace (a throttle slot per cost unit: per SMS segment), lease
+check, send, decide (:mod:`bot.engine.outcomes`), record (group commit). The claimed batch is a
+cache of leased rows; on stop the unsent ones are released.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import Herald
 from bot.channel_specs import spec
-from bot.engine import caps, ledger
+from bot.engine import caps, ledger, urgent
 from bot.engine.health import Breaker, OutageNotifier, hold_due
 from bot.engine.ledger import Claimed
 from bot.engine.outcomes import RetryPolicy, decide
@@ -274,10 +275,15 @@ class ChannelRunner:
         await self.notices.load({item.notification_id for item in batch})
         give_back: list[int] = []
         ahead_at = max(0, len(batch) - self.slots.capacity)
-        epoch = self.epoch
+        epoch, checked = self.epoch, self.herald.clock.now()
         for index, item in enumerate(batch):
             if index == ahead_at and claim_ahead is not None:
                 claim_ahead()
+            if self.herald.clock.now() - checked >= urgent.CHECK_EVERY:
+                checked = self.herald.clock.now()
+                if await self._overtaken(item, checked):
+                    give_back.extend(claimed.id for claimed in batch[index:])
+                    break
             # Reaped meanwhile (see bot.engine.workers): the rest is another dispatcher's now.
             verdict = await self._start(item, stop, lease_until) if epoch == self.epoch else _Start.STOP
             if verdict is _Start.STOP:
@@ -289,6 +295,12 @@ class ChannelRunner:
             await self._release(give_back)
             if self.breaker.outage is not None:
                 await asyncio.to_thread(hold_due, self.herald.store, self.name, self.herald.clock.now())
+
+    async def _overtaken(self, item: Claimed, now: float) -> bool:
+        """A delivery due before ``item``'s deadline was queued after this batch was claimed (a critical
+        notice mid-way through a maintenance fan-out): the rest of the batch goes back, and the next
+        claim takes it first (see :mod:`bot.engine.urgent`)."""
+        return await asyncio.to_thread(urgent.waiting, self.herald.store, self.name, now, item.deadline)
 
     async def _start(self, item: Claimed, stop: asyncio.Event, lease_until: float) -> _Start:
         """Cancel check, slot, pace and lease check for one delivery; then its send runs on its own."""
