@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -198,6 +199,8 @@ def main() -> None:
         help="email: the SMTP server (auto: smtp-sink when installed, else the aiosmtpd stand-in)",
     )
     args = parser.parse_args()
+    for stopping in (signal.SIGTERM, signal.SIGINT):  # unwind (children stopped, temp dir gone) on either
+        signal.signal(stopping, _interrupted)
     if args.connections is None:
         args.connections = 8 if args.channel == "email" else 32
     paths = ["herald", "base"]
@@ -224,6 +227,10 @@ def main() -> None:
                 runs.append(one_run(args, tmp, str(peer), order))
                 print_run(run, runs[-1])
     report(args, runs)
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def print_run(run: int, figures: dict[str, float]) -> None:
