@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -111,6 +112,7 @@ def herald_run(channel: str, n: int, url: str, peer: str, tmp: Path, connections
             "--body",
             email_send.BODY,
         ],
+        peer,
     )
     wall = time.perf_counter() - started
     status = json.loads(done[0])
@@ -122,15 +124,16 @@ def herald_run(channel: str, n: int, url: str, peer: str, tmp: Path, connections
     return {"rate": (n - 1) / span, "wall": wall, "wall_rate": n / wall, "cpu_ms": done[1] / n * 1000}
 
 
-def _run_measured(command: list[str]) -> tuple[bytes, float]:
+def _run_measured(command: list[str], peer: str = "") -> tuple[bytes, float]:
     """Run ``command`` in ROOT; its standard output and the CPU seconds it used (user + system).
 
     A failure ends the bench with the command's last lines of standard error; an interrupted bench
-    stops the command too."""
+    stops the command too, and so does the SMTP sink on port ``peer`` going away (Herald would
+    otherwise retry until the deadline)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
         try:
-            _, status, usage = os.wait4(child.pid, 0)
+            status, usage = _wait(child.pid, peer)
         except BaseException:
             email_send.stop(child)
             raise
@@ -143,6 +146,18 @@ def _run_measured(command: list[str]) -> tuple[bytes, float]:
             )
         out.seek(0)
         return out.read(), usage.ru_utime + usage.ru_stime
+
+
+def _wait(pid: int, peer: str) -> tuple[int, resource.struct_rusage]:
+    """``wait4`` for ``pid``, checking twice a second that the sink on port ``peer`` (if any) still runs."""
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage
+        gone = email_send.sink_gone(int(peer)) if peer.isdigit() else None
+        if gone:
+            raise SystemExit(f"{gone} during the run (another process stopped it?): bench abandoned")
+        time.sleep(0.5)
 
 
 def email_sample(port: int) -> bytes:
@@ -163,6 +178,9 @@ def one_run(args: argparse.Namespace, tmp: Path, peer: str, paths: list[str]) ->
     """Every path once, in the order given: herald's figures plus ``base`` and (email) ``source``."""
     figures: dict[str, float] = {}
     for path in paths:
+        gone = email_send.sink_gone(int(peer)) if peer.isdigit() else None
+        if gone:
+            raise SystemExit(f"{gone} (another process stopped it?): bench abandoned")
         if path == "herald":
             url, schema = database(args.db, tmp)
             try:

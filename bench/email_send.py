@@ -110,11 +110,25 @@ def sink(kind: str) -> Iterator[tuple[int, str]]:
                 file=sys.stderr,
             )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    RUNNING[port] = process
     try:
         wait_for_port(port, process)
         yield port, label
     finally:
+        del RUNNING[port]
         stop(process)
+
+
+RUNNING: dict[int, subprocess.Popen[bytes]] = {}  # the sinks open now, by port
+
+
+def sink_gone(port: int) -> str | None:
+    """Why the sink on ``port`` (from ``sink``) is no longer running, or None while it is."""
+    process = RUNNING.get(port)
+    if process is None or process.poll() is None:
+        return None
+    code = process.returncode
+    return f"the sink on port {port} exited " + (f"(signal {-code})" if code < 0 else f"with status {code}")
 
 
 def stop(process: subprocess.Popen[Any]) -> None:
