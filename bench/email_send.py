@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import Any, TypeVar
 
 import aiosmtplib
 from markupsafe import escape
@@ -58,6 +59,7 @@ NOTICE = Notice(
 )
 
 Runner = Callable[[], Coroutine[None, None, int]]
+T = TypeVar("T")
 
 
 def recipients(n: int) -> list[Recipient]:
@@ -87,7 +89,9 @@ def postfix_program(name: str) -> str | None:
 
 @contextlib.contextmanager
 def sink(kind: str) -> Iterator[tuple[int, str]]:
-    """A running SMTP sink (``auto``: smtp-sink when installed, else the stand-in): (port, description)."""
+    """A running SMTP sink (``auto``: smtp-sink when installed, else the stand-in): (port, description).
+
+    The sink process is stopped on the way out, also after an error or Ctrl-C."""
     port = free_port()
     binary = postfix_program("smtp-sink")
     if kind == "smtp-sink" and binary is None:
@@ -99,27 +103,59 @@ def sink(kind: str) -> Iterator[tuple[int, str]]:
     else:
         command = [sys.executable, "-m", "bot.standins.smtp", "--quiet", "--port", str(port)]
         label = "aiosmtpd stand-in in a separate process" + ("" if binary else " (smtp-sink not installed)")
+        if not binary:
+            print(
+                "note: smtp-sink not found (Debian: apt-get install postfix); using the much slower "
+                "aiosmtpd stand-in, so absolute figures are not comparable",
+                file=sys.stderr,
+            )
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    RUNNING[port] = process
     try:
-        wait_for_port(port)
+        wait_for_port(port, process)
         yield port, label
     finally:
+        del RUNNING[port]
+        stop(process)
+
+
+RUNNING: dict[int, subprocess.Popen[bytes]] = {}  # the sinks open now, by port
+
+
+def sink_gone(port: int) -> str | None:
+    """Why the sink on ``port`` (from ``sink``) is no longer running, or None while it is."""
+    process = RUNNING.get(port)
+    if process is None or process.poll() is None:
+        return None
+    code = process.returncode
+    return f"the sink on port {port} exited " + (f"(signal {-code})" if code < 0 else f"with status {code}")
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process`` and reap it; kill it if it does not go within 10 s."""
+    if process.poll() is None:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(
+                f"the sink exited with status {process.returncode} before listening: {process.args!r}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)
     raise SystemExit(f"the sink did not listen on port {port}")
 
 
-async def in_parallel(
-    workers: int, items: list[Recipient], send: Callable[[int, Recipient], Awaitable[None]]
-) -> None:
+async def in_parallel(workers: int, items: list[T], send: Callable[[int, T], Awaitable[None]]) -> None:
     """``workers`` coroutines taking items from one shared iterator; worker i is ``send(i, item)``."""
     shared = iter(items)
 
@@ -170,13 +206,83 @@ def bare(port: int, people: list[Recipient], connections: int, data: bytes) -> R
         clients = await connect(port, connections)
 
         async def send(index: int, person: Recipient) -> None:
-            await clients[index].sendmail(ENVELOPE_FROM, [person.address], data)
+            try:
+                await clients[index].sendmail(ENVELOPE_FROM, [person.address], data)
+            except aiosmtplib.SMTPServerDisconnected:  # seen once from smtp-sink under load 17: resend
+                print(f"  (bare loop: connection {index} lost; reconnected, message resent)", flush=True)
+                clients[index] = (await connect(port, 1))[0]
+                await clients[index].sendmail(ENVELOPE_FROM, [person.address], data)
 
         await in_parallel(connections, people, send)
         await asyncio.gather(*(client.quit() for client in clients))
         return len(people)
 
     return run
+
+
+def grouped(port: int, people: list[Recipient], connections: int, data: bytes, k: int) -> Runner:
+    """Bare aiosmtplib, ``k`` recipients per transaction: MAIL once, RCPT per recipient (each reply
+    read, as per-recipient tracking would need), DATA once, as Herald's ``SmtpPool`` writes the
+    commands (no ``sendmail`` address parsing). Returns the recipients accepted."""
+
+    async def run() -> int:
+        clients = await connect(port, connections)
+        groups = [people[i : i + k] for i in range(0, len(people), k)]
+        accepted = 0
+
+        async def send(index: int, group: list[Recipient]) -> None:
+            nonlocal accepted
+            got = await transaction(clients[index], [person.address for person in group], data)
+            accepted += got  # not `accepted += await ...`: that reads `accepted` before awaiting
+
+        await in_parallel(connections, groups, send)
+        await asyncio.gather(*(client.quit() for client in clients))
+        if accepted != len(people):
+            raise SystemExit(f"the sink accepted {accepted} of {len(people)} recipients")
+        return accepted
+
+    return run
+
+
+async def transaction(smtp: aiosmtplib.SMTP, addresses: list[str], data: bytes) -> int:
+    """One SMTP transaction to ``addresses``; how many RCPTs were accepted (DATA needs at least one)."""
+    if smtp.is_ehlo_or_helo_needed:
+        await smtp.ehlo()
+    reply = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % ENVELOPE_FROM.encode(), b"SIZE=%d" % len(data))
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, ENVELOPE_FROM)
+    accepted = 0
+    for address in addresses:
+        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % address.encode())
+        accepted += reply.code in (250, 251)
+    if accepted == 0:
+        await smtp.rset()
+        return 0
+    await smtp.data(data)
+    return accepted
+
+
+def per_transaction(port: int, people: list[Recipient], sample: bytes, args: argparse.Namespace) -> None:
+    """``--recipients-per-transaction``: recipients/s for each k, round-robin, on Herald's event loop."""
+    from bot import runtime  # the loop Herald runs on (uvloop when installed)
+
+    factory = runtime.loop_factory()
+    sizes = sorted({int(k) for k in args.recipients_per_transaction.split(",")})
+    c = args.connections
+    print(f"event loop: {'uvloop' if factory else 'asyncio'}; k = recipients per transaction", flush=True)
+    rates: dict[int, list[float]] = {k: [] for k in sizes}
+    for run in range(args.runs):
+        for k in sizes[run % len(sizes) :] + sizes[: run % len(sizes)]:  # each k leads once in turn
+            rates[k].append(once(grouped(port, people, c, sample, k), factory)())
+            print(f"  run {run + 1}  k={k:<3} {rates[k][-1]:9,.0f} recipients/s", flush=True)
+    first = statistics.median(rates[sizes[0]])
+    print()
+    print(f"| k | recipients/s (median) | transactions/s | ratio to k={sizes[0]} | runs |")
+    print("| ---: | ---: | ---: | ---: | --- |")
+    for k in sizes:
+        median = statistics.median(rates[k])
+        each = ", ".join(f"{rate:,.0f}" for rate in rates[k])
+        print(f"| {k} | {median:,.0f} | {median / k:,.0f} | {median / first:.2f}x | {each} |")
 
 
 def stdlib_message(people: list[Recipient], port: int, connections: int) -> Runner:
@@ -221,11 +327,14 @@ def stdlib_message(people: list[Recipient], port: int, connections: int) -> Runn
     return run
 
 
-def smtp_source(port: int, n: int, size: int) -> Callable[[], float] | None:
+def smtp_source(port: int, n: int, size: int, sessions: int = 10) -> Callable[[], float] | None:
+    """Postfix ``smtp-source``: ``n`` messages of ``size`` bytes over ``sessions`` reused connections,
+    msg/s of the whole process (None when it is not installed)."""
     binary = postfix_program("smtp-source")
     if binary is None:
         return None
-    command = [binary, "-s", "10", "-m", str(n), "-l", str(size), "-d", "-M", EHLO, "-f", ENVELOPE_FROM]
+    command = [binary, "-s", str(sessions), "-m", str(n), "-l", str(size), "-d", "-M", EHLO]
+    command += ["-f", ENVELOPE_FROM]
     command += ["-t", "user@example.com", f"127.0.0.1:{port}"]
 
     def run() -> float:
@@ -264,12 +373,16 @@ def apprise(python: str, port: int, n: int) -> Callable[[], float]:
     return run
 
 
-def once(runner: Runner) -> Callable[[], float]:
-    """One timed run of ``runner`` in a fresh event loop: msg/s, connection set-up included."""
+def once(
+    runner: Runner, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> Callable[[], float]:
+    """One timed run of ``runner`` in a fresh event loop (from ``loop_factory``, asyncio's default
+    without one): msg/s (or recipients/s), connection set-up included."""
 
     def run() -> float:
         start = time.perf_counter()
-        sent = asyncio.run(runner())
+        with asyncio.Runner(loop_factory=loop_factory) as loop:
+            sent = loop.run(runner())
         return sent / (time.perf_counter() - start)
 
     return run
@@ -297,6 +410,12 @@ def main() -> None:
     parser.add_argument("--no-a2", action="store_true", help="skip path a2 (slow)")
     parser.add_argument("--apprise-python", help="python of a venv with apprise installed: adds path (b)")
     parser.add_argument("--apprise-n", type=int, default=200, help="messages per Apprise run (default 200)")
+    parser.add_argument(
+        "--recipients-per-transaction",
+        metavar="K,K,...",
+        help="instead of the paths above: bare aiosmtplib with K recipients per SMTP transaction "
+        "(e.g. 1,10,50), recipients/s and the ratio to the smallest K",
+    )
     args = parser.parse_args()
 
     people = recipients(args.n)
@@ -306,9 +425,13 @@ def main() -> None:
     with sink(args.sink) as (port, label):
         print(
             f"sink: {label}; {args.n} messages of {len(sample)} bytes, {args.connections} connections, "
-            f"{args.runs} runs; python {sys.version.split()[0]}, {os.cpu_count()} cpus",
+            f"{args.runs} runs; python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+            f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
+        if args.recipients_per_transaction:
+            per_transaction(port, people, sample, args)
+            return
         paths: list[tuple[str, str, Callable[[], float]]] = [
             ("herald", f"Herald EmailChannel, {c} connections", once(herald(port, people, c))),
             ("a", f"aiosmtplib, {c} connections, pre-rendered bytes", once(bare(port, people, c, sample))),
