@@ -218,7 +218,7 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
             timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,
         ) as response:
-            text = await response.text()
+            text = await response.text("utf-8", "replace")  # JSON is UTF-8; a proxy page need not be
         return Response(response.status, text, response.headers)
 
     async def close(self) -> None:
