@@ -5,7 +5,8 @@
 The Twilio stand-in runs in its own process (``python -m bot.standins.twilio``) so it does not
 share the event loop with the client under test. Each run sends ``n`` messages both ways, in
 alternating order; the medians of the runs are compared. CPU columns are CPU seconds per wall
-second: a stand-in near 1.0 is saturated and caps both figures.
+second: a stand-in near 1.0 is saturated and caps both figures. The client's CPU per message
+(milliseconds) is the steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -104,9 +105,10 @@ async def bench(url: str, meter: CpuMeter, n: int, concurrency: int, runs: int) 
     body = SmsChannel(SmsSettings(SID, TOKEN, from_number=FROM)).prepare(NOTICE).text
     await raw_aiohttp(url, 200, concurrency, body)  # warm up both paths (imports, first connections)
     await channel(url, 200, concurrency)
-    raw_rates, channel_rates = [], []
+    raw_rates, channel_rates, raw_cpus, channel_cpus = [], [], [], []
     print(
         f"{'run':<4} {'raw msg/s':>10} {'channel msg/s':>14} {'ratio':>6}   CPU client/stand-in: raw, channel"
+        "   client CPU ms/msg: raw, channel"
     )
     for run in range(1, runs + 1):
         first_raw = run % 2 == 1
@@ -117,9 +119,12 @@ async def bench(url: str, meter: CpuMeter, n: int, concurrency: int, runs: int) 
         (raw, raw_own, raw_other), (sms, sms_own, sms_other) = results["raw"], results["channel"]
         raw_rates.append(raw)
         channel_rates.append(sms)
+        raw_cpus.append(raw_own / raw * 1000)  # CPU s per wall s / (msg per wall s) = CPU s per msg
+        channel_cpus.append(sms_own / sms * 1000)
         print(
             f"{run:<4} {raw:>10,.0f} {sms:>14,.0f} {sms / raw:>6.2f}   "
             f"{raw_own:.2f}/{raw_other:.2f}, {sms_own:.2f}/{sms_other:.2f}"
+            f"   {raw_cpus[-1]:.3f}, {channel_cpus[-1]:.3f}"
         )
     raw_median, channel_median = statistics.median(raw_rates), statistics.median(channel_rates)
     ratios = [sms / raw for sms, raw in zip(channel_rates, raw_rates, strict=True)]
@@ -127,6 +132,10 @@ async def bench(url: str, meter: CpuMeter, n: int, concurrency: int, runs: int) 
         f"median: raw aiohttp {raw_median:,.0f} msg/s, SmsChannel {channel_median:,.0f} msg/s, "
         f"ratio {channel_median / raw_median:.2f}x (median of per-run ratios "
         f"{statistics.median(ratios):.2f}x; target >= 0.6x)"
+    )
+    print(
+        f"client CPU per message (median): raw aiohttp {statistics.median(raw_cpus):.3f} ms, "
+        f"SmsChannel {statistics.median(channel_cpus):.3f} ms"
     )
 
 

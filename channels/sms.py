@@ -1,4 +1,4 @@
-"""SMS over Twilio's Messages API, sent with the official client asynchronously.
+"""SMS over Twilio's Messages API, sent through the official twilio library's async HTTP client.
 
 ::
 
@@ -10,7 +10,10 @@
 A send is one ``POST {api_url}/2010-04-01/Accounts/{account_sid}/Messages.json``; the receipt
 carries the message SID and Twilio's status (``queued``, or ``accepted`` for a Messaging Service).
 At most ``max_concurrency`` requests are in flight; one aiohttp session, created on the first
-send, keeps connections alive for the channel's lifetime.
+send, keeps connections alive for the channel's lifetime. The request is the one twilio's
+``client.messages.create_async`` sends (its headers, Basic auth, the form fields in its order),
+built once but for ``To``; the answer is read for the SID and status only, and refusals go
+through twilio's own error reader (see :func:`read_answer`), without a ``MessageInstance``.
 
 Errors are those of :mod:`channels.base`, decided by two pure functions:
 :func:`classify_twilio_error` for Twilio's answers, :func:`classify_transport_error` for what
@@ -24,20 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.version import Version
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
-
-# Client.api imports the REST tree on first use: import it with the module instead, so that a
-# worker's first send (often an incident's first page) does not wait for it.
-from twilio.rest import api as _api  # noqa: F401
 
 from channels.base import (
     Channel,
@@ -57,6 +57,8 @@ from channels.sms_text import PreparedSms, render_sms
 from channels.templating import Templates
 
 CONNECT_TIMEOUT = 5.0  # seconds; a connect that fails sent nothing, so it stays a plain transient error
+FORM_TYPE = "application/x-www-form-urlencoded"
+_MAX_FORMS = 64  # prepared texts whose encoded form tail is kept
 
 # Twilio error code -> (reason, suppress the address). https://www.twilio.com/docs/api/errors
 _PERMANENT: dict[int, tuple[str, bool]] = {
@@ -173,28 +175,17 @@ def classify_transport_error(exc: BaseException) -> DeliveryError:
     return classify_http_failure(exc)
 
 
-@dataclass
-class _Answer:
-    """What the HTTP layer saw of one answer that twilio's exceptions do not carry."""
-
-    retry_after: str | None = None
-
-
-_answer: ContextVar[_Answer | None] = ContextVar("twilio_answer", default=None)
-
-
 class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
-    """twilio's aiohttp client with a pooled, bounded session and four fixes.
+    """twilio's aiohttp client with a pooled, bounded session and three fixes.
 
     - The session timeout applies: ``AsyncTwilioHttpClient.request`` (9.13) passes only the
       per-call timeout to aiohttp, so its constructor's ``timeout`` is silently ignored.
     - The response is released even when reading its body fails.
     - Credentials go in an ``Authorization`` header: ``aiohttp.BasicAuth`` is deprecated in
       aiohttp 3.14 and warns on every request.
-    - ``Retry-After`` reaches the classifier: ``TwilioRestException`` keeps no headers, so the
-      header goes into the :class:`_Answer` of the current send (a context variable).
 
     ``max_retries`` stays None, so the session is not wrapped in aiohttp-retry: one attempt.
+    The answer's headers stay on the returned ``Response`` (``Retry-After`` for the classifier).
     """
 
     def __init__(self, timeout: float, max_connections: int) -> None:
@@ -204,24 +195,20 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
             connector=aiohttp.TCPConnector(limit=max_connections), timeout=self._timeout
         )
         self.session = self._session
-        self._auth_headers: dict[tuple[str, str], str] = {}
 
     async def request(
         self,
         method: str,
         url: str,
         params: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
+        data: dict[str, Any] | bytes | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,
         allow_redirects: bool = False,
-    ) -> Any:
-        headers = dict(headers or {})
+    ) -> Response:
         if auth is not None:
-            if auth not in self._auth_headers:
-                self._auth_headers[auth] = aiohttp.encode_basic_auth(*auth)
-            headers["Authorization"] = self._auth_headers[auth]
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
         async with self._session.request(
             method.upper(),
             url,
@@ -231,10 +218,7 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
             timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,
         ) as response:
-            text = await response.text()
-        answer = _answer.get()
-        if answer is not None:
-            answer.retry_after = response.headers.get("Retry-After")
+            text = await response.text("utf-8", "replace")  # JSON is UTF-8; a proxy page need not be
         return Response(response.status, text, response.headers)
 
     async def close(self) -> None:
@@ -242,7 +226,13 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
 
 
 class SmsChannel:
-    """The ``sms`` channel: one Twilio client and connection pool for the channel's lifetime."""
+    """The ``sms`` channel: one Twilio HTTP client and connection pool for the channel's lifetime.
+
+    Every part of a request but the recipient is built once: the URL, twilio's headers with the
+    credentials (when the pool opens), and the form's StatusCallback/From/MessagingServiceSid/Body
+    (per prepared text, see :func:`form_tail`). A send encodes ``To``, posts through the twilio
+    HTTP client and reads only the SID and status from the answer (:func:`read_answer`).
+    """
 
     name = "sms"
 
@@ -250,20 +240,17 @@ class SmsChannel:
         self.settings = settings
         self.templates = templates or Templates()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._sender: dict[str, str] = (
-            {"from_": settings.from_number}
-            if settings.from_number is not None
-            else {"messaging_service_sid": settings.messaging_service_sid or ""}
-        )
-        if settings.status_callback_url:
-            self._sender["status_callback"] = settings.status_callback_url
+        self._url = f"{settings.api_url.rstrip('/')}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+        self._forms: dict[str, bytes] = {}  # prepared text -> the form after To
         self._http: _TwilioHttp | None = None
-        self._messages: Any = None  # twilio's MessageList for the account
+        self._headers: dict[str, str] = {}
 
     def prepare(self, notice: Notice) -> PreparedSms:
         """The text every recipient of ``notice`` (in its language) gets, within ``max_segments``
         (see render_sms)."""
-        return render_sms(notice, self.settings.max_segments, self.templates)
+        prepared = render_sms(notice, self.settings.max_segments, self.templates)
+        self._form_tail(prepared.text)
+        return prepared
 
     async def send(self, prepared: PreparedSms, to: Recipient) -> Receipt:
         """Send ``prepared`` to ``to.address`` (E.164); one request, at most max_concurrency at once.
@@ -274,26 +261,14 @@ class SmsChannel:
         """
         if not isinstance(prepared, PreparedSms):
             raise TypeError(f"sms: expected PreparedSms, got {type(prepared).__name__}")
+        form = b"To=" + quote_plus(to.address).encode() + self._form_tail(prepared.text)
         async with self._slots:
-            answer = _Answer()
-            token = _answer.set(answer)
+            http = self._http or self._open()
             try:
-                message = await self._message_list().create_async(
-                    to=to.address, body=prepared.text, **self._sender
-                )
-            except (TwilioRestException, TwilioServiceException) as exc:
-                raise classify_twilio_error(
-                    exc.status, _as_int(exc.code), answer.retry_after, _message_of(exc)
-                ) from exc
+                answer = await http.request("POST", self._url, data=form, headers=self._headers)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise classify_transport_error(exc) from exc
-            except json.JSONDecodeError as exc:
-                raise UncertainError("server_error", "unreadable answer to an accepted request") from exc
-            finally:
-                _answer.reset(token)
-        if not message.sid:
-            raise UncertainError("server_error", "accepted without a message sid")
-        return Receipt(provider_id=str(message.sid), detail=str(message.status or ""))
+        return read_answer(answer.status_code, answer.text, answer.headers.get("Retry-After"), self._url)
 
     async def limit_connections(self, most: int) -> None:
         """Nothing to do: requests in flight are bounded per worker by ``max_concurrency``, and
@@ -302,7 +277,7 @@ class SmsChannel:
     async def aclose(self) -> None:
         """Close the connection pool; a later send opens a new one."""
         if self._http is not None:
-            http, self._http, self._messages = self._http, None, None
+            http, self._http = self._http, None
             await http.close()
 
     async def __aenter__(self) -> SmsChannel:
@@ -313,17 +288,59 @@ class SmsChannel:
     ) -> None:
         await self.aclose()
 
-    def _message_list(self) -> Any:
-        """twilio's MessageList, built on first use: aiohttp sessions need a running event loop."""
-        if self._messages is None:
-            settings = self.settings
-            self._http = _TwilioHttp(settings.timeout, settings.max_concurrency)
-            client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
-            client.api.base_url = settings.api_url.rstrip("/")
-            # api_url is the whole endpoint: ignore TWILIO_EDGE / TWILIO_REGION from the environment.
-            client.edge = client.region = None
-            self._messages = client.messages
-        return self._messages
+    def _form_tail(self, text: str) -> bytes:
+        tail = self._forms.get(text)
+        if tail is None:
+            if len(self._forms) >= _MAX_FORMS:  # a bound for long-running processes
+                self._forms.clear()
+            tail = self._forms[text] = form_tail(self.settings, text)
+        return tail
+
+    def _open(self) -> _TwilioHttp:
+        """The HTTP client, built on first use (aiohttp sessions need a running event loop), and
+        twilio's request headers for a form POST with the account's credentials."""
+        settings = self.settings
+        self._http = _TwilioHttp(settings.timeout, settings.max_concurrency)
+        client = Client(settings.account_sid, settings.auth_token, http_client=self._http)
+        headers = client.get_headers("POST", {"Content-Type": FORM_TYPE, "Accept": "application/json"})
+        headers["Authorization"] = aiohttp.encode_basic_auth(*client.auth)
+        self._headers = headers
+        return self._http
+
+
+def form_tail(settings: SmsSettings, body: str) -> bytes:
+    """The form fields after ``To``, in twilio's order (StatusCallback, From, MessagingServiceSid,
+    Body), URL-encoded as aiohttp encodes twilio's form, with the leading ``&``."""
+    fields = {
+        "StatusCallback": settings.status_callback_url or None,
+        "From": settings.from_number,
+        "MessagingServiceSid": None if settings.from_number is not None else settings.messaging_service_sid,
+        "Body": body,
+    }
+    return ("&" + urlencode({key: value for key, value in fields.items() if value is not None})).encode()
+
+
+def read_answer(status: int, text: str, retry_after: str | None, url: str = "") -> Receipt:
+    """Twilio's answer to a message POST -> a receipt (the SID and Twilio's status), or raise.
+
+    A 2xx answer must carry a JSON object with a ``sid``, else the message may have been sent and
+    :class:`UncertainError` says so. Any other status is parsed by twilio's own error reader
+    (``Version.exception``: RFC 9457 or the legacy ``code``/``message`` body, or a non-JSON body
+    whose code is the status) and classified by :func:`classify_twilio_error`.
+    """
+    if 200 <= status < 300:
+        try:
+            payload = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise UncertainError("server_error", "unreadable answer to an accepted request") from exc
+        sid = payload.get("sid") if isinstance(payload, dict) else None
+        if not sid:
+            raise UncertainError("server_error", "accepted without a message sid")
+        return Receipt(provider_id=str(sid), detail=str(payload.get("status") or ""))
+    refusal = Version.exception("POST", url, Response(status, text), "Unable to create record")
+    raise classify_twilio_error(
+        refusal.status, _as_int(refusal.code), retry_after, _message_of(refusal)
+    ) from refusal
 
 
 def _as_int(code: object) -> int | None:
