@@ -97,7 +97,9 @@ def _slack_paths() -> dict[str, Any]:
                 "a bad or stale (over 5 minutes) signature is answered 401.",
                 "responses": {
                     "200": {"description": "acknowledged"},
-                    "401": {"description": "bad signature"},
+                    "400": _json("signed, but not a Slack payload", _ERROR),
+                    "401": _json("bad or stale signature", _ERROR),
+                    "413": _json("body over 1 MiB", _ERROR),
                 },
             }
         },
@@ -145,6 +147,7 @@ def _bounce_paths() -> dict[str, Any]:
     report = {"type": "object", "required": ["recipient", "status", "action"], "properties": fields}
     responses = {"200": _json("recorded: outcome, delivery_id"), "401": _json("unauthenticated", _ERROR)}
     responses |= {"400": _json("not a JSON object", _ERROR), "422": _json("invalid field", _ERROR)}
+    responses |= {"413": _json("body over 4 MiB", _ERROR)}
     body = {"content": {"application/json": {"schema": report}}}
     return {
         "/hooks/bounces": _alert_hook("A delivery report (bounce) from a relay", responses, requestBody=body)
@@ -152,33 +155,47 @@ def _bounce_paths() -> dict[str, Any]:
 
 
 def _twilio_paths() -> dict[str, Any]:
+    text: dict[str, Any] = {"content": {"text/plain": {}}}
+    refusals = {
+        "400": {"description": "a parameter holds a NUL or is too long", **text},
+        "403": {"description": "bad or missing X-Twilio-Signature", **text},
+        "404": {"description": "sms is not configured (twilio.auth_token)", **text},
+        "413": {"description": "body over 64 KiB", **text},
+    }
     return {
         "/hooks/twilio/status": {
             "post": {
                 "summary": "Twilio status callback (X-Twilio-Signature verified)",
-                "responses": {"204": {"description": "recorded"}, "403": {"description": "bad signature"}},
+                "responses": {"204": {"description": "recorded"}, **refusals},
             }
         },
         "/hooks/twilio/inbound": {
             "post": {
                 "summary": "Inbound SMS: STOP/UNSUBSCRIBE opt out, START opts in, HELP answers",
-                "responses": {"200": {"description": "TwiML reply", "content": {"text/xml": {}}}},
+                "responses": {"200": {"description": "TwiML reply", "content": {"text/xml": {}}}, **refusals},
             }
         },
     }
 
 
 def _preference_paths() -> dict[str, Any]:
+    html: dict[str, Any] = {"content": {"text/html": {}}}
+    unknown = {"description": "unknown or expired token", **html}
     return {
         "/u/{token}": {
             "parameters": [_path_parameter("token")],
             "get": {
                 "summary": "Preferences page (never changes anything)",
-                "responses": {"200": {"description": "page", "content": {"text/html": {}}}},
+                "responses": {"200": {"description": "page", **html}, "404": unknown},
             },
             "post": {
                 "summary": "List-Unsubscribe=One-Click unsubscribes (RFC 8058); other posts save the form",
-                "responses": {"200": {"description": "saved", "content": {"text/html": {}}}},
+                "responses": {
+                    "200": {"description": "saved", **html},
+                    "400": {"description": "the form has a bad choice (shown on the page)", **html},
+                    "404": unknown,
+                    "413": {"description": "form over 64 KiB", **html},
+                },
             },
         },
         "/c/{token}": {

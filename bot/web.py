@@ -15,13 +15,14 @@ is ever read in full past it. Metrics label requests by route template and known
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,12 +31,15 @@ from bot import service
 from bot.app import Herald
 from bot.metrics import CONTENT_TYPE, HeraldMetrics
 from bot.openapi import openapi_document
-from bot.recipients.api import api_refusal, deliveries_endpoint
+from bot.recipients.api import api_refusal, deliveries_endpoint, no_such_id
 from bot.slack.app import SlackFrontDoor
+
+log = logging.getLogger("herald.web")
 
 READY_TIMEOUT = 5.0
 MAX_REQUEST_BODY = 4 * 1024 * 1024  # the alert webhooks' own cap; Slack, Twilio and forms are far smaller
 KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
+CLIENT_GONE = 499  # the metrics' status for a request whose client left before the answer (nginx's)
 
 
 def build_web_app(
@@ -109,7 +113,7 @@ class WebHandlers:
 
     async def notification(self, request: Request) -> Response:
         """``GET /api/notifications/{id}``: the status JSON, for the bearer of ``server.api_token``."""
-        refused = api_refusal(self.herald, request.headers)
+        refused = api_refusal(self.herald, request.headers) or no_such_id(request.path_params["id"])
         if refused is not None:
             return refused
         found = await asyncio.to_thread(service.status, self.herald, request.path_params["id"])
@@ -122,9 +126,17 @@ class WebHandlers:
         return await deliveries_endpoint(self.herald, request)
 
 
+class _ClientGone(Exception):
+    """The answer could not be written: the client left, or the server already refused the request."""
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template (never by raw path: ids are unbounded)
-    and method (one of :data:`KNOWN_METHODS`, else ``other``: a client may send any token there)."""
+    and method (one of :data:`KNOWN_METHODS`, else ``other``: a client may send any token there).
+
+    A client that leaves mid-request (it disconnected, or the read deadline closed it, or uvicorn
+    already answered 400 to a broken chunked body) is the client's doing, not a server error: one
+    INFO line and status :data:`CLIENT_GONE` in the metrics, never a traceback."""
 
     def __init__(self, app: ASGIApp, metrics: HeraldMetrics) -> None:
         self.app = app
@@ -141,15 +153,25 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            await send(message)
+            try:
+                await send(message)
+            except Exception as exc:  # the transport is closed or the protocol already answered
+                raise _ClientGone from exc
 
         try:
             await self.app(scope, receive, record_status)
+        except (ClientDisconnect, _ClientGone):
+            status = CLIENT_GONE
+            log.info("%s %s: the client left before the answer", scope["method"][:16], _route(scope))
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = _route(scope)
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.http_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+def _route(scope: Scope) -> str:
+    return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
 class _BodyTooLarge(Exception):

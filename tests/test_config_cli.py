@@ -146,3 +146,33 @@ def test_malformed_json_in_an_environment_override_is_one_line(  # type: ignore[
     assert upgraded.stderr.startswith(f"herald: bad configuration: {name} ({key}): not valid JSON (")
     assert upgraded.stderr.count("\n") == 1
     assert "json-SECRET-4d1" not in checked.stderr + upgraded.stderr
+
+
+@pytest.mark.parametrize("bad", ["99999999999d", "1e9999s", float("inf"), float("nan"), 10**20, "3651d"])
+def test_parse_duration_refuses_what_would_overflow_a_date(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            b'[smtp]\nretry_for = "99999999999d"\n',
+            "error: smtp.retry_for: Value error, a duration must be at most",
+        ),
+        (b"[smtp]\nretry_for = inf\n", "error: smtp.retry_for: Value error, a duration must be at most"),
+        (b"\xff\xfe[smtp]\nport = 25\n", "invalid TOML: not UTF-8 (byte 0)"),
+        (b'[smtp]\nfrom_address = "caf\xe9@example.com"\n', "invalid TOML: not UTF-8 (byte 26)"),
+    ],
+)
+def test_a_config_file_with_a_huge_duration_or_bad_encoding_is_exit_2_naming_it(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, text: bytes, reason: str
+) -> None:
+    path = tmp_path / "herald.toml"
+    path.write_bytes(text)
+    result = cli("config", "check", "--config", str(path))
+    assert result.exit_code == 2, result.stderr
+    assert reason in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 2  # the problem and the summary line

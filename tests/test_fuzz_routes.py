@@ -10,6 +10,7 @@ printed (run with ``-s``) for the issue's note.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections import Counter
@@ -23,7 +24,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from slack_signing import BOT_TOKEN, SIGNING_SECRET, TWILIO_TOKEN, herald_toml, sign
+from slack_signing import ANNOUNCER, API_TOKEN, BOT_TOKEN, SIGNING_SECRET, TWILIO_TOKEN, herald_toml, sign
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
@@ -475,3 +476,127 @@ def test_random_bodies_on_every_post_route(fuzzed: Fuzzed, caplog: pytest.LogCap
     print(f"\nrandom requests: {dict(fuzzed.requests)}; 5xx: {fuzzed.server_errors}")
     assert set(fuzzed.requests) == set(ROUTES)
     assert fuzzed.server_errors == 0
+
+
+# -- Found by probing a running serve (round "no input that breaks a route") ---------------------------
+
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def _cursor(*parts: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def _get(fuzzed: Fuzzed, path: str) -> httpx.Response:
+    response = fuzzed.loop.run_until_complete(fuzzed.http.get(path, headers=API))
+    assert response.status_code < 500, (path, response.status_code, response.text[:200])
+    return response
+
+
+def test_notification_ids_and_cursors_no_database_can_compare_are_a_4xx(
+    fuzzed: Fuzzed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL in the id, or a forged ``after`` cursor holding a NUL or a lone surrogate, was a 500
+    (PostgreSQL refuses NUL; neither driver encodes a surrogate); an empty ``after=`` is page one."""
+    for path in ["/api/notifications/%00", "/api/notifications/a%00b/deliveries"]:
+        assert _get(fuzzed, path).status_code == 404
+    for forged in [_cursor("\x00", "a"), _cursor("\ud800", "a"), _cursor("alice", "\udc00")]:
+        refused = _get(fuzzed, f"/api/notifications/nfuzz/deliveries?after={forged}")
+        assert refused.status_code == 400 and refused.json()["parameter"] == "after"
+    first = _get(fuzzed, "/api/notifications/nfuzz/deliveries?after=")
+    assert first.status_code == 200 and [d["person_id"] for d in first.json()["deliveries"]] == ["alice"]
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1." + b"1" * 200])
+def test_a_float_beyond_a_double_is_refused_naming_the_field(fuzzed: Fuzzed, number: bytes) -> None:
+    """``1e999`` read as Infinity and was stored as the label "Infinity", though NaN/Infinity are refused."""
+    body = b'{"summary": "s", "severity": "critical", "labels": {"load": ' + number + b"}}"
+    refused = fuzzed.send(Call("/hooks/alerts", body, {"Authorization": f"Bearer {GENERIC_TOKEN}"}))
+    assert refused.status_code == 422 and refused.json()["field"] == "labels.load"
+
+
+@pytest.mark.parametrize(
+    ("route", "params", "field"),
+    [
+        (
+            "/hooks/twilio/status",
+            {"MessageSid": "SM1", "MessageStatus": "failed", "ErrorCode": "9" * 5000},
+            "ErrorCode",
+        ),
+        ("/hooks/twilio/inbound", {"From": "+" + "4" * 5000, "Body": "STOP"}, "From"),
+        (
+            "/hooks/twilio/status",
+            {"MessageSid": "SM" + "0" * 500, "MessageStatus": "delivered"},
+            "MessageSid",
+        ),
+    ],
+)
+def test_signed_twilio_fields_longer_than_twilio_sends_are_a_400_naming_them(
+    fuzzed: Fuzzed, route: str, params: dict[str, str], field: str
+) -> None:
+    """Over-long values went into varchar columns: a 500 on PostgreSQL."""
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + route, params)
+    refused = fuzzed.send(Call(route, urlencode(params).encode(), {"X-Twilio-Signature": signature}))
+    assert refused.status_code == 400 and refused.text.startswith(f"{field}: longer than")
+
+
+def _command(text: str, **fields: str) -> bytes:
+    form = {"command": "/announce", "text": text, "user_id": ANNOUNCER, "channel_id": "CIT", "team_id": "T1"}
+    form |= {"response_url": "http://127.0.0.1:9/response", "trigger_id": "t.1", **fields}
+    return urlencode({k: v for k, v in form.items() if v}, errors="surrogatepass").encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _command("status n\x00"),
+        _command("list", user_id="U" * 5000),
+        b"payload="
+        + json.dumps(
+            {
+                "type": "block_actions",
+                "user": {"id": ANNOUNCER},
+                "actions": [{"action_id": "alert_ack", "value": "\ud800"}],
+            }
+        ).encode(),
+    ],
+    ids=["nul-in-text", "long-user-id", "surrogate-in-action"],
+)
+def test_signed_slack_payloads_no_database_can_store_are_a_400(
+    fuzzed: Fuzzed, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    """Signed, so Bolt ran them: the listeners then failed in the database with a traceback."""
+    headers = sign(SIGNING_SECRET, body.decode())
+    refused = fuzzed.send(
+        Call("/slack/events", body, {**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    )
+    assert refused.status_code == 400
+    assert_no_traceback(caplog)
+
+
+def test_a_slack_command_without_a_response_url_loses_only_its_reply(
+    fuzzed: Fuzzed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt's ``respond`` raised without a response_url, and again in the error path: two tracebacks."""
+    caplog.set_level(logging.INFO)
+    body = _command("list", response_url="")
+    answered = fuzzed.send(Call("/slack/events", body, {**sign(SIGNING_SECRET, body.decode())}))
+    assert answered.status_code == 200
+
+    async def reply_dropped() -> None:
+        while not any("without a response_url" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.05)
+
+    fuzzed.loop.run_until_complete(asyncio.wait_for(reply_dropped(), 20))
+    assert_no_traceback(caplog)
+
+
+def test_every_status_a_route_answers_is_in_the_openapi_document(fuzzed: Fuzzed) -> None:
+    """schemathesis flagged 403/404/413 answers the document did not list."""
+    paths = _get(fuzzed, "/openapi.json").json()["paths"]
+    for route in ("/hooks/twilio/status", "/hooks/twilio/inbound"):
+        assert {"400", "403", "404", "413"} <= set(paths[route]["post"]["responses"])
+    assert {"400", "404", "413"} <= set(paths["/u/{token}"]["post"]["responses"])
+    assert "404" in paths["/u/{token}"]["get"]["responses"]
+    assert {"400", "401", "413"} <= set(paths["/slack/events"]["post"]["responses"])

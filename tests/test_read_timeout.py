@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.alerts.web import alert_routes
+from bot.app import Herald
 from bot.config import load_settings
 from bot.server import HeraldServer
 
@@ -74,3 +76,57 @@ async def test_complete_requests_are_still_answered(serve: HeraldServer) -> None
         serve.url, b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n"
     )
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Wait (at most WAIT seconds) until a log line contains ``text``."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not any(text in r.getMessage() for r in caplog.records):
+        assert asyncio.get_running_loop().time() < deadline, f"no log line with {text!r}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def serve_alerts(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The serve fixture's server with the alert webhooks mounted (their handler reads the body)."""
+    config = tmp_path / "herald.toml"
+    config.write_text(
+        f'[database]\nurl = "{db_url}"\n[server]\nhost = "127.0.0.1"\nport = 0\n'
+        '[webhooks.alerts]\ntoken = "t"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    herald = Herald.build(settings)
+    server = HeraldServer(settings, herald=herald, routes=alert_routes(herald), dispatch=False)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "rest"),
+    [
+        ("/hooks/alerts", b""),  # the client hangs up mid-body: the handler's read sees a disconnect
+        (
+            "/healthz",
+            b"zz\r\nnot a chunk size\r\n",
+        ),  # uvicorn answers 400 itself; the app's 405 has no way out
+    ],
+)
+async def test_a_client_that_leaves_mid_request_leaves_no_traceback(
+    serve_alerts: HeraldServer, caplog: pytest.LogCaptureFixture, path: str, rest: bytes
+) -> None:
+    caplog.set_level(logging.INFO)
+    serve = serve_alerts
+    host, port = serve.url.removeprefix("http://").rsplit(":", 1)
+    _, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {path} HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer t\r\n".encode()
+    writer.write(head + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"sum\r\n' + rest)
+    await writer.drain()
+    writer.close()
+    await logged(caplog, "the client left before the answer")
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    rendered = serve.metrics.render().decode()
+    assert 'status="499"' in rendered and 'status="500"' not in rendered

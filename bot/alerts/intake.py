@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta, timezone
@@ -50,7 +51,8 @@ _TIMESTAMP = re.compile(
 
 
 class _HugeNumber:
-    """A JSON integer longer than :data:`MAX_DIGITS` digits, kept as text for :func:`check_tree`."""
+    """A JSON number longer than :data:`MAX_DIGITS` characters, or a float beyond a double's range
+    (``1e999``, which would read as Infinity), kept as text for :func:`check_tree` to refuse."""
 
     def __init__(self, digits: str) -> None:
         self.digits = digits
@@ -61,6 +63,11 @@ def _parse_int(text: str) -> int | _HugeNumber:
     return _HugeNumber(text) if len(text) > MAX_DIGITS else int(text)
 
 
+def _parse_float(text: str) -> float | _HugeNumber:
+    value = float(text)
+    return value if math.isfinite(value) and len(text) <= MAX_DIGITS else _HugeNumber(text)
+
+
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -68,7 +75,9 @@ def _refuse_constant(name: str) -> None:
 def load_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; 400 when it is not JSON, 422 when it is not an object."""
     try:
-        data = json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
+        data = json.loads(
+            body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+        )
     except RecursionError as exc:
         raise PayloadError(f"the body is nested deeper than {MAX_DEPTH} levels", None, 400) from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -90,7 +99,7 @@ def check_tree(data: object) -> None:
     while stack:
         value, where, depth = stack.pop()
         if isinstance(value, _HugeNumber):
-            raise PayloadError(f"a number longer than {MAX_DIGITS} digits", where or None)
+            raise PayloadError(f"a number longer than {MAX_DIGITS} digits or out of range", where or None)
         if isinstance(value, str) and _BAD_TEXT.search(value):
             raise PayloadError("contains a NUL or an unpaired surrogate (\\ud800-\\udfff)", where or None)
         if isinstance(value, dict | list) and depth >= MAX_DEPTH:

@@ -145,6 +145,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: file not found"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: not UTF-8 (byte {exc.start})"]) from exc
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any
 
@@ -31,12 +32,21 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded(float(value))
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+            return _bounded(float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
     raise ValueError("expected a duration such as 90s, 5m, 4h or 5d")
+
+
+MAX_DURATION = 3650 * 86400.0  # ten years: past it a date overflows (99999999999d), never a setting
+
+
+def _bounded(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError("a duration must be at most 3650d (ten years)")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

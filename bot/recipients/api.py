@@ -9,6 +9,7 @@ unknown id a 404. The rows come from :mod:`bot.engine.deliveries`, as ``status -
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,14 +33,27 @@ def api_refusal(herald: Herald, headers: Mapping[str, str]) -> Response | None:
     return None
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # no id holds them; the databases cannot compare them
+
+
+def no_such_id(notification_id: str) -> Response | None:
+    """404 for an id no notification can have (a NUL, which PostgreSQL cannot even compare), before
+    any query; else None."""
+    if _UNSTORABLE.search(notification_id):
+        return JSONResponse({"error": "no such notification", "id": notification_id}, 404)
+    return None
+
+
 async def deliveries_endpoint(herald: Herald, request: Request) -> Response:
-    refused = api_refusal(herald, request.headers)
+    refused = api_refusal(herald, request.headers) or no_such_id(request.path_params["id"])
     if refused is not None:
         return refused
     notification_id = request.path_params["id"]
     try:
         limit = deliveries.parse_limit(request.query_params.get("limit"))
-        after = deliveries.parse_cursor(request.query_params.get("after"))
+        after = deliveries.parse_cursor(request.query_params.get("after") or None)  # "after=": page 1
+        if after is not None and any(_UNSTORABLE.search(part) for part in after):  # a forged cursor
+            raise deliveries.PageError("after", "expected the 'next' value of an earlier page")
     except deliveries.PageError as exc:
         return JSONResponse({"error": str(exc), "parameter": exc.parameter}, 400)
     found = await asyncio.to_thread(_page, herald, notification_id, limit, after)

@@ -60,6 +60,8 @@ PAGE_HEADERS = {
     "base-uri 'none'; frame-ancestors 'none'",
 }
 TWIML = "text/xml; charset=utf-8"
+_SHORT = ("MessageSid", "SmsSid", "AccountSid", "MessagingServiceSid", "From", "To")
+FIELD_LIMITS = {**dict.fromkeys(_SHORT, 64), "MessageStatus": 32, "SmsStatus": 32, "ErrorCode": 16}
 
 
 class BodyTooLarge(Exception):
@@ -221,6 +223,9 @@ class RecipientHandlers:
             return PlainTextResponse(
                 f"{bad.replace(chr(0), '?')[:64]}: NUL characters are not allowed\n", 400
             )
+        long = next((key for key, value in params if len(value) > FIELD_LIMITS.get(key, len(value))), None)
+        if long is not None:  # Twilio's sids are 34 characters, its numbers and error codes far shorter
+            return PlainTextResponse(f"{long}: longer than {FIELD_LIMITS[long]} characters\n", 400)
         return params
 
     async def inbound(self, request: Request) -> Response:

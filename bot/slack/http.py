@@ -8,7 +8,9 @@ Bolt never sees a request Herald has not verified, so nothing unsigned reaches B
 2. a ``Content-Length`` over :data:`MAX_BODY` is 413, one that is not a number 400; the body is
    then streamed with a running limit (413 past it, whatever the header said);
 3. the HMAC-SHA256 of ``v0:{timestamp}:{body}`` must match, else 401;
-4. a signed body that is not UTF-8, not the JSON or form Slack sends, or not an object is 400.
+4. a signed body that is not UTF-8, not the JSON or form Slack sends, or not an object is 400, and
+   so is one with a NUL or a lone surrogate anywhere, or a user, channel or team id over
+   :data:`MAX_ID` characters (PostgreSQL can store neither).
 
 Errors are ``{"error": "..."}`` and name no part of the body; nothing here logs the body.
 """
@@ -113,6 +115,35 @@ _OBJECTS = ("event", "view", "team", "user", "enterprise", "channel", "container
 _LISTS_OF_OBJECTS = ("actions", "authorizations")
 
 
+MAX_ID = 64  # Slack's ids (U0123ABCD, W..., C..., T...) are a dozen characters; the columns hold 200
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # Slack never sends them; no database column holds them
+_IDS = (("user_id",), ("channel_id",), ("team_id",), ("user", "id"), ("channel", "id"), ("team", "id"))
+
+
+def check_text(payload: object) -> None:
+    """No key or text in the payload holds a NUL or a lone surrogate: 400 (PostgreSQL refuses both)."""
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            raise Refused(400, "malformed slack request body: a NUL or an unpaired surrogate")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+def check_ids(payload: dict[str, Any]) -> None:
+    """The user, channel and team ids, where present, are short strings: 400 naming the field."""
+    for path in _IDS:
+        value: Any = payload
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_ID):
+            raise Refused(400, f"malformed slack request body: '{'.'.join(path)}' is not a Slack id")
+
+
 def check_shape(payload: dict[str, Any]) -> None:
     """The envelope fields Bolt and the listeners read have Slack's types; 400 naming the field."""
     for key in _OBJECTS:
@@ -129,6 +160,8 @@ def check_shape(payload: dict[str, Any]) -> None:
         raise Refused(400, "malformed slack request body: 'view.state' is not an object")
     if not isinstance((view.get("state") or {}).get("values", {}), dict):
         raise Refused(400, "malformed slack request body: 'view.state.values' is not an object")
+    check_ids(payload)
+    check_text(payload)
 
 
 async def verified_request(request: Request, secret: str, clock: Clock) -> AsyncBoltRequest:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
@@ -57,15 +58,24 @@ ACK_BUDGET = 2.0
 
 
 def respond_reply(respond: AsyncRespond) -> Reply:
-    """A :class:`Reply` through the payload's ``response_url`` (ephemeral; may replace the original)."""
+    """A :class:`Reply` through the payload's ``response_url`` (ephemeral; may replace the original).
+
+    A payload without one, or one that cannot be reached, loses the reply with one WARNING line:
+    the action itself stands, and nothing else is owed to a request that named nowhere to answer."""
 
     async def reply(text: Mrkdwn, message_blocks: list[Block], replace: bool = False) -> None:
-        await respond(
-            text=text,
-            blocks=message_blocks,
-            response_type="ephemeral",
-            replace_original=True if replace else None,
-        )
+        if not respond.response_url:
+            log.warning("slack request without a response_url: its reply was not sent")
+            return
+        try:
+            await respond(
+                text=text,
+                blocks=message_blocks,
+                response_type="ephemeral",
+                replace_original=True if replace else None,
+            )
+        except (aiohttp.ClientError, ValueError, OSError, TimeoutError) as exc:
+            log.warning("could not reply through the response_url (%s)", type(exc).__name__)
 
     return reply
 
