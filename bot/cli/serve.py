@@ -25,7 +25,7 @@ from bot.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, fail, settings
 from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.ladder_tick import TICK_EVERY as RUNG_TICK_EVERY
-from bot.engine.ladder_tick import rung_tick
+from bot.engine.ladder_tick import run_ticks, rung_tick
 from bot.engine.retention import retention_job
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.recipients.bounce_imap import bounce_jobs
@@ -105,10 +105,12 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
         flush=True,
     )
     task = asyncio.create_task(dispatcher.run(stop))
+    ticks = asyncio.create_task(run_ticks(herald, stop, dispatcher.poke))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     await waiter
+    await ticks
     code = 0
     try:
         await task
