@@ -287,7 +287,7 @@ def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: boo
 
 def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
     current = service.status(herald, notification_id) or {}
-    running = workers.live_workers(herald.store, herald.clock.now())
+    running = workers.live_workers(herald.store, herald.clock.now(), lasting=True)
     if as_json:
         print(
             json.dumps(

@@ -27,7 +27,7 @@ from bot.engine.dispatcher import Dispatcher
 from bot.engine.ladder_tick import TICK_EVERY as RUNG_TICK_EVERY
 from bot.engine.ladder_tick import run_ticks, rung_tick
 from bot.engine.retention import retention_job
-from bot.engine.workers import SecondDispatcherError, new_worker_id
+from bot.engine.workers import COMMAND, SecondDispatcherError, is_command, new_worker_id
 from bot.recipients.bounce_imap import bounce_jobs
 from bot.recipients.bounce_web import bounce_routes
 from bot.recipients.web import recipient_routes
@@ -147,6 +147,8 @@ def register(app: typer.Typer) -> None:
         chosen = worker_id or new_worker_id("worker")
         if len(chosen) > 64:
             fail("--id: at most 64 characters")
+        if is_command(chosen):
+            fail(f"--id: {COMMAND}-... names the dispatching of a command's --wait; choose another")
         code = runtime.run(run_worker(settings, chosen))
         if code:
             raise typer.Exit(code)
