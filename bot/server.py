@@ -328,7 +328,11 @@ async def wait_for(herald: Herald, notification_id: str, show_progress: bool) ->
     """Dispatch (alongside any running serve/worker) until every delivery is final."""
     stop = asyncio.Event()
     notify = outage_notifier(herald)
-    dispatcher = Dispatcher(herald, workers.new_worker_id("cli"), registered=False, notify=notify)
+    # Registered and beating like a worker: if this command is killed, a live dispatcher takes its
+    # claims over within seconds, not when their lease ends.
+    worker_id = workers.new_worker_id(workers.COMMAND)
+    dispatcher = Dispatcher(herald, worker_id, notify=notify, exclusive=False)
+    await asyncio.to_thread(dispatcher.start_checks)
     task = asyncio.create_task(dispatcher.run(stop))
     progress = None
     if show_progress:

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from test_announce_cli import announce, setup
 
 from bot.app import Herald
+from bot.clock import Clock
 from bot.config import load_settings
 from bot.recipients.web import recipient_routes
 from bot.server import HeraldServer
@@ -36,9 +37,9 @@ class WebServer:
     """``HeraldServer`` (no dispatcher) with the recipient routes, on its own event loop in a thread,
     so synchronous tests can drive the CLI and plain httpx against it."""
 
-    def __init__(self, config: str) -> None:
+    def __init__(self, config: str, clock: Clock | None = None) -> None:
         settings = load_settings(config)
-        self.herald = Herald.build(settings)
+        self.herald = Herald.build(settings, clock=clock)
         self.server = HeraldServer(
             settings, herald=self.herald, dispatch=False, routes=recipient_routes(self.herald)
         )

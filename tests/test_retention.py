@@ -70,7 +70,8 @@ def test_db_prune_deletes_what_finished_before_the_period_and_keeps_the_rest(  #
     assert pruned.exit_code == 0, pruned.stderr
     # the announcement (3 people), the page and its resolution (2 people each, email and SMS)
     assert pruned.stdout.strip() == (
-        "deleted 3 notification(s) with 11 deliveries and 1 attempts, 1 resolved alert group(s)"
+        "deleted 3 notification(s) with 11 deliveries and 1 attempts, 1 resolved alert group(s), "
+        "0 inbound SMS record(s)"
     )
     after = counts(db_url)
     assert after["notification"] == 2 and after["alert_group"] == 1
@@ -112,3 +113,47 @@ def test_leading_serve_prunes_on_schedule(peers: Peers, db_url: str, tmp_path: P
         serve.wait(timeout=30)
     assert serve.returncode == 0
     assert counts(db_url)["attempt"] == 0
+
+
+def test_db_prune_forgets_inbound_sms_received_before_their_period(  # type: ignore[no-untyped-def]
+    cli, peers: Peers, db_url: str, tmp_path: Path
+) -> None:
+    """Inbound SMS records (replay protection for /hooks/twilio/inbound) go after [retention]
+    inbound_sms_for (90 days by default): the webhook stamps them with its injected clock, 91 and 89
+    days ago; `herald db prune` removes the older one only. A replay of the one kept still changes
+    nothing; the forgotten one is answered as a new message."""
+    from test_recipients_web import SERVER_TOML, WebServer, rows
+    from test_twilio_webhooks import INBOUND, post_signed, sms_in
+
+    from bot.clock import ManualClock
+
+    config = setup(cli, peers, db_url, tmp_path, SERVER_TOML)
+    day = 86400.0
+    clock = ManualClock(time.time() - 91 * day)
+    server = WebServer(config, clock=clock)
+    try:
+        old, recent = sms_in("HELP", "+4915110000001"), sms_in("HELP", "+4915110000002")
+        assert post_signed(server, INBOUND, old).status_code == 200
+        clock.advance(2 * day)
+        assert post_signed(server, INBOUND, recent).status_code == 200
+        assert len(rows(db_url, "SELECT message_sid FROM inbound_sms")) == 2
+
+        pruned = cli("db", "prune", "--config", config)
+        assert pruned.exit_code == 0, pruned.stderr
+        assert pruned.stdout.strip().endswith(", 1 inbound SMS record(s)")
+        assert rows(db_url, "SELECT message_sid FROM inbound_sms") == [(recent["MessageSid"],)]
+        again = cli("db", "prune", "--config", config, "--older-than", "1s")  # notifications only
+        assert again.stdout.strip().endswith(", 0 inbound SMS record(s)")
+
+        replayed = post_signed(server, INBOUND, recent)
+        assert replayed.status_code == 200
+        assert rows(db_url, "SELECT count(*) FROM inbound_sms") == [(1,)]  # seen: nothing new stored
+        assert post_signed(server, INBOUND, old).status_code == 200  # forgotten: taken as new
+        assert rows(db_url, "SELECT count(*) FROM inbound_sms") == [(2,)]
+    finally:
+        server.close()
+
+    short = tmp_path / "short.toml"
+    short.write_text(Path(config).read_text(encoding="utf-8") + '\n[retention]\ninbound_sms_for = "1h"\n')
+    refused = cli("db", "prune", "--config", str(short))
+    assert refused.exit_code == 2 and "inbound_sms_for" in refused.stderr

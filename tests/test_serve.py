@@ -230,6 +230,14 @@ def test_herald_worker_runs_until_sigterm(db_url: str, tmp_path: Path) -> None:
     assert "herald worker w-test-1: stopped" in out
 
 
+def test_herald_worker_refuses_an_id_of_a_commands_own_dispatching(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``cli-...`` names what ``announce --wait`` registers; SQLite lets it run beside a worker."""
+    config = tmp_path / "herald.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/h.db"\n', encoding="utf-8")
+    refused = cli("worker", "--config", str(config), "--id", "cli-mine")
+    assert refused.exit_code == 2 and "--id: cli-..." in refused.stderr
+
+
 async def test_signed_slack_requests_dispatched_in_process(db_url: str, tmp_path: Path) -> None:
     """The same app without a socket: httpx's ASGI transport straight into Starlette and Bolt."""
     from slack_signing import BOT_TOKEN, SIGNING_SECRET, SignedSlack, seed_directory

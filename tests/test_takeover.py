@@ -2,19 +2,22 @@
 lease runs out: by its restart recognising the dead predecessor (SQLite and PostgreSQL), or by a live
 worker once the dead one's heartbeat stops (PostgreSQL). The lease is set to 10 minutes here, so a
 fan-out that finishes within the test's bounds can only have been taken over. Real ``herald worker``
-processes, killed with SIGKILL mid-fan-out against a slow SMTP server."""
+processes, and an ``announce --wait`` dispatching itself, killed with SIGKILL mid-fan-out against a
+slow SMTP server."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from conftest import Peers, run_herald
 from test_announce_cli import write_directory
+from test_recipients_web import rows
 from test_resume import start_worker, wait_until
 
 PEOPLE = 60
@@ -104,3 +107,51 @@ def test_live_worker_takes_over_when_a_peers_heartbeat_stops(
         output = stop(survivor)
     assert "stopped beating" in output
     assert_everyone_reached_once(peers, config, notification, killed_at)
+
+
+def cli_claims(db_url: str) -> int:
+    """Deliveries claimed (sending) by a command's own dispatching (``announce --wait``), per the ledger."""
+    found = rows(db_url, "SELECT count(*) FROM delivery WHERE state = 'sending' AND lease_owner LIKE 'cli-%'")
+    return int(found[0][0])
+
+
+def test_live_worker_takes_over_a_killed_announce_wait(peers: Peers, db_url: str, tmp_path: Path) -> None:
+    """``announce --wait`` dispatches itself, registered like a worker; a worker starts beside it (on
+    SQLite too: the command's dispatching is not a second lasting one) and, once the command is
+    killed mid-fan-out, takes its claims over (its pid is gone), far sooner than their 10-minute lease."""
+    config = tmp_path / "herald.toml"
+    config.write_text(peers.config(db_url, EXTRA), encoding="utf-8")
+    directory = write_directory(tmp_path / "people.csv", PEOPLE)
+    assert run_herald("directory", "import", str(directory), "--config", str(config)).exit_code == 0
+    # Slow enough that the command still fans out once the worker has started (the machine may be busy).
+    peers.smtp.stall("data", 1.5, times=None)
+    announcing = subprocess.Popen(
+        [
+            sys.executable, "-m", "bot", "announce", "--config", str(config), "--yes", "--wait", "--json",
+            "--audience", "everyone", "--channels", "email", "--severity", "outage", "--title", "Core down",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    wait_until(lambda: cli_claims(db_url) > 0)
+    survivor = start_worker(config)
+    try:
+        assert survivor.stdout is not None
+        said = next(line for line in survivor.stdout if line.startswith("herald"))  # after the log lines
+        assert said.startswith("herald worker "), said  # not refused: it dispatches
+        wait_until(lambda: cli_claims(db_url) > 0 and len(peers.smtp.messages) >= 8, timeout=120)
+        announcing.send_signal(signal.SIGKILL)
+        announcing.communicate(timeout=10)
+        killed_at = time.time()
+        wait_until(lambda: cli_claims(db_url) == 0, timeout=DEFAULT_LEASE_S)
+        taken_over_after = time.time() - killed_at
+        ((notification,),) = rows(db_url, "SELECT id FROM notification")
+        finish(peers, config, str(notification))
+    finally:
+        if announcing.poll() is None:
+            announcing.kill()
+            announcing.communicate(timeout=10)
+        output = stop(survivor)
+    print(f"the killed command's claims were re-taken {taken_over_after:.1f}s after the kill")
+    assert taken_over_after < LEASE_S / 10  # far within the lease: only the takeover explains it
+    assert "stopped beating" in output and "cli-" in output
+    assert_everyone_reached_once(peers, config, str(notification), killed_at)

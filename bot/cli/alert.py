@@ -128,7 +128,7 @@ def _print_stored(herald: Herald, result: IntakeResult, as_json: bool) -> None:
     state = _state(result)
     nid = result.notifications[0] if result.notifications else None
     current = service.status(herald, nid) if nid else None
-    running = workers.live_workers(herald.store, herald.clock.now())
+    running = workers.live_workers(herald.store, herald.clock.now(), lasting=True)
     if as_json:
         print(
             json.dumps(

@@ -131,7 +131,8 @@ def db_prune(
         typer.Option("--older-than", help="Age such as 90d (default: [retention] keep_for)."),
     ] = None,
 ) -> None:
-    """Delete finished notifications and resolved alerts older than the retention period, now."""
+    """Delete finished notifications and resolved alerts older than the retention period, and inbound
+    SMS records older than [retention] inbound_sms_for, now."""
     from bot.clock import SystemClock
     from bot.engine.retention import purge
 
@@ -144,15 +145,16 @@ def db_prune(
             fail(f"--older-than: {exc}")
         if keep_for <= 0:
             fail("--older-than: must be more than 0s")
-    if keep_for <= 0:
-        print("retention is off ([retention] keep_for = 0s): nothing deleted")
+    inbound_sms_for = settings.retention.inbound_sms_for
+    if keep_for <= 0 and inbound_sms_for <= 0:
+        print("retention is off ([retention] keep_for and inbound_sms_for = 0s): nothing deleted")
         return
     try:
         store = open_store(settings.database.url, migrate=True)
     except StoreError as exc:
         fail(str(exc))
     try:
-        purged = purge(store, SystemClock().now(), keep_for)
+        purged = purge(store, SystemClock().now(), keep_for, inbound_sms_for)
     finally:
         store.dispose()
     print(f"deleted {purged.describe()}")

@@ -47,6 +47,14 @@ def open_herald(config: Any) -> Iterator[Herald]:
 
 def register(app: typer.Typer) -> None:
     """Add the delivery commands to ``app``."""
+    _register_announce(app)
+    _register_status(app)
+    _register_report(app)
+    _register_demo(app)
+
+
+def _register_announce(app: typer.Typer) -> None:
+    """Add ``herald announce`` to ``app``."""
 
     @app.command()
     def announce(
@@ -92,6 +100,10 @@ def register(app: typer.Typer) -> None:
                 herald, audience, title, body, channels, severity, at, yes, wait, as_json, windowed, meta
             )
 
+
+def _register_status(app: typer.Typer) -> None:
+    """Add ``herald status`` to ``app``."""
+
     @app.command()
     def status(
         notification_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -124,6 +136,10 @@ def register(app: typer.Typer) -> None:
         if why:
             print(why_text(current, current["slowest"]))
 
+
+def _register_report(app: typer.Typer) -> None:
+    """Add ``herald report`` to ``app``."""
+
     @app.command()
     def report(
         since: SinceOption = "7d",
@@ -135,6 +151,10 @@ def register(app: typer.Typer) -> None:
         with open_herald(config) as herald:
             result = reports.report(herald, herald.clock.now() - window)
         print(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
+def _register_demo(app: typer.Typer) -> None:
+    """Add ``herald demo`` to ``app``."""
 
     @app.command()
     def demo(
@@ -267,7 +287,7 @@ def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: boo
 
 def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
     current = service.status(herald, notification_id) or {}
-    running = workers.live_workers(herald.store, herald.clock.now())
+    running = workers.live_workers(herald.store, herald.clock.now(), lasting=True)
     if as_json:
         print(
             json.dumps(

@@ -25,9 +25,9 @@ from bot.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, fail, settings
 from bot.config import Settings
 from bot.engine.dispatcher import Dispatcher
 from bot.engine.ladder_tick import TICK_EVERY as RUNG_TICK_EVERY
-from bot.engine.ladder_tick import rung_tick
+from bot.engine.ladder_tick import run_ticks, rung_tick
 from bot.engine.retention import retention_job
-from bot.engine.workers import SecondDispatcherError, new_worker_id
+from bot.engine.workers import COMMAND, SecondDispatcherError, is_command, new_worker_id
 from bot.recipients.bounce_imap import bounce_jobs
 from bot.recipients.bounce_web import bounce_routes
 from bot.recipients.web import recipient_routes
@@ -105,10 +105,12 @@ async def run_worker(settings: Settings, worker_id: str) -> int:
         flush=True,
     )
     task = asyncio.create_task(dispatcher.run(stop))
+    ticks = asyncio.create_task(run_ticks(herald, stop, dispatcher.poke))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     await waiter
+    await ticks
     code = 0
     try:
         await task
@@ -145,6 +147,8 @@ def register(app: typer.Typer) -> None:
         chosen = worker_id or new_worker_id("worker")
         if len(chosen) > 64:
             fail("--id: at most 64 characters")
+        if is_command(chosen):
+            fail(f"--id: {COMMAND}-... names the dispatching of a command's --wait; choose another")
         code = runtime.run(run_worker(settings, chosen))
         if code:
             raise typer.Exit(code)

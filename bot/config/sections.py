@@ -225,6 +225,16 @@ class RetentionSettings(Section):
     keep_for: Duration = 400 * 86400.0
     # How often the leading ``serve`` looks for them.
     every: Duration = Field(3600.0, gt=0)
+    # Inbound SMS MessageSids kept against replays ("0s": keep them all); at least a day, far longer
+    # than Twilio retries a webhook.
+    inbound_sms_for: Duration = 90 * 86400.0
+
+    @field_validator("inbound_sms_for")
+    @classmethod
+    def _replay_window(cls, value: float) -> float:
+        if 0 < value < 86400:
+            raise ValueError('expected at least "1d" (or "0s" to keep every inbound SMS)')
+        return value
 
 
 class AlertmanagerSettings(Section):

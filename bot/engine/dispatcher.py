@@ -29,12 +29,19 @@ class Dispatcher:
     """Runs one :class:`ChannelRunner` per configured channel until ``stop`` is set."""
 
     def __init__(
-        self, herald: Herald, worker_id: str, registered: bool = True, notify: OutageNotifier | None = None
+        self,
+        herald: Herald,
+        worker_id: str,
+        registered: bool = True,
+        notify: OutageNotifier | None = None,
+        exclusive: bool = True,
     ) -> None:
-        """``notify`` tells operators when a channel goes down or comes back (:mod:`bot.engine.health`)."""
+        """``notify`` tells operators when a channel goes down or comes back (:mod:`bot.engine.health`);
+        without ``exclusive`` (a command's ``--wait``) it runs beside a SQLite database's dispatcher."""
         self.herald = herald
         self.worker_id = worker_id
         self.registered = registered
+        self.exclusive = exclusive
         self.runners = {
             name: ChannelRunner(herald, worker_id, name, notify) for name in herald.configured_channels()
         }
@@ -43,7 +50,8 @@ class Dispatcher:
         """Register this dispatcher; raises SecondDispatcherError on a SQLite database already served."""
         if self.registered:
             store = self.herald.store
-            workers.register(store, self.worker_id, self.herald.clock.now(), exclusive=store.is_sqlite)
+            exclusive = self.exclusive and store.is_sqlite
+            workers.register(store, self.worker_id, self.herald.clock.now(), exclusive=exclusive)
 
     async def run(self, stop: asyncio.Event) -> None:
         store, clock = self.herald.store, self.herald.clock

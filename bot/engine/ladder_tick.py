@@ -1,16 +1,24 @@
 """The rung tick: start each later rung of a channel ladder at its latest safe time.
 
-Run by ``herald serve``'s scheduler (a :class:`~bot.server.Job`) and by ``announce --wait``. For
+Run by ``herald serve``'s scheduler (a :class:`~bot.server.Job`, on the leader), by every ``herald
+worker`` (:func:`run_ticks`) and by ``announce --wait``, so a ladder climbs whichever processes run. For
 each notification with a pending rung it counts the people left, forecasts how long the rung's
 channels take to send to them (:mod:`bot.engine.forecast`, with the throttles, caps and queues of
 the moment) and starts the rung (:func:`bot.engine.rungs.start`) once the clock reaches
 :func:`bot.engine.ladder.latest_start`, or at once when nobody is left. Re-planned every tick, so a
 confirmation arriving late moves the start (fewer people left: a shorter send, a later start).
+
+Several processes ticking at once start each rung once: :func:`bot.engine.rungs.start` claims the
+rung's row (``started_at`` still NULL) and creates its deliveries in one transaction, so the others'
+claims find it started (on PostgreSQL the second UPDATE waits for the first to commit, then matches
+nothing) and create nothing. Every worker ticks, not a leader among them: the ticks cost one query
+every :data:`TICK_EVERY` while no rung is pending, and no process's death delays a rung.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -78,3 +86,16 @@ def rung_tick(herald: Herald) -> Callable[[], Awaitable[None]]:
         await asyncio.to_thread(start_due_rungs, herald)
 
     return tick
+
+
+async def run_ticks(herald: Herald, stop: asyncio.Event, on_started: Callable[[], None]) -> None:
+    """``herald worker``'s rung tick, every :data:`TICK_EVERY` until ``stop``; ``on_started`` wakes
+    the dispatcher when a rung created deliveries."""
+    while not stop.is_set():
+        try:
+            if await asyncio.to_thread(start_due_rungs, herald):
+                on_started()
+        except Exception:
+            log.exception("the rung tick failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), TICK_EVERY)

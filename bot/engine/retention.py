@@ -5,7 +5,10 @@ sending) and finished before the cut-off, with its deliveries, their attempts an
 unless it belongs to an alert group still open; a resolved alert group resolved before the cut-off
 (nothing owed: no pending notice, no resolution to send) with its alerts and links. What stays: the
 directory, suppressions and opt-outs (they protect people), the audit log (the record of who did
-what), daily counters.
+what), daily counters. Apart, after ``[retention] inbound_sms_for``: the ``MessageSid`` of each inbound
+SMS acted on (:mod:`bot.recipients.inbound`), kept so a replay of it changes nothing; a message older
+than that posted again would be acted on again, so the period is far longer than Twilio retries a
+webhook (at least a day; 90 days by default).
 
 Deleted in batches of :data:`BATCH` notifications or groups (fewer when their deliveries pass
 :data:`DELIVERY_BUDGET`), one transaction each, so a large purge
@@ -26,7 +29,7 @@ from sqlalchemy import and_, delete, exists, select
 
 from bot.alerts.tables import AlertGroup, AlertInstance, AlertNotice, MaintenanceWindow
 from bot.app import Herald
-from bot.recipients.tables import Confirmation
+from bot.recipients.tables import Confirmation, InboundSms
 from bot.store import Store
 from bot.tables import Attempt, Delivery, Notification, Rung, table_of
 
@@ -44,6 +47,7 @@ NOTICE = table_of(AlertNotice)
 WINDOW = table_of(MaintenanceWindow)
 RUNG = table_of(Rung)
 CONFIRMATION = table_of(Confirmation)
+INBOUND = table_of(InboundSms)
 
 
 @dataclass
@@ -54,27 +58,32 @@ class Purged:
     deliveries: int = 0
     attempts: int = 0
     alert_groups: int = 0
+    inbound_sms: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.notifications or self.alert_groups)
+        return bool(self.notifications or self.alert_groups or self.inbound_sms)
 
     def describe(self) -> str:
         return (
             f"{self.notifications} notification(s) with {self.deliveries} deliveries and "
-            f"{self.attempts} attempts, {self.alert_groups} resolved alert group(s)"
+            f"{self.attempts} attempts, {self.alert_groups} resolved alert group(s), "
+            f"{self.inbound_sms} inbound SMS record(s)"
         )
 
 
-def purge(store: Store, now: float, keep_for: float) -> Purged:
-    """Delete what finished more than ``keep_for`` seconds before ``now`` (0 keeps everything)."""
+def purge(store: Store, now: float, keep_for: float, inbound_sms_for: float = 0.0) -> Purged:
+    """Delete what finished more than ``keep_for`` seconds before ``now``, and the inbound SMS
+    records received more than ``inbound_sms_for`` before it (0 keeps them)."""
     purged = Purged()
-    if keep_for <= 0:
-        return purged
-    cutoff = now - keep_for
-    while _purge_groups(store, cutoff, purged):
-        pass
-    while _purge_notifications(store, cutoff, purged):
-        pass
+    if keep_for > 0:
+        cutoff = now - keep_for
+        while _purge_groups(store, cutoff, purged):
+            pass
+        while _purge_notifications(store, cutoff, purged):
+            pass
+    if inbound_sms_for > 0:
+        while _purge_inbound_sms(store, now - inbound_sms_for, purged):
+            pass
     return purged
 
 
@@ -82,8 +91,9 @@ def retention_job(herald: Herald) -> Callable[[], Awaitable[None]]:
     """The scheduler job for ``herald serve``: purge what is older than ``[retention] keep_for``."""
 
     async def run() -> None:
-        keep_for = herald.settings.retention.keep_for
-        purged = await asyncio.to_thread(purge, herald.store, herald.clock.now(), keep_for)
+        period = herald.settings.retention
+        now = herald.clock.now()
+        purged = await asyncio.to_thread(purge, herald.store, now, period.keep_for, period.inbound_sms_for)
         if purged:
             log.info("retention: deleted %s", purged.describe())
 
@@ -162,6 +172,22 @@ def _purge_notifications(store: Store, cutoff: float, purged: Purged) -> bool:
         connection.execute(delete(CONFIRMATION).where(CONFIRMATION.c.notification_id.in_(ids)))
         purged.notifications += _count(
             connection.execute(delete(NOTIFICATION).where(NOTIFICATION.c.id.in_(ids)))
+        )
+    return True
+
+
+def _purge_inbound_sms(store: Store, cutoff: float, purged: Purged) -> bool:
+    """One batch of inbound SMS records received before ``cutoff``; False when none is left."""
+    with store.begin() as connection:
+        sids = list(
+            connection.execute(
+                select(INBOUND.c.message_sid).where(INBOUND.c.received_at < cutoff).limit(BATCH * 10)
+            ).scalars()
+        )
+        if not sids:
+            return False
+        purged.inbound_sms += _count(
+            connection.execute(delete(INBOUND).where(INBOUND.c.message_sid.in_(sids)))
         )
     return True
 

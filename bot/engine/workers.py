@@ -1,7 +1,9 @@
 """Which dispatchers are running: a row per process, kept alive by a heartbeat.
 
-``announce`` without ``--wait`` warns when none is alive; SQLite refuses a second long-running
-dispatcher (``serve``/``worker``) with a clear message instead of two processes fighting over one file.
+``serve``, ``worker`` and a command's own dispatching (``announce --wait``, ``alert --wait``: ids
+starting with :data:`COMMAND`) each register. ``announce`` without ``--wait`` warns when no lasting
+one (``serve``/``worker``) is alive; SQLite refuses a second lasting dispatcher with a clear message
+instead of two processes fighting over one file (a command's dispatching runs beside it).
 
 A dispatcher is dead when its heartbeat is older than :data:`STALE_AFTER`, or at once when it ran on
 this host and its pid is gone (kill -9, a crash). :func:`reap` gives a dead dispatcher's claims back to
@@ -33,6 +35,9 @@ HEARTBEAT_EVERY = 3.0
 CLAIMS_VALID_FOR = STALE_AFTER - 2.0  # a margin before the others may reap: start no send after it
 
 
+COMMAND = "cli"  # the id prefix of a command's own dispatching (--wait): it ends with the command
+
+
 class SecondDispatcherError(Exception):
     """SQLite already has a live dispatcher."""
 
@@ -41,14 +46,21 @@ def new_worker_id(prefix: str = "w") -> str:
     return f"{prefix}-{socket.gethostname()[:40]}-{os.getpid()}"
 
 
-def live_workers(store: Store, now: float) -> list[str]:
+def is_command(worker_id: str) -> bool:
+    """The id is that of a command's own dispatching (``--wait``), not of a ``serve`` or ``worker``."""
+    return worker_id.startswith(COMMAND + "-")
+
+
+def live_workers(store: Store, now: float, lasting: bool = False) -> list[str]:
+    """The ids of the dispatchers alive at ``now``; with ``lasting``, only ``serve``s and ``worker``s."""
     with store.begin() as connection:
-        return [
+        found = [
             str(row[0])
             for row in connection.execute(
                 select(WORKER.c.id).where(WORKER.c.heartbeat_at >= now - STALE_AFTER)
             ).all()
         ]
+    return [worker_id for worker_id in found if not (lasting and is_command(worker_id))]
 
 
 def claims_valid_until(last_beat: float) -> float:
@@ -98,12 +110,16 @@ def _take_over_own_id(store: Store, connection: Connection, worker_id: str, now:
 
 def register(store: Store, worker_id: str, now: float, exclusive: bool) -> None:
     """Record this dispatcher (taking over dead ones' claims); with ``exclusive`` (SQLite) refuse
-    when another one is alive."""
+    when another lasting one (not a command's ``--wait``) is alive."""
     with store.begin() as connection:
         _reap(store, connection, now, worker_id)
         _take_over_own_id(store, connection, worker_id, now)
         if exclusive:
-            others = connection.execute(select(WORKER.c.id).where(WORKER.c.id != worker_id)).all()
+            others = [
+                row
+                for row in connection.execute(select(WORKER.c.id).where(WORKER.c.id != worker_id)).all()
+                if not is_command(str(row[0]))
+            ]
             if others:
                 raise SecondDispatcherError(
                     f"another dispatcher ({others[0][0]}) is running on this SQLite database; "
