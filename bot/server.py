@@ -233,15 +233,22 @@ class HeraldServer:
 
     def _guarded(self, job: Job) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            # One scheduler per cluster: only the leader runs jobs (each is idempotent anyway).
-            if not await asyncio.to_thread(self.leadership.check):
-                return
-            self.metrics.scheduler_ticks.labels(job=job.name).inc()
+            # Known to stop() from its first step, so a shutdown waits for it instead of cancelling it.
             running = asyncio.current_task()
             if running is not None:
                 self._running_jobs.add(running)
             try:
+                # One scheduler per cluster: only the leader runs jobs (each is idempotent anyway).
+                if not await asyncio.to_thread(self.leadership.check):
+                    return
+                self.metrics.scheduler_ticks.labels(job=job.name).inc()
                 await job.run()
+            except asyncio.CancelledError:
+                if not self._stopped:
+                    raise
+                # Cut off by the shutdown after the drain timeout: each job is idempotent, the next
+                # start runs it again.
+                log.info("scheduled job %s stopped by the shutdown", job.name)
             except Exception:
                 log.exception("scheduled job %s failed", job.name)
             finally:
