@@ -11,6 +11,7 @@ SLA into a met one. Both databases, real sockets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -150,6 +151,12 @@ def test_two_channels_count_each_person_once_and_every_view_agrees(  # type: ign
     assert metric(scraped, "herald_sla_missed_notifications") == summary["sla"]["missed"]
 
 
+def status_of(herald: Herald, notification_id: str) -> dict[str, Any]:
+    found = service.status(herald, notification_id)
+    assert found is not None
+    return found
+
+
 def build(config: str, clock: ManualClock) -> Herald:
     return Herald.build(load_settings(Path(config)), clock=clock)
 
@@ -215,10 +222,7 @@ async def test_a_cancel_after_the_deadline_keeps_the_miss(  # type: ignore[no-un
     peers.smtp.fail("rcpt", "451 4.3.0 try again later", address=email("p2"))  # p2 never gets it
     nid = critical_email(herald, "p0", "p2")
 
-    def current() -> dict[str, Any]:
-        found = service.status(herald, nid)
-        assert found is not None
-        return found
+    current = functools.partial(status_of, herald, nid)
 
     try:
         await dispatch_until(
@@ -325,10 +329,7 @@ async def test_a_ladder_sends_its_next_rung_only_to_the_unconfirmed_and_counts_p
     )  # fmt: skip
     nid = service.announce(herald, request)
 
-    def current() -> dict[str, Any]:
-        found = service.status(herald, nid)
-        assert found is not None
-        return found
+    current = functools.partial(status_of, herald, nid)
 
     try:
         await dispatch_until(herald, lambda: current()["channels"]["email"]["sent"] == len(ENGINEERS))
@@ -422,10 +423,7 @@ async def test_no_verdict_while_a_later_rung_may_still_reach_who_is_left(  # typ
     )  # fmt: skip
     nid = service.announce(herald, request)
 
-    def current() -> dict[str, Any]:
-        found = service.status(herald, nid)
-        assert found is not None
-        return found
+    current = functools.partial(status_of, herald, nid)
 
     try:
         await dispatch_until(herald, lambda: current()["left"] == 0)
