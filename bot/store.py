@@ -147,6 +147,12 @@ class Store:
         self.engine.dispose()
 
 
+# The first key of every two-key advisory lock Herald takes: a hash of the schema it works in and the
+# lock's purpose (bound as ``:purpose``). Two deployments in one PostgreSQL database, each in its own
+# schema (``search_path``), never take each other's leader, connection budget or migration lock.
+LOCK_SPACE = "hashtext(coalesce(current_schema(), '') || ':' || :purpose)"
+
+
 def discard(connection: Connection) -> None:
     """Close a connection held for its session (advisory locks) without returning it to the pool:
     whatever the session held ends with it. Never raises."""
@@ -171,7 +177,7 @@ def upgrade(store: Store, revision: str = "heads") -> None:
     with _upgrade_lock, _sqlite_file_lock(store), store.engine.begin() as connection:
         if store.engine.dialect.name == "postgresql":
             # Two processes starting at once must not both create the schema.
-            connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_SPACE}, 0)"), {"purpose": "migrate"})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

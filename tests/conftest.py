@@ -91,6 +91,14 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def other_pg_url() -> Iterator[str]:
+    """A second throwaway PostgreSQL schema in the same database (a second deployment)."""
+    if not PG_URL:
+        pytest.skip("HERALD_TEST_DATABASE_URL is not set (PostgreSQL tests)")
+    yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     opened = open_store(db_url)
     try:
@@ -211,10 +219,7 @@ def peers() -> Iterator[Peers]:
 
 async def dispatch_until(herald: Herald, done: Callable[[], bool], timeout: float = 30.0) -> None:
     """Run a dispatcher until ``done()`` holds, then stop it. A stopped dispatcher has finished what it
-    started and given back its unstarted claims: the database and the peers show all it did.
-
-    The timeout is generous because the SMTP connection budget's advisory locks are database-wide: on
-    a PostgreSQL database shared with other test runs, a dispatcher may wait for their locks."""
+    started and given back its unstarted claims: the database and the peers show all it did."""
     stop = asyncio.Event()
     task = asyncio.create_task(Dispatcher(herald, workers.new_worker_id("test"), registered=False).run(stop))
     try:

@@ -104,9 +104,7 @@ def test_status_why_names_the_throttle_of_a_throttled_fan_out(
     cli, peers: Peers, db_url: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     config = setup(cli, peers, db_url, tmp_path, extra='[sla.info]\ndeliver_within = "1s"\n')
-    # 12 emails take ~4 s; the deadline is 1 s. A connection budget larger than other test runs on the
-    # same PostgreSQL database hold (its advisory locks are database-wide), so that waiting for a
-    # connection share does not outweigh the throttle.
+    # 12 emails take ~4 s; the deadline is 1 s.
     throttled = {"HERALD_SMTP__RATE_PER_SECOND": "3", "HERALD_SMTP__MAX_CONNECTIONS": "64"}
     sent = announce(cli, config, "--audience", "everyone", "--title", "Slow", env=throttled)
     assert sent.exit_code == 1, sent.stderr  # missed

@@ -16,11 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.store import Store, discard
+from bot.store import LOCK_SPACE, Store, discard
 
 log = logging.getLogger("herald.leader")
 
-LOCK_KEY = 4242002
+LEADER = {"purpose": "leader"}
 
 
 class Leadership:
@@ -46,7 +46,7 @@ class Leadership:
             except SQLAlchemyError:
                 return False
             got = bool(
-                connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar()
+                connection.execute(text(f"SELECT pg_try_advisory_lock({LOCK_SPACE}, 0)"), LEADER).scalar()
             )
             connection.commit()
             if not got:
@@ -65,7 +65,7 @@ class Leadership:
         with self._lock:
             if self._connection is not None:
                 try:
-                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+                    self._connection.execute(text(f"SELECT pg_advisory_unlock({LOCK_SPACE}, 0)"), LEADER)
                     self._connection.commit()
                 except SQLAlchemyError:
                     pass

@@ -1,10 +1,10 @@
 """One connection budget per cluster: each dispatcher's share of ``smtp.max_connections``.
 
-On PostgreSQL the budget is ``max_connections`` numbered advisory locks (``pg_try_advisory_lock(CLASS,
-n)``), held on a session of the dispatcher's own; a dispatcher may keep as many SMTP connections as
-it holds locks. PostgreSQL never grants one lock twice, so the cluster never opens more than
-``max_connections`` however workers come and go, and a dispatcher killed with ``kill -9`` frees its
-locks with its session.
+On PostgreSQL the budget is ``max_connections`` numbered advisory locks (``pg_try_advisory_lock(space,
+n)``, the space scoped to the deployment's schema), held on a session of the dispatcher's own; a
+dispatcher may keep as many SMTP connections as it holds locks. PostgreSQL never grants one lock twice,
+so the cluster never opens more than ``max_connections`` however workers come and go, and a dispatcher
+killed with ``kill -9`` frees its locks with its session.
 
 Fair shares (:func:`fair_share`) are recomputed at each heartbeat from the live workers: a worker above
 its share stops starting sends beyond it and gives the extra locks back as its sends finish; a worker
@@ -23,11 +23,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.store import Store, discard
+from bot.store import LOCK_SPACE, Store, discard
 
 log = logging.getLogger("herald.shares")
 
-LOCK_CLASS = 4242100  # the advisory lock class of the SMTP connection budget (4242001-2 are taken)
+BUDGET = "smtp-connections"  # the purpose of the budget's advisory locks: (LOCK_SPACE, number)
+UNLOCK = text(f"SELECT pg_advisory_unlock({LOCK_SPACE}, :n)")
+TRY_LOCK = text(f"SELECT pg_try_advisory_lock({LOCK_SPACE}, :n)")
 
 
 def fair_share(total: int, members: list[str], me: str) -> int:
@@ -62,18 +64,14 @@ class ConnectionShare:
                 connection = self._session()
                 keep = max(target, busy)
                 for number in sorted(self.held, reverse=True)[: max(0, len(self.held) - keep)]:
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:c, :n)"), {"c": LOCK_CLASS, "n": number}
-                    )
+                    connection.execute(UNLOCK, {"purpose": BUDGET, "n": number})
                     self.held.discard(number)
                 for number in range(self.total):
                     if len(self.held) >= target:
                         break
                     if number in self.held:
                         continue
-                    got = connection.execute(
-                        text("SELECT pg_try_advisory_lock(:c, :n)"), {"c": LOCK_CLASS, "n": number}
-                    ).scalar()
+                    got = connection.execute(TRY_LOCK, {"purpose": BUDGET, "n": number}).scalar()
                     if got:
                         self.held.add(number)
                 connection.commit()
