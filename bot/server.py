@@ -196,6 +196,7 @@ class HeraldServer:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
+            timeout_keep_alive=max(1, round(server.keep_alive)),
             http=timed_h11(server.read_timeout),
         )
         self._uvicorn = _Uvicorn(config)

@@ -36,7 +36,7 @@ async def serve(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     config = tmp_path / "herald.toml"
     config.write_text(
         f'[database]\nurl = "{db_url}"\n[server]\nhost = "127.0.0.1"\nport = 0\n'
-        f'read_timeout = "{READ_TIMEOUT}"\n[webhooks.alerts]\ntoken = "t"\n',
+        f'read_timeout = "{READ_TIMEOUT}"\nkeep_alive = "8s"\n[webhooks.alerts]\ntoken = "t"\n',
         encoding="utf-8",
     )
     server = HeraldServer(load_settings(config), dispatch=False)
@@ -130,3 +130,26 @@ async def test_a_client_that_leaves_mid_request_leaves_no_traceback(
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
     rendered = serve.metrics.render().decode()
     assert 'status="499"' in rendered and 'status="500"' not in rendered
+
+
+async def test_an_idle_keep_alive_connection_outlives_a_proxys_reuse(serve: HeraldServer) -> None:
+    """``[server] keep_alive`` (8 s here) applies: a connection idle for 6 s (past uvicorn's own 5 s
+    default, under which a proxy reusing it would get a 502) still carries the next request."""
+    host, port = serve.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n"
+    try:
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(6)
+            writer.write(request)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), WAIT)
+            assert status.startswith(b"HTTP/1.1 200 "), status
+            length = 0
+            while (line := await asyncio.wait_for(reader.readline(), WAIT)) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+    finally:
+        writer.close()

@@ -34,6 +34,7 @@ class ServerSettings(Section):
     api_token: Secret | None = None
     secret_key: Secret | None = None
     read_timeout: Duration = Field(30.0, gt=0)
+    keep_alive: Duration = Field(75.0, gt=0)
 
 
 class SlackSettings(Section):
