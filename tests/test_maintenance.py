@@ -52,6 +52,8 @@ def announce(cli, config: str, *args: str):  # type: ignore[no-untyped-def]
         (["--severity", "maintenance", "--window", "2099-01-01T22:00"], "--window: expected START..END"),
         (["--severity", "maintenance", "--window", "tonight..2099-01-01T22:00"], "--window"),
         (["--severity", "maintenance", "--window", "2020-01-01T22:00..2020-01-01T23:00"], "already ended"),
+        (["--severity", "info", "--at", "2020-01-01T09:00"], "--at: 2020-01-01T09:00 has passed"),
+        (["--severity", "info", "--at", "+-5m"], "--at"),
         (
             ["--severity", "maintenance", "--window", FUTURE, "--silence", "db"],
             "--silence: expected key=value",

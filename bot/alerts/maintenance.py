@@ -59,6 +59,9 @@ class OpenWindow:
         return bool(self.matchers) and all(labels.get(k) == v for k, v in self.matchers.items())
 
 
+PAST_SLACK = 60.0  # a schedule time this little in the past means "now" (the time spent typing it)
+
+
 def parse_moment(text: str, now: float, option: str = "--window") -> float:
     """An ISO 8601 time (UTC unless it carries an offset) or a delay such as ``+30m``: one end of
     ``--window``, or ``announce --at``."""

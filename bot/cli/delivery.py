@@ -200,10 +200,13 @@ def _announce(
     window: maintenance.Window | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
+    now = herald.clock.now()
     try:
-        start_at = maintenance.parse_moment(at, herald.clock.now(), "--at") if at else None
+        start_at = maintenance.parse_moment(at, now, "--at") if at else None
     except ValueError as exc:
         fail(str(exc))
+    if start_at is not None and start_at < now - maintenance.PAST_SLACK:
+        fail(f"--at: {at} has passed; give a later time, or leave --at out to send now")
     try:
         ladder = parse_rungs(channels)
     except LadderError as exc:

@@ -325,6 +325,6 @@ def _modal_start(field: Mapping[str, Any], now: float, errors: dict[str, str]) -
     start_at = float(raw_start) if isinstance(raw_start, int | float) else None
     if start_at is None or start_at > now:
         return start_at
-    if start_at < now - 60:
+    if start_at < now - maintenance.PAST_SLACK:
         errors["start_at"] = "this time has passed; pick a later one or clear it to send now"
     return None
