@@ -260,11 +260,11 @@ def test_worker_rides_out_lost_database_connections(peers: Peers, pg_url: str, t
     assert "Traceback" not in output  # ...as one line, not a crash
 
 
-def test_idle_worker_wakes_on_new_work_at_once(peers: Peers, pg_url: str, tmp_path: Path) -> None:
-    """An announcement made by another process reaches an idle worker through PostgreSQL's NOTIFY, long
-    before its next poll (60 s here)."""
+def test_idle_worker_wakes_on_new_work_at_once(peers: Peers, db_url: str, tmp_path: Path) -> None:
+    """An announcement made by another process reaches an idle worker long before its next poll (60 s
+    here): through PostgreSQL's NOTIFY, or SQLite's ``data_version`` moving."""
     config = tmp_path / "herald.toml"
-    config.write_text(peers.config(pg_url, '[dispatcher]\npoll_interval = "60s"\n'), "utf-8")
+    config.write_text(peers.config(db_url, '[dispatcher]\npoll_interval = "60s"\n'), "utf-8")
     import_people(config, "i", 5)
     worker = spawn("worker", "--config", str(config), "--id", "sleeper")
 

@@ -162,7 +162,7 @@ async def test_forecast_error_against_actual_completion(rig: Any) -> None:
     # a figure for bench/ (about 5-20 % on an idle machine); a loaded CI machine only makes it later,
     # so the upper bound here is generous and catches a forecast off by a factor, not by load.
     assert actual >= predicted * 0.95
-    assert actual < predicted * 3
+    assert actual < predicted * 5
 
 
 async def test_cancel_stops_what_has_not_been_sent(rig: Any) -> None:
