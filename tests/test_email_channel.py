@@ -43,9 +43,10 @@ def person(i: int | str) -> Recipient:
     )
 
 
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpStandIn]:
-    async with SmtpStandIn() as server:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+async def smtp(request: pytest.FixtureRequest) -> AsyncIterator[SmtpStandIn]:
+    """The stand-in, without and with PIPELINING advertised: every outcome must be the same."""
+    async with SmtpStandIn(pipelining=request.param) as server:
         yield server
 
 
