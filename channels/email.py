@@ -2,10 +2,12 @@
 
 ``EmailChannel.prepare(notice)`` renders a notification once (:mod:`channels.email_render`);
 ``EmailChannel.send(prepared, to)`` fills in one recipient with byte splices and sends it
-with MAIL/RCPT/DATA over a pooled connection. ``send`` returns a :class:`Receipt` whose
-``provider_id`` is the Message-ID and whose ``detail`` is the server's reply to DATA, or
-raises a :class:`DeliveryError` classified by :mod:`channels.smtp_classify`; nothing else
-escapes it (a ``prepared`` that did not come from ``prepare`` is a bug: ``TypeError``).
+with MAIL/RCPT/DATA over a pooled connection; when the server offers PIPELINING (RFC 2920) and
+``pipelining`` is on, the three go out together (:mod:`channels.smtp_pipeline`). ``send``
+returns a :class:`Receipt` whose ``provider_id`` is the Message-ID and whose ``detail`` is the
+server's reply to DATA, or raises a :class:`DeliveryError` classified by
+:mod:`channels.smtp_classify`; nothing else escapes it (a ``prepared`` that did not come from
+``prepare`` is a bug: ``TypeError``).
 
 Connections: at most ``max_connections``, opened lazily and reused most-recent-first.
 A connection that answered 421, was dropped, timed out or was cancelled mid-transaction

@@ -126,10 +126,9 @@ async def pipelined_transaction(
 ) -> str:
     """Send ``mail`` and ``rcpt`` (whole command lines with CRLF) and DATA together, then ``data``;
     the final reply's text. Raises as the module docstring says. The server must offer PIPELINING."""
+    # a cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
     protocol, transport = smtp.protocol, cast(asyncio.Transport | None, smtp.transport)
-    if (
-        protocol is None or transport is None or transport.is_closing()
-    ):  # uvloop's is not an asyncio.Transport
+    if protocol is None or transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     reader = _ReplyReader(protocol)
     transport.set_protocol(reader)
