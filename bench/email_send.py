@@ -166,7 +166,7 @@ async def in_parallel(workers: int, items: list[T], send: Callable[[int, T], Awa
     await asyncio.gather(*(worker(i) for i in range(workers)))
 
 
-def herald(port: int, people: list[Recipient], connections: int) -> Runner:
+def herald(port: int, people: list[Recipient], connections: int, pipelining: bool = True) -> Runner:
     async def run() -> int:
         channel = EmailChannel(
             EmailSettings(
@@ -176,6 +176,7 @@ def herald(port: int, people: list[Recipient], connections: int) -> Runner:
                 from_address=FROM,
                 max_connections=connections,
                 local_hostname=EHLO,
+                pipelining=pipelining,
             )
         )
         prepared = channel.prepare(NOTICE)
@@ -434,6 +435,11 @@ def main() -> None:
             return
         paths: list[tuple[str, str, Callable[[], float]]] = [
             ("herald", f"Herald EmailChannel, {c} connections", once(herald(port, people, c))),
+            (
+                "herald1",
+                "the same, [smtp] pipelining = false",
+                once(herald(port, people, c, pipelining=False)),
+            ),
             ("a", f"aiosmtplib, {c} connections, pre-rendered bytes", once(bare(port, people, c, sample))),
             (
                 "a2",
@@ -464,6 +470,9 @@ def main() -> None:
         print(f"| {key}: {description} | {statistics.median(measured):,.0f} | {each} |")
     ratio = statistics.median(results["herald"][1]) / statistics.median(results["a"][1])
     print(f"\nherald / a = {ratio:.2f} (target >= 0.5)")
+    if "herald1" in results:
+        gain = statistics.median(results["herald"][1]) / statistics.median(results["herald1"][1])
+        print(f"herald / herald1 (PIPELINING on / off) = {gain:.2f}")
     print(f"build_message alone: {build_rate(people):,.0f} msg/s")
     if "b" not in results:
         print("Apprise (b) skipped: pass --apprise-python PATH (a venv with apprise installed)")

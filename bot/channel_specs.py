@@ -91,6 +91,7 @@ def email_settings(settings: Settings) -> EmailSettings:
         reply_to=smtp.reply_to,
         max_connections=smtp.max_connections,
         timeout=smtp.timeout,
+        pipelining=smtp.pipelining,
         return_path=settings.bounces.return_path,
         verp_key=verp_key(settings),
     )

@@ -2,10 +2,12 @@
 
 ``EmailChannel.prepare(notice)`` renders a notification once (:mod:`channels.email_render`);
 ``EmailChannel.send(prepared, to)`` fills in one recipient with byte splices and sends it
-with MAIL/RCPT/DATA over a pooled connection. ``send`` returns a :class:`Receipt` whose
-``provider_id`` is the Message-ID and whose ``detail`` is the server's reply to DATA, or
-raises a :class:`DeliveryError` classified by :mod:`channels.smtp_classify`; nothing else
-escapes it (a ``prepared`` that did not come from ``prepare`` is a bug: ``TypeError``).
+with MAIL/RCPT/DATA over a pooled connection; when the server offers PIPELINING (RFC 2920) and
+``pipelining`` is on, the three go out together (:mod:`channels.smtp_pipeline`). ``send``
+returns a :class:`Receipt` whose ``provider_id`` is the Message-ID and whose ``detail`` is the
+server's reply to DATA, or raises a :class:`DeliveryError` classified by
+:mod:`channels.smtp_classify`; nothing else escapes it (a ``prepared`` that did not come from
+``prepare`` is a bug: ``TypeError``).
 
 Connections: at most ``max_connections``, opened lazily and reused most-recent-first.
 A connection that answered 421, was dropped, timed out or was cancelled mid-transaction
@@ -40,6 +42,7 @@ from channels.email_render import (
     prepare_email,
 )
 from channels.smtp_classify import classify_smtp_exception, drops_connection
+from channels.smtp_pipeline import pipelined_transaction
 from channels.templating import Templates
 from channels.verp import Verp
 
@@ -76,6 +79,7 @@ class EmailSettings:
     probe_idle_after: float = 10.0
     return_path: str | None = None  # VERP: each message's envelope sender is local+<token>@domain
     verp_key: bytes | None = field(default=None, repr=False)
+    pipelining: bool = True  # RFC 2920 when the server offers it (channels.smtp_pipeline)
 
     def __post_init__(self) -> None:
         if self.security not in _DEFAULT_PORTS:
@@ -188,7 +192,7 @@ class SmtpPool:
             smtp = await self._checkout()
             self._busy += 1
             try:
-                message = await _transaction(smtp, sender, recipient, data)
+                message = await _transaction(smtp, sender, recipient, data, self.settings.pipelining)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 self._checkin(smtp, reuse=not drops_connection(exc))
                 raise classify_smtp_exception(exc) from exc
@@ -278,23 +282,32 @@ class SmtpPool:
             smtp.close()
 
 
-async def _transaction(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> str:
+async def _transaction(
+    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, pipelining: bool
+) -> str:
     """MAIL, RCPT and DATA for one recipient; the DATA reply's text. Like aiosmtplib's ``sendmail``
     (RSET after a refusal) without its four ``parseaddr`` calls per message: the addresses are plain
     ``local@domain`` already (``personalise``, ``parse_mailbox``, VERP), checked here only for what
-    could break the command line. ``data`` has CRLF line endings, so its length is its SIZE."""
+    could break the command line. ``data`` has CRLF line endings, so its length is its SIZE. With
+    ``pipelining`` and a server that offers it, the three commands go out together
+    (:mod:`channels.smtp_pipeline`), with the same outcomes."""
     if _UNSAFE_ADDRESS.search(sender) or _UNSAFE_ADDRESS.search(recipient):
         raise ValueError(f"address not permitted in an SMTP command: {recipient!r} from {sender!r}")
     if smtp.is_ehlo_or_helo_needed:
         await _greet(smtp)
-    mail = [b"MAIL", b"FROM:<%s>" % sender.encode("ascii")]
+    mail = b"MAIL FROM:<%s>" % sender.encode("ascii")
     if smtp.supports_extension("size"):
-        mail.append(b"SIZE=%d" % len(data))
+        mail += b" SIZE=%d" % len(data)
+    rcpt = b"RCPT TO:<%s>" % recipient.encode("ascii")
+    if pipelining and smtp.supports_extension("pipelining"):
+        return await pipelined_transaction(
+            smtp, mail + b"\r\n", rcpt + b"\r\n", data, sender=sender, recipient=recipient
+        )
     try:
-        reply = await smtp.execute_command(*mail)
+        reply = await smtp.execute_command(mail)
         if reply.code != 250:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        reply = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"))
+        reply = await smtp.execute_command(rcpt)
         if reply.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
         reply = await smtp.data(data)

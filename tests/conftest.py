@@ -150,7 +150,7 @@ class Peers:
     """The SMTP server and the Twilio stand-in, running on their own event loop in a thread, so that
     synchronous tests can drive the CLI (which runs its own loop) against them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, smtp_pipelining: bool = False) -> None:
         import asyncio
         import threading
 
@@ -161,7 +161,9 @@ class Peers:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.arrivals: list[float] = []  # when each message reached the SMTP server (wall clock)
-        self.smtp = SmtpStandIn(on_message=lambda _message: self.arrivals.append(time.time()))
+        self.smtp = SmtpStandIn(
+            on_message=lambda _message: self.arrivals.append(time.time()), pipelining=smtp_pipelining
+        )
         self.twilio = TwilioStandIn(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
         self.call(self.smtp.start())
         self.call(self.twilio.start())

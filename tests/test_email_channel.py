@@ -43,9 +43,10 @@ def person(i: int | str) -> Recipient:
     )
 
 
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpStandIn]:
-    async with SmtpStandIn() as server:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+async def smtp(request: pytest.FixtureRequest) -> AsyncIterator[SmtpStandIn]:
+    """The stand-in, without and with PIPELINING advertised: every outcome must be the same."""
+    async with SmtpStandIn(pipelining=request.param) as server:
         yield server
 
 
@@ -326,9 +327,14 @@ def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
-async def test_starttls_with_auth(certificate: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_starttls_with_auth(certificate: tuple[Path, Path], pipelining: bool) -> None:
     async with SmtpStandIn(
-        tls_context=server_context(certificate), require_starttls=True, username="herald", password="pw"
+        tls_context=server_context(certificate),
+        require_starttls=True,
+        username="herald",
+        password="pw",
+        pipelining=pipelining,
     ) as smtp:
         channel, prepared = await open_channel(
             smtp, security="starttls", cert_bundle=str(certificate[0]), username="herald", password="pw"
@@ -342,8 +348,11 @@ async def test_starttls_with_auth(certificate: tuple[Path, Path]) -> None:
     assert smtp.connections == 1
 
 
-async def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
-    async with SmtpStandIn(tls_context=server_context(certificate), implicit_tls=True) as smtp:
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_implicit_tls(certificate: tuple[Path, Path], pipelining: bool) -> None:
+    async with SmtpStandIn(
+        tls_context=server_context(certificate), implicit_tls=True, pipelining=pipelining
+    ) as smtp:
         channel, prepared = await open_channel(smtp, security="tls", cert_bundle=str(certificate[0]))
         try:
             await channel.send(prepared, person(1))

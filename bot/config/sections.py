@@ -64,6 +64,7 @@ class SmtpSettings(Section):
     retry_for: Duration = 5 * 86400.0
     timeout: Duration = 30.0
     warmup: list[int] = Field(default_factory=list)
+    pipelining: bool = True  # RFC 2920, when the server offers it
 
 
 class TwilioSettings(Section):

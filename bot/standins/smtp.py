@@ -26,7 +26,8 @@ Failures on demand, matched in the order they were added:
 ``username``/``password`` offer AUTH PLAIN and LOGIN (also without TLS: this is a test
 server) and answer MAIL FROM with ``530 5.7.0`` until the client has authenticated.
 ``tls_context`` (a server context) offers STARTTLS, ``require_starttls`` refuses mail
-before it, and ``implicit_tls`` speaks TLS from the first byte (SMTPS) instead.
+before it, and ``implicit_tls`` speaks TLS from the first byte (SMTPS) instead. ``pipelining``
+advertises PIPELINING (RFC 2920); aiosmtpd answers pipelined commands in order either way.
 
 Run alone: ``python -m bot.standins.smtp --port 2525 [--quiet]`` prints one line per message.
 """
@@ -117,6 +118,7 @@ class SmtpStandIn:
         hostname: str = "smtp-standin.localhost",
         on_message: Callable[[CapturedMessage], None] | None = None,
         keep_messages: bool = True,
+        pipelining: bool = False,
     ) -> None:
         if (require_starttls or implicit_tls) and tls_context is None:
             raise ValueError("require_starttls and implicit_tls need a tls_context")
@@ -130,6 +132,7 @@ class SmtpStandIn:
         self._hostname = hostname
         self._on_message = on_message
         self._keep_messages = keep_messages
+        self._pipelining = pipelining
         self._state = _State()
         self._queue_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -215,7 +218,7 @@ class SmtpStandIn:
     def _new_protocol(self) -> _ServerProtocol:
         self._state.connections += 1
         return _ServerProtocol(
-            _Handler(self),
+            _PipeliningHandler(self) if self._pipelining else _Handler(self),
             live=self._live,
             state=self._state,
             hostname=self._hostname,
@@ -308,6 +311,16 @@ class _Handler:
         if scripted is not None:
             return scripted
         return self._standin._capture(session, envelope)
+
+
+class _PipeliningHandler(_Handler):
+    """Also advertises PIPELINING (aiosmtpd's five-argument EHLO hook)."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # the hook takes this over from aiosmtpd
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 class _ServerProtocol(SMTP):
