@@ -26,7 +26,7 @@ USER = "bounces@example.com"
 PASSWORD = "imap-test-password"
 
 CONF = """\
-base_dir = {folder}/run
+base_dir = {run}
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
 protocols = imap
@@ -91,10 +91,12 @@ class DovecotServer:
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.mail = folder
+        # Its unix sockets live in base_dir; a path under pytest's tmp_path (longer under pytest-xdist)
+        # can pass the 108 bytes a socket path may have, so base_dir is a short folder of its own.
+        self.run = Path(tempfile.mkdtemp(prefix="hdv-", dir="/tmp"))
 
     def configure(self) -> Path:
-        for sub in ("run", "state"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        (self.folder / "state").mkdir(parents=True, exist_ok=True)
         uid, gid = os.getuid(), os.getgid()
         if uid == 0:  # dovecot never reads mail as root: a mail folder of its own user, outside ours
             uid, gid = pwd.getpwnam("dovecot").pw_uid, pwd.getpwnam("dovecot").pw_gid
@@ -106,6 +108,7 @@ class DovecotServer:
         conf.write_text(
             CONF.format(
                 folder=self.folder,
+                run=self.run,
                 **_service_users(),
                 uid=uid,
                 gid=gid,
@@ -136,6 +139,7 @@ class DovecotServer:
         self.process = None
         if self.mail != self.folder:
             shutil.rmtree(self.mail, ignore_errors=True)
+        shutil.rmtree(self.run, ignore_errors=True)
 
     def client(self) -> IMAPClient:
         imap = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)

@@ -100,7 +100,7 @@ async def running(db_url: str, tmp_path: Path, extra_toml: str = "") -> AsyncIte
             yield Setup(server, slack, smtp, twilio, http, signed, db_url, config)
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
