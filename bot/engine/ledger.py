@@ -67,17 +67,42 @@ def claim(
     With ``cap`` (today's most sends on the channel), the claim also reserves its sends on the
     channel's counter in the same transaction, so the cap holds across workers and restarts.
     """
-    day = day_of(now)
     with store.begin() if cap is not None else store.one_statement() as connection:
-        if cap is not None:
-            limit = min(limit, cap - lock_counter(store, connection, channel, day))
-        if limit <= 0:
-            return []
-        if store.is_sqlite:
-            rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
-        else:
-            parameters = (worker, now + lease, now, now, channel, now, limit, channel, day)
-            rows = [tuple(row) for row in connection.exec_driver_sql(_PG_CLAIM_SQL, parameters)]
+        return claim_on(store, connection, channel, worker, now, lease, limit, cap)
+
+
+def claim_on(
+    store: Store,
+    connection: Connection,
+    channel: str,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
+    cap: int | None = None,
+) -> list[Claimed]:
+    """:func:`claim`'s statements on ``connection``, inside the caller's transaction (one is needed
+    with ``cap``: the counter is locked and bumped in the same commit as the claim)."""
+    day = day_of(now)
+    if cap is not None:
+        limit = min(limit, cap - lock_counter(store, connection, channel, day))
+    if limit <= 0:
+        return []
+    if store.is_sqlite:
+        rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
+    else:
+        statement = pg_claim(channel, worker, now, lease, limit)
+        rows = [tuple(row) for row in connection.exec_driver_sql(*statement)]
+    return claimed_batch(channel, rows, now)
+
+
+def pg_claim(channel: str, worker: str, now: float, lease: float, limit: int) -> tuple[str, tuple[Any, ...]]:
+    """PostgreSQL: the one statement that claims (and counts, without a cap) and its parameters."""
+    return _PG_CLAIM_SQL, (worker, now + lease, now, now, channel, now, limit, channel, day_of(now))
+
+
+def claimed_batch(channel: str, rows: Iterable[tuple[Any, ...]], now: float) -> list[Claimed]:
+    """Claim rows as :class:`Claimed`, earliest deadline first."""
     claimed = [_claimed(channel, row, now) for row in rows]
     claimed.sort(key=lambda item: (item.deadline, item.id))
     return claimed

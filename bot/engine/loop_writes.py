@@ -76,11 +76,7 @@ class SqliteLoopWriter:
 
     def _connection(self) -> Connection:
         if self.connection is None:
-            connection = self.store.engine.connect()
-            connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-            connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
-            connection.commit()
-            self.connection = connection
+            self.connection = loop_connection(self.store)
         return self.connection
 
     async def close(self) -> None:
@@ -88,6 +84,16 @@ class SqliteLoopWriter:
         if self.connection is not None:
             discard(self.connection)
             self.connection = None
+
+
+def loop_connection(store: Store) -> Connection:
+    """SQLite: a connection of its own for work on the loop's thread, which never waits for another
+    writer (``busy_timeout = 0``) and never checkpoints (``wal_autocheckpoint = 0``)."""
+    connection = store.engine.connect()
+    connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+    connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
+    connection.commit()
+    return connection
 
 
 def is_busy(exc: OperationalError) -> bool:

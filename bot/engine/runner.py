@@ -26,6 +26,7 @@ from bot.channel_specs import spec
 from bot.engine import caps, ledger, urgent
 from bot.engine.health import Breaker, OutageNotifier, hold_due
 from bot.engine.ledger import Claimed
+from bot.engine.loop_claims import loop_claimer
 from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.shares import ConnectionShare, Slots, fair_share
 from bot.engine.stages import ChannelStats, GroupCommit, Notices, PreparedNotice, send_one
@@ -86,6 +87,7 @@ class ChannelRunner:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.notices = Notices(herald, self.spec)
         self.commit = GroupCommit(herald, name, worker_id, self.slots.release)
+        self.claimer = loop_claimer(herald.store)  # no thread hand-off per claim
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
         self.db_backoff = 0.0
@@ -223,21 +225,19 @@ class ChannelRunner:
             await self.flush()
         finally:
             await self.commit.close()
+            await self.claimer.close()
 
     async def _claim(self, most: int | None = None) -> tuple[float, list[Claimed]]:
         self.wake.clear()  # a wake-up from now on means work this claim may not see
         now = self.herald.clock.now()
         self.waits.note_claim(now, self.pacer.waited)
-        batch = await asyncio.to_thread(
-            ledger.claim,
-            self.herald.store,
-            self.name,
-            self.worker_id,
-            now,
-            self.herald.settings.dispatcher.lease,
-            most or self.claim_size(),
-            self._cap_today(now),
-        )
+        lease, limit = self.herald.settings.dispatcher.lease, most or self.claim_size()
+        cap = self._cap_today(now)
+        batch = await self.claimer.claim(self.name, self.worker_id, now, lease, limit, cap)
+        if batch is None:  # the database is busy (or, on PostgreSQL, a capped claim): a thread waits
+            batch = await asyncio.to_thread(
+                ledger.claim, self.herald.store, self.name, self.worker_id, now, lease, limit, cap
+            )
         return now, batch
 
     async def _release(self, ids: list[int]) -> None:
