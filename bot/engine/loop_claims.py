@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from typing import Protocol
 
 import psycopg
@@ -29,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.engine import ledger
 from bot.engine.ledger import Claimed
-from bot.engine.loop_writes import is_busy, loop_connection
+from bot.engine.loop_writes import driver_transaction, is_busy, loop_connection
 from bot.store import Store, discard
 
 log = logging.getLogger("herald.dispatcher")
@@ -62,14 +63,24 @@ class SqliteLoopClaimer:
     ) -> list[Claimed] | None:
         if self.connection is None:
             self.connection = loop_connection(self.store)
+        rows: list[tuple[object, ...]] = []
+        connection = self.connection
         try:
-            with self.connection.begin():
-                return ledger.claim_on(self.store, self.connection, channel, worker, now, lease, limit, cap)
+            if cap is not None:  # the counter is locked and read first: through SQLAlchemy
+                with connection.begin():
+                    return ledger.claim_on(self.store, connection, channel, worker, now, lease, limit, cap)
+
+            def claim(raw: sqlite3.Connection) -> None:
+                rows.extend(ledger.sqlite_claim(raw.execute, channel, worker, now, lease, limit))
+
+            if not driver_transaction(connection, claim):
+                return None  # rolled back: nothing claimed
         except OperationalError as exc:
             if is_busy(exc):
                 return None  # rolled back: nothing claimed
             await self.close()  # a fresh connection next time
             raise
+        return ledger.claimed_batch(channel, rows, now)
 
     async def close(self) -> None:
         if self.connection is not None:
