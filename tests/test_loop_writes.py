@@ -29,7 +29,7 @@ from bot.directory.store import import_people
 from bot.engine import ledger
 from bot.engine.create import DELIVERY, NewNotification, ensure_notification, new_notification_id
 from bot.engine.loop_claims import PgLoopClaimer, SqliteLoopClaimer
-from bot.engine.loop_writes import PgLoopWriter, SqliteLoopWriter
+from bot.engine.loop_writes import WAL_RESTART_PAGES, PgLoopWriter, SqliteLoopWriter, checkpoint
 from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.runner import ChannelRunner
 from bot.engine.stages import GroupCommit
@@ -190,3 +190,25 @@ async def test_a_locked_sqlite_database_never_stalls_a_claim(sqlite_herald: Hera
     locker.close()
     assert seen == [True] and len(batch) == 2
     assert set(states(herald.store).values()) == {"sending/None"}
+
+
+async def test_the_wal_the_loop_writes_starts_again_after_a_checkpoint(sqlite_herald: Herald) -> None:
+    herald = sqlite_herald
+    claimed = queue(herald.store, 600)
+    wal = Path(herald.store.url.removeprefix("sqlite:///") + "-wal")
+    writer = SqliteLoopWriter(herald.store, "w1")
+    rng = random.Random(1)
+
+    async def send(items: list[ledger.Claimed]) -> None:
+        for item in items:  # one commit each
+            outcome = decide(item, Receipt(provider_id="250 ok"), NOW + 1, False, POLICY, rng)
+            assert await writer.record([outcome])
+
+    await send(claimed[:-10])
+    grown = wal.stat().st_size
+    assert grown >= WAL_RESTART_PAGES * 4096  # the loop's connection never checkpoints
+    await asyncio.to_thread(checkpoint, herald.store)
+    await send(claimed[-10:])
+    await writer.close()
+    assert wal.stat().st_size == grown  # the writes after the checkpoint reused the WAL from its start
+    assert set(states(herald.store).values()) == {"sent/w1"}

@@ -10,8 +10,9 @@ millisecond of the loop's time per hand-off on a busy 2-core machine). So groups
   behind another writer (a CLI creating a large notification, a web request): its connection has
   ``busy_timeout = 0``, so a write that finds the database locked returns ``False`` and the caller
   hands that group to a thread, which waits as usual. It never checkpoints the WAL
-  (``wal_autocheckpoint = 0``), which would write the database file on the loop; the thread-side
-  connections that claim and record the rest checkpoint as before.
+  (``wal_autocheckpoint = 0``), which would write the database file on the loop: the channel runner
+  checkpoints in a thread every half second (:func:`checkpoint`), and the thread-side connections
+  checkpoint as before.
 - **PostgreSQL** (:class:`PgLoopWriter`): over psycopg's async connection in autocommit, the same one
   statement :func:`bot.engine.ledger.record` sends, awaited on the loop.
 
@@ -38,6 +39,8 @@ from bot.engine.ledger import Outcome
 from bot.store import Store, discard
 
 log = logging.getLogger("herald.dispatcher")
+
+WAL_RESTART_PAGES = 1000  # SQLite's own wal_autocheckpoint default
 
 
 class LoopWriter(Protocol):
@@ -114,6 +117,23 @@ def driver_transaction(connection: Connection, work: Callable[[sqlite3.Connectio
             return False
         raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
     return True
+
+
+def checkpoint(store: Store) -> None:
+    """SQLite: copy the WAL into the database, and once it holds ``WAL_RESTART_PAGES`` pages, make the
+    next write start it again from the beginning (``RESTART``; meanwhile the loop's writes find the
+    database busy and go to a thread). A passive checkpoint alone races the loop's next commit, and the
+    WAL would grow by every group written. Blocking: run it in a thread."""
+    with store.engine.connect() as connection:
+        _, pages, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        if pages >= WAL_RESTART_PAGES:
+            # Waits for readers a moment at most (a long read elsewhere: the next round tries again).
+            timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+            connection.exec_driver_sql("PRAGMA busy_timeout = 200")
+            try:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").all()
+            finally:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
 def is_busy(exc: OperationalError) -> bool:

@@ -27,6 +27,7 @@ from bot.engine import caps, ledger, urgent
 from bot.engine.health import Breaker, OutageNotifier, hold_due
 from bot.engine.ledger import Claimed
 from bot.engine.loop_claims import loop_claimer
+from bot.engine.loop_writes import checkpoint
 from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.shares import ConnectionShare, Slots, fair_share
 from bot.engine.stages import ChannelStats, GroupCommit, Notices, PreparedNotice, send_one
@@ -40,6 +41,7 @@ log = logging.getLogger("herald.dispatcher")
 FLUSH_EVERY = 0.1
 RECLAIM_EVERY = 5.0
 FINISH_EVERY = 0.5
+CHECKPOINT_EVERY = 0.5  # SQLite: copy what the loop wrote to the WAL into the database, in a thread
 
 # An unthrottled claim holds this many seconds of sends: the longer, the fewer claims; the shorter,
 # the less a worker holds unstarted while the others run dry at the end of a fan-out.
@@ -347,7 +349,7 @@ class ChannelRunner:
 
     async def _bookkeeping(self, stop: asyncio.Event) -> None:
         """Every FLUSH_EVERY: record, finish notifications, follow back-pressure, cancels and leases."""
-        last = {"reclaim": 0.0, "finish": 0.0}
+        last = {"reclaim": 0.0, "finish": 0.0, "checkpoint": 0.0}
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush(finish=False)
@@ -367,6 +369,9 @@ class ChannelRunner:
             await self.pacer.refresh()  # back-pressure another worker met
         await self.notices.refresh_cancelled()
         await self.breaker.refresh()
+        if self.herald.store.is_sqlite and now - last["checkpoint"] >= CHECKPOINT_EVERY:
+            last["checkpoint"] = now  # the loop's connections never checkpoint (bot.engine.loop_writes)
+            await asyncio.to_thread(checkpoint, self.herald.store)
         if now - last["reclaim"] >= RECLAIM_EVERY:
             last["reclaim"] = now
             await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)
