@@ -1,8 +1,10 @@
-"""Outcome writes from the event loop (bot.engine.loop_writes), through the record stage GroupCommit.
+"""Outcome writes and claims from the event loop (bot.engine.loop_writes, bot.engine.loop_claims),
+through the record stage GroupCommit and the channel runner's claim.
 
 A group is written on the loop itself (SQLite on its thread, PostgreSQL over psycopg's async
 connection); a slot is freed only once its outcome is committed. When another writer holds SQLite's
-lock, the loop must keep running and the group must still be written, by a thread that waits.
+lock, the loop must keep running and the group must still be written (the batch still claimed), by a
+thread that waits.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from bot.directory.records import PersonRecord
 from bot.directory.store import import_people
 from bot.engine import ledger
 from bot.engine.create import DELIVERY, NewNotification, ensure_notification, new_notification_id
-from bot.engine.loop_writes import PgLoopWriter, SqliteLoopWriter
+from bot.engine.loop_claims import PgLoopClaimer, SqliteLoopClaimer
+from bot.engine.loop_writes import WAL_RESTART_PAGES, PgLoopWriter, SqliteLoopWriter, checkpoint
 from bot.engine.outcomes import RetryPolicy, decide
+from bot.engine.runner import ChannelRunner
 from bot.engine.stages import GroupCommit
 from bot.store import Store, open_store
 from channels.base import PermanentError, Receipt
@@ -44,6 +48,12 @@ def herald(store: Store, db_url: str) -> Iterator[Herald]:
 
 def queue(store: Store, people: int) -> list[ledger.Claimed]:
     """A notification to ``people`` by email, every delivery claimed by worker ``w1``."""
+    queue_only(store, people)
+    return ledger.claim(store, "email", "w1", NOW, 60, people)
+
+
+def queue_only(store: Store, people: int) -> None:
+    """A notification to ``people`` by email, its deliveries queued."""
     import_people(
         store, [PersonRecord(id=f"p{i}", name=f"P{i}", email=f"p{i}@example.com") for i in range(people)]
     )
@@ -53,7 +63,6 @@ def queue(store: Store, people: int) -> list[ledger.Claimed]:
         deadline=NOW + 600, idempotency_key=None,
     )  # fmt: skip
     ensure_notification(store, notice, audience_condition(parse_audience("everyone")))
-    return ledger.claim(store, "email", "w1", NOW, 60, people)
 
 
 def states(store: Store) -> dict[str, str]:
@@ -133,4 +142,73 @@ async def test_a_locked_sqlite_database_never_stalls_the_loop(sqlite_herald: Her
     await commit.close()
     locker.close()
     assert seen == [True] and len(freed) == 2
+    assert set(states(herald.store).values()) == {"sent/w1"}
+
+
+async def test_claims_come_from_the_loop_and_lease_to_the_worker(herald: Herald) -> None:
+    queue_only(herald.store, 3)
+    runner = ChannelRunner(herald, "w1", "email")
+    assert isinstance(runner.claimer, SqliteLoopClaimer if herald.store.is_sqlite else PgLoopClaimer)
+    _, batch = await runner._claim(most=2)
+    _, rest = await runner._claim(most=5)
+    await runner.claimer.close()
+    assert [item.address for item in batch + rest] == ["p0@example.com", "p1@example.com", "p2@example.com"]
+    assert set(states(herald.store).values()) == {"sending/None"}
+    with herald.store.begin() as connection:
+        owners = connection.execute(select(DELIVERY.c.lease_owner, DELIVERY.c.attempts)).all()
+    assert set(owners) == {("w1", 1)}
+
+
+async def test_a_locked_sqlite_database_never_stalls_a_claim(sqlite_herald: Herald) -> None:
+    herald = sqlite_herald
+    queue_only(herald.store, 2)
+    runner = ChannelRunner(herald, "w1", "email")
+    path = herald.store.url.removeprefix("sqlite:///")
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    loop_ran = threading.Event()
+    seen: list[bool] = []
+
+    def hold_until_the_loop_runs() -> None:
+        seen.append(loop_ran.wait(timeout=5))  # half SQLite's busy timeout, as above
+        locker.execute("COMMIT")
+
+    holder = threading.Thread(target=hold_until_the_loop_runs)
+    holder.start()
+    claim = asyncio.create_task(runner._claim())
+    ticks = 0
+    while not claim.done() and ticks < 3:  # the loop turns while the claim waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not claim.done()
+    loop_ran.set()
+    _, batch = await asyncio.wait_for(claim, timeout=30)
+    holder.join()
+    # Once the lock is free, the loop's own connection claims again.
+    assert await runner.claimer.claim("email", "w1", NOW, 60, 5, None) == []
+    await runner.claimer.close()
+    locker.close()
+    assert seen == [True] and len(batch) == 2
+    assert set(states(herald.store).values()) == {"sending/None"}
+
+
+async def test_the_wal_the_loop_writes_starts_again_after_a_checkpoint(sqlite_herald: Herald) -> None:
+    herald = sqlite_herald
+    claimed = queue(herald.store, 600)
+    wal = Path(herald.store.url.removeprefix("sqlite:///") + "-wal")
+    writer = SqliteLoopWriter(herald.store, "w1")
+    rng = random.Random(1)
+
+    async def send(items: list[ledger.Claimed]) -> None:
+        for item in items:  # one commit each
+            outcome = decide(item, Receipt(provider_id="250 ok"), NOW + 1, False, POLICY, rng)
+            assert await writer.record([outcome])
+
+    await send(claimed[:-10])
+    grown = wal.stat().st_size
+    assert grown >= WAL_RESTART_PAGES * 4096  # the loop's connection never checkpoints
+    await asyncio.to_thread(checkpoint, herald.store)
+    await send(claimed[-10:])
+    await writer.close()
+    assert wal.stat().st_size == grown  # the writes after the checkpoint reused the WAL from its start
     assert set(states(herald.store).values()) == {"sent/w1"}

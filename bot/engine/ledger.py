@@ -13,7 +13,8 @@ Functions here are synchronous; the dispatcher runs them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.engine.caps import bump_counter, day_of, lock_counter
 from bot.store import Store
-from bot.tables import CLAIMABLE, Delivery, Notification, Person, Rung, Suppression, table_of
+from bot.tables import Delivery, Notification, Rung, Suppression, table_of
 
 # The PostgreSQL NOTIFY channel on which work is announced; the payload names the delivery channels.
 WORK_CHANNEL = "herald_work"
@@ -30,7 +31,6 @@ WORK_CHANNEL = "herald_work"
 DELIVERY = table_of(Delivery)
 NOTIFICATION = table_of(Notification)
 RUNG = table_of(Rung)
-PERSON = table_of(Person)
 SUPPRESSION = table_of(Suppression)
 
 OPEN_STATES = ("queued", "deferred", "sending")
@@ -67,17 +67,42 @@ def claim(
     With ``cap`` (today's most sends on the channel), the claim also reserves its sends on the
     channel's counter in the same transaction, so the cap holds across workers and restarts.
     """
-    day = day_of(now)
     with store.begin() if cap is not None else store.one_statement() as connection:
-        if cap is not None:
-            limit = min(limit, cap - lock_counter(store, connection, channel, day))
-        if limit <= 0:
-            return []
-        if store.is_sqlite:
-            rows = _claim_sqlite(store, connection, channel, worker, now, lease, limit, day)
-        else:
-            parameters = (worker, now + lease, now, now, channel, now, limit, channel, day)
-            rows = [tuple(row) for row in connection.exec_driver_sql(_PG_CLAIM_SQL, parameters)]
+        return claim_on(store, connection, channel, worker, now, lease, limit, cap)
+
+
+def claim_on(
+    store: Store,
+    connection: Connection,
+    channel: str,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
+    cap: int | None = None,
+) -> list[Claimed]:
+    """:func:`claim`'s statements on ``connection``, inside the caller's transaction (one is needed
+    with ``cap``: the counter is locked and bumped in the same commit as the claim)."""
+    day = day_of(now)
+    if cap is not None:
+        limit = min(limit, cap - lock_counter(store, connection, channel, day))
+    if limit <= 0:
+        return []
+    if store.is_sqlite:
+        rows = sqlite_claim(connection.exec_driver_sql, channel, worker, now, lease, limit)
+    else:
+        statement = pg_claim(channel, worker, now, lease, limit)
+        rows = [tuple(row) for row in connection.exec_driver_sql(*statement)]
+    return claimed_batch(channel, rows, now)
+
+
+def pg_claim(channel: str, worker: str, now: float, lease: float, limit: int) -> tuple[str, tuple[Any, ...]]:
+    """PostgreSQL: the one statement that claims (and counts, without a cap) and its parameters."""
+    return _PG_CLAIM_SQL, (worker, now + lease, now, now, channel, now, limit, channel, day_of(now))
+
+
+def claimed_batch(channel: str, rows: Iterable[tuple[Any, ...]], now: float) -> list[Claimed]:
+    """Claim rows as :class:`Claimed`, earliest deadline first."""
     claimed = [_claimed(channel, row, now) for row in rows]
     claimed.sort(key=lambda item: (item.deadline, item.id))
     return claimed
@@ -113,55 +138,41 @@ SELECT claimed.*, person.name, person.language FROM claimed LEFT JOIN person ON 
 """
 
 
-def _claim_sqlite(
-    store: Store, connection: Any, channel: str, worker: str, now: float, lease: float, limit: int, day: str
+# SQLite has one writer at a time, so the ``UPDATE … RETURNING`` alone is atomic. Driver-level SQL
+# with qmark parameters: the same text from a SQLAlchemy connection (a thread) and from the driver's
+# own connection (the loop, :mod:`bot.engine.loop_claims`), and no per-claim statement compilation.
+_SQLITE_CLAIM_SQL = (
+    "UPDATE delivery SET state = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1, "
+    "updated_at = ?, claimed_at = ? WHERE id IN (SELECT id FROM delivery WHERE state IN ('queued', "
+    "'deferred') AND channel = ? AND due_at <= ? ORDER BY deadline, id LIMIT ?) "
+    "RETURNING id, notification_id, person_id, address, deadline, attempts, created_at, due_at"
+)
+_SQLITE_COUNT_SQL = (
+    "INSERT INTO channel_counter (channel, day, sent) VALUES (?, ?, ?) "
+    "ON CONFLICT (channel, day) DO UPDATE SET sent = channel_counter.sent + excluded.sent"
+)
+# The claimed people's names and languages, the ids as one JSON array (one statement text for any size).
+_SQLITE_NAMES_SQL = "SELECT id, name, language FROM person WHERE id IN (SELECT value FROM json_each(?))"
+
+
+def sqlite_claim(
+    execute: Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]],
+    channel: str,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
 ) -> list[tuple[Any, ...]]:
-    """SQLite has one writer at a time, so the ``UPDATE … RETURNING`` alone is atomic."""
-    due = (
-        select(DELIVERY.c.id)
-        .where(DELIVERY.c.state.in_(CLAIMABLE), DELIVERY.c.channel == channel, DELIVERY.c.due_at <= now)
-        .order_by(DELIVERY.c.deadline, DELIVERY.c.id)
-        .limit(limit)
-    )
-    claimed = connection.execute(
-        update(DELIVERY)
-        .where(DELIVERY.c.id.in_(due.scalar_subquery()))
-        .values(
-            state="sending",
-            lease_owner=worker,
-            lease_until=now + lease,
-            attempts=DELIVERY.c.attempts + 1,
-            updated_at=now,
-            claimed_at=now,
-        )
-        .returning(
-            DELIVERY.c.id,
-            DELIVERY.c.notification_id,
-            DELIVERY.c.person_id,
-            DELIVERY.c.address,
-            DELIVERY.c.deadline,
-            DELIVERY.c.attempts,
-            DELIVERY.c.created_at,
-            DELIVERY.c.due_at,
-        )
-    ).all()
+    """SQLite: claim rows with the person's name and language appended; ``execute`` runs one
+    statement and returns its rows (inside the caller's transaction)."""
+    parameters = (worker, now + lease, now, now, channel, now, limit)
+    claimed = [tuple(row) for row in execute(_SQLITE_CLAIM_SQL, parameters)]
     if not claimed:
         return []
-    bump_counter(store, connection, channel, day, len(claimed))
-    return _with_names(connection, claimed)
-
-
-def _with_names(connection: Any, claimed: list[Any]) -> list[tuple[Any, ...]]:
-    """Each claimed row with its person's name and language appended (one query for the batch)."""
-    people = {
-        person_id: (name, language)
-        for person_id, name, language in connection.execute(
-            select(PERSON.c.id, PERSON.c.name, PERSON.c.language).where(
-                PERSON.c.id.in_({row.person_id for row in claimed})
-            )
-        )
-    }
-    return [(*row, *people.get(row.person_id, (None, None))) for row in claimed]
+    execute(_SQLITE_COUNT_SQL, (channel, day_of(now), len(claimed)))
+    ids = json.dumps(sorted({row[2] for row in claimed}))
+    people = {row[0]: (row[1], row[2]) for row in execute(_SQLITE_NAMES_SQL, (ids,))}
+    return [(*row, *people.get(row[2], (None, None))) for row in claimed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +251,8 @@ def write_outcomes(connection: Connection, on_sqlite: bool, outcomes: Sequence[O
     """:func:`record`'s statements on ``connection``, inside the caller's transaction (one is needed
     when an outcome suppresses an address: the suppression rows go in the same commit)."""
     if on_sqlite:
-        _record_sqlite(connection, [_record_row(o) for o in outcomes], worker)
+        for statement, rows in sqlite_outcomes(outcomes, worker):
+            connection.exec_driver_sql(statement, rows)
     else:
         connection.exec_driver_sql(*pg_record(outcomes, worker))
     suppressions = _suppressions(outcomes)
@@ -281,19 +293,19 @@ def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _record_sqlite(connection: Any, rows: list[tuple[Any, ...]], worker: str) -> None:
-    """SQLite: one executemany for the delivery rows, one for the attempts (failures and retries)."""
-    connection.exec_driver_sql(
-        _RECORD_SQL,
-        [_sqlite_row(row, worker) for row in rows],
-    )
+def sqlite_outcomes(outcomes: Sequence[Outcome], worker: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """SQLite: the executemany statements (text, rows) that record ``outcomes`` (no suppressions):
+    the delivery rows, and the attempts (failures and retries)."""
+    rows = [_record_row(o) for o in outcomes]
+    statements = [(_RECORD_SQL, [_sqlite_row(row, worker) for row in rows])]
     attempts = [
         (id_, at, tried, why, note, pid, worker)
         for id_, _, why, note, pid, _, _, at, tried, _, _, _, _ in rows
         if tried not in ("released", "sent")
     ]
     if attempts:
-        connection.exec_driver_sql(_ATTEMPT_SQL, attempts)
+        statements.append((_ATTEMPT_SQL, attempts))
+    return statements
 
 
 def _sqlite_row(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:

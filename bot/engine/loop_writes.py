@@ -10,8 +10,9 @@ millisecond of the loop's time per hand-off on a busy 2-core machine). So groups
   behind another writer (a CLI creating a large notification, a web request): its connection has
   ``busy_timeout = 0``, so a write that finds the database locked returns ``False`` and the caller
   hands that group to a thread, which waits as usual. It never checkpoints the WAL
-  (``wal_autocheckpoint = 0``), which would write the database file on the loop; the thread-side
-  connections that claim and record the rest checkpoint as before.
+  (``wal_autocheckpoint = 0``), which would write the database file on the loop: the channel runner
+  checkpoints in a thread every half second (:func:`checkpoint`), and the thread-side connections
+  checkpoint as before.
 - **PostgreSQL** (:class:`PgLoopWriter`): over psycopg's async connection in autocommit, the same one
   statement :func:`bot.engine.ledger.record` sends, awaited on the loop.
 
@@ -26,18 +27,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 import psycopg
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot.engine import ledger
 from bot.engine.ledger import Outcome
 from bot.store import Store, discard
 
 log = logging.getLogger("herald.dispatcher")
+
+WAL_RESTART_PAGES = 1000  # SQLite's own wal_autocheckpoint default
 
 
 class LoopWriter(Protocol):
@@ -65,22 +68,21 @@ class SqliteLoopWriter:
         """Write ``outcomes`` in one transaction; False (nothing written) when the database is busy."""
         connection = self._connection()
         try:
-            with connection.begin():
-                ledger.write_outcomes(connection, True, outcomes, self.worker)
+            if any(o.suppress for o in outcomes):  # rare: with the suppression rows, through SQLAlchemy
+                with connection.begin():
+                    ledger.write_outcomes(connection, True, outcomes, self.worker)
+                return True
+            statements = ledger.sqlite_outcomes(outcomes, self.worker)
+            return driver_transaction(connection, lambda raw: [raw.executemany(*s) for s in statements])
         except OperationalError as exc:
             if is_busy(exc):
                 return False
             await self.close()  # a fresh connection next time; the caller retries the group
             raise
-        return True
 
     def _connection(self) -> Connection:
         if self.connection is None:
-            connection = self.store.engine.connect()
-            connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-            connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
-            connection.commit()
-            self.connection = connection
+            self.connection = loop_connection(self.store)
         return self.connection
 
     async def close(self) -> None:
@@ -90,12 +92,60 @@ class SqliteLoopWriter:
             self.connection = None
 
 
+def loop_connection(store: Store) -> Connection:
+    """SQLite: a connection of its own for work on the loop's thread, which never waits for another
+    writer (``busy_timeout = 0``) and never checkpoints (``wal_autocheckpoint = 0``)."""
+    connection = store.engine.connect()
+    connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+    connection.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
+    connection.commit()
+    return connection
+
+
+def driver_transaction(connection: Connection, work: Callable[[sqlite3.Connection], object]) -> bool:
+    """SQLite: ``work`` on the driver's own connection under ``connection``, then commit: the hot
+    statements skip SQLAlchemy's per-statement machinery (half their CPU on the loop). False (rolled
+    back) when the database is busy; any other error is raised as SQLAlchemy's."""
+    raw = cast(sqlite3.Connection, connection.connection.driver_connection)
+    try:
+        work(raw)
+        raw.commit()
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            raw.rollback()
+        if _busy_code(exc):
+            return False
+        raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+    return True
+
+
+def checkpoint(store: Store) -> None:
+    """SQLite: copy the WAL into the database, and once it holds ``WAL_RESTART_PAGES`` pages, make the
+    next write start it again from the beginning (``RESTART``; meanwhile the loop's writes find the
+    database busy and go to a thread). A passive checkpoint alone races the loop's next commit, and the
+    WAL would grow by every group written. Blocking: run it in a thread."""
+    with store.engine.connect() as connection:
+        _, pages, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        if pages >= WAL_RESTART_PAGES:
+            # Waits for readers a moment at most (a long read elsewhere: the next round tries again).
+            timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+            connection.exec_driver_sql("PRAGMA busy_timeout = 200")
+            try:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").all()
+            finally:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
 def is_busy(exc: OperationalError) -> bool:
     """Whether SQLite refused because another connection holds the lock (SQLITE_BUSY/LOCKED)."""
-    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return _busy_code(exc.orig)
+
+
+def _busy_code(orig: object) -> bool:
+    code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc.orig)
+    return "locked" in str(orig)
 
 
 class PgLoopWriter:

@@ -26,6 +26,8 @@ from bot.channel_specs import spec
 from bot.engine import caps, ledger, urgent
 from bot.engine.health import Breaker, OutageNotifier, hold_due
 from bot.engine.ledger import Claimed
+from bot.engine.loop_claims import loop_claimer
+from bot.engine.loop_writes import checkpoint
 from bot.engine.outcomes import RetryPolicy, decide
 from bot.engine.shares import ConnectionShare, Slots, fair_share
 from bot.engine.stages import ChannelStats, GroupCommit, Notices, PreparedNotice, send_one
@@ -39,6 +41,7 @@ log = logging.getLogger("herald.dispatcher")
 FLUSH_EVERY = 0.1
 RECLAIM_EVERY = 5.0
 FINISH_EVERY = 0.5
+CHECKPOINT_EVERY = 0.5  # SQLite: copy what the loop wrote to the WAL into the database, in a thread
 
 # An unthrottled claim holds this many seconds of sends: the longer, the fewer claims; the shorter,
 # the less a worker holds unstarted while the others run dry at the end of a fan-out.
@@ -86,6 +89,7 @@ class ChannelRunner:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.notices = Notices(herald, self.spec)
         self.commit = GroupCommit(herald, name, worker_id, self.slots.release)
+        self.claimer = loop_claimer(herald.store)  # no thread hand-off per claim
         self.stats = ChannelStats()
         self.wake = asyncio.Event()
         self.db_backoff = 0.0
@@ -223,21 +227,19 @@ class ChannelRunner:
             await self.flush()
         finally:
             await self.commit.close()
+            await self.claimer.close()
 
     async def _claim(self, most: int | None = None) -> tuple[float, list[Claimed]]:
         self.wake.clear()  # a wake-up from now on means work this claim may not see
         now = self.herald.clock.now()
         self.waits.note_claim(now, self.pacer.waited)
-        batch = await asyncio.to_thread(
-            ledger.claim,
-            self.herald.store,
-            self.name,
-            self.worker_id,
-            now,
-            self.herald.settings.dispatcher.lease,
-            most or self.claim_size(),
-            self._cap_today(now),
-        )
+        lease, limit = self.herald.settings.dispatcher.lease, most or self.claim_size()
+        cap = self._cap_today(now)
+        batch = await self.claimer.claim(self.name, self.worker_id, now, lease, limit, cap)
+        if batch is None:  # the database is busy (or, on PostgreSQL, a capped claim): a thread waits
+            batch = await asyncio.to_thread(
+                ledger.claim, self.herald.store, self.name, self.worker_id, now, lease, limit, cap
+            )
         return now, batch
 
     async def _release(self, ids: list[int]) -> None:
@@ -347,7 +349,7 @@ class ChannelRunner:
 
     async def _bookkeeping(self, stop: asyncio.Event) -> None:
         """Every FLUSH_EVERY: record, finish notifications, follow back-pressure, cancels and leases."""
-        last = {"reclaim": 0.0, "finish": 0.0}
+        last = {"reclaim": 0.0, "finish": 0.0, "checkpoint": 0.0}
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush(finish=False)
@@ -367,6 +369,9 @@ class ChannelRunner:
             await self.pacer.refresh()  # back-pressure another worker met
         await self.notices.refresh_cancelled()
         await self.breaker.refresh()
+        if self.herald.store.is_sqlite and now - last["checkpoint"] >= CHECKPOINT_EVERY:
+            last["checkpoint"] = now  # the loop's connections never checkpoint (bot.engine.loop_writes)
+            await asyncio.to_thread(checkpoint, self.herald.store)
         if now - last["reclaim"] >= RECLAIM_EVERY:
             last["reclaim"] = now
             await asyncio.to_thread(ledger.reclaim_expired, self.herald.store, now)

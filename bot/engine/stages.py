@@ -232,6 +232,7 @@ class GroupCommit:
         """Write outcomes as soon as they arrive, all that piled up during the previous write."""
         while True:
             await self.ready.wait()
+            await asyncio.sleep(0)  # sends finishing in this turn of the loop join the group
             self.ready.clear()
             await self.write()
 
