@@ -13,8 +13,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import psycopg
-
 from bot.engine.ledger import WORK_CHANNEL
 from bot.store import Store
 
@@ -27,6 +25,8 @@ async def listen_for_work(store: Store, wake: Callable[[list[str]], None]) -> No
     """Call ``wake(channels)`` for every work notice, until cancelled; reconnect with backoff."""
     if store.is_sqlite:
         return
+    import psycopg  # PostgreSQL only: a SQLite deployment never loads the driver
+
     delay = 0.5
     while True:
         try:

@@ -27,15 +27,17 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from bot.engine import ledger
 from bot.engine.ledger import Outcome
 from bot.store import Store, discard
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("herald.dispatcher")
 
@@ -109,6 +111,8 @@ class PgLoopWriter:
     async def record(self, outcomes: Sequence[Outcome]) -> bool:
         if any(o.suppress for o in outcomes):
             return False  # suppressions are written with the outcomes in one transaction
+        import psycopg  # PostgreSQL only: a SQLite deployment never loads the driver
+
         statement, parameters = ledger.pg_record(outcomes, self.worker)
         try:
             if self.connection is None or self.connection.closed:
@@ -124,6 +128,8 @@ class PgLoopWriter:
 
     async def close(self) -> None:
         if self.connection is not None:
+            import psycopg
+
             connection, self.connection = self.connection, None
             with contextlib.suppress(psycopg.Error):
                 await connection.close()
