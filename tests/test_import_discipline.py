@@ -67,7 +67,12 @@ def imported_by(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess
     env = {**os.environ, "HERALD_MODULES_OUT": str(out)}
     env.pop("HERALD_CONFIG", None)
     done = subprocess.run(
-        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        [sys.executable, "-c", ENTRY, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     return done, json.loads(out.read_text(encoding="utf-8"))
 
