@@ -6,24 +6,27 @@ what ``prepare`` returns: ``Channel[PreparedEmail]``, ``Channel[PreparedSms]``),
 throttle slot counts), its concurrency, its retry window and its error classifier. The dispatcher,
 forecast, preview, metrics and report iterate over :data:`CHANNELS`; a new channel is its adapter in
 ``channels/`` plus one spec registered here (and its name in :data:`bot.config.CHANNEL_NAMES`).
+
+A channel's adapter module (and its provider's SDK: twilio, slack_sdk, aiohttp) is imported when the
+channel is first built or one of its failures classified, so a command that only sends email never
+loads the others (``tests/test_import_discipline.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import CHANNEL_NAMES, Settings
-from bot.slack.dm_blocks import preferences_block, render_dm
 from channels.base import Channel, DeliveryError
-from channels.email import EmailChannel, EmailSettings
-from channels.slack import SlackDmChannel, SlackDmSettings
-from channels.slack import classify_transport_error as classify_slack_failure
-from channels.sms import SmsChannel, SmsSettings, classify_transport_error
-from channels.smtp_classify import classify_smtp_exception
-from channels.templating import Templates
 from channels.verp import derive_key
+
+if TYPE_CHECKING:
+    from channels.email import EmailChannel, EmailSettings
+    from channels.slack import SlackDmChannel, SlackDmSettings
+    from channels.sms import SmsChannel, SmsSettings
+    from channels.templating import Templates
 
 
 class ChannelSection(Protocol):
@@ -80,6 +83,8 @@ class ChannelSpec:
 
 
 def email_settings(settings: Settings) -> EmailSettings:
+    from channels.email import EmailSettings
+
     smtp = settings.smtp
     return EmailSettings(
         host=smtp.host,
@@ -115,6 +120,8 @@ def sms_settings(settings: Settings) -> SmsSettings | None:
     tw = settings.twilio
     if not tw.account_sid or tw.auth_token is None:
         return None
+    from channels.sms import SmsSettings
+
     callback = f"{settings.server.public_url}/hooks/twilio/status" if receipts_on(settings) else None
     return SmsSettings(
         account_sid=tw.account_sid,
@@ -129,15 +136,37 @@ def sms_settings(settings: Settings) -> SmsSettings | None:
     )
 
 
+def _email(settings: Settings) -> EmailChannel:
+    from channels.email import EmailChannel
+
+    return EmailChannel(email_settings(settings), templates=templates(settings))
+
+
+def _classify_email(exc: BaseException) -> DeliveryError:
+    from channels.smtp_classify import classify_smtp_exception
+
+    return classify_smtp_exception(exc)
+
+
 def _sms(settings: Settings) -> SmsChannel:
+    from channels.sms import SmsChannel
+
     sms = sms_settings(settings)
     if sms is None:
         raise LookupError("the sms channel is not configured (twilio.account_sid)")
     return SmsChannel(sms, templates=templates(settings))
 
 
+def _classify_sms(exc: BaseException) -> DeliveryError:
+    from channels.sms import classify_transport_error
+
+    return classify_transport_error(exc)
+
+
 def templates(settings: Settings) -> Templates:
     """The built-in templates overridden by ``[templates] dir``'s."""
+    from channels.templating import Templates
+
     return Templates(settings.templates.dir)
 
 
@@ -146,6 +175,8 @@ def slack_dm_settings(settings: Settings) -> SlackDmSettings | None:
     token = settings.slack.bot_token
     if token is None:
         return None
+    from channels.slack import SlackDmSettings
+
     dm = settings.slack_dm
     return SlackDmSettings(
         bot_token=token.get_secret_value(),
@@ -157,11 +188,20 @@ def slack_dm_settings(settings: Settings) -> SlackDmSettings | None:
 
 
 def _slack(settings: Settings) -> SlackDmChannel:
+    from bot.slack.dm_blocks import preferences_block, render_dm
+    from channels.slack import SlackDmChannel
+
     dm = slack_dm_settings(settings)
     if dm is None:
         raise LookupError("the slack channel is not configured (slack.bot_token)")
     chosen = templates(settings)
     return SlackDmChannel(dm, render=lambda notice: render_dm(notice, chosen), preferences=preferences_block)
+
+
+def _classify_slack(exc: BaseException) -> DeliveryError:
+    from channels.slack import classify_transport_error
+
+    return classify_transport_error(exc)
 
 
 EMAIL = ChannelSpec(
@@ -177,8 +217,8 @@ EMAIL = ChannelSpec(
     preferences_link=True,
     latency=0.01,
     enabled=lambda settings: True,
-    adapter=lambda settings: EmailChannel(email_settings(settings), templates=templates(settings)),
-    classify=classify_smtp_exception,
+    adapter=_email,
+    classify=_classify_email,
 )
 SMS = ChannelSpec(
     name="sms",
@@ -194,7 +234,7 @@ SMS = ChannelSpec(
     latency=0.1,
     enabled=lambda settings: sms_settings(settings) is not None,
     adapter=_sms,
-    classify=classify_transport_error,
+    classify=_classify_sms,
 )
 
 SLACK = ChannelSpec(
@@ -211,7 +251,7 @@ SLACK = ChannelSpec(
     latency=0.2,  # conversations.open and chat.postMessage
     enabled=lambda settings: slack_dm_settings(settings) is not None,
     adapter=_slack,
-    classify=classify_slack_failure,
+    classify=_classify_slack,
 )
 
 CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS, SLACK)}

@@ -1,11 +1,10 @@
-"""The long-running process: what ``herald serve`` runs, and dispatching in a command's own process.
+"""The long-running process: what ``herald serve`` runs.
 
 :class:`HeraldServer` runs, in one asyncio process: uvicorn serving :mod:`bot.web` (Slack over HTTP,
 webhooks, health, metrics), the Bolt app over Socket Mode when ``slack.app_token`` is set, an
 APScheduler ``AsyncIOScheduler`` whose tick follows Slack progress and runs the periodic jobs, and the
-dispatcher. :func:`wait_for` runs a dispatcher beside the command that created a notification until
-every delivery is final (``announce --wait``, ``alert --wait``, the demo). The command-line side lives
-in :mod:`bot.cli.serve`.
+dispatcher. The command-line side lives in :mod:`bot.cli.serve`; a dispatcher beside the command that
+created a notification (``announce --wait``) is :func:`bot.cli.wait.wait_for`.
 """
 
 from __future__ import annotations
@@ -24,15 +23,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import BaseRoute
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from bot import service
 from bot.alerts.outages import outage_notifier
 from bot.app import Herald
 from bot.clock import Clock
 from bot.config import Settings
-from bot.engine import notice_state, workers
 from bot.engine.dispatcher import Dispatcher
-from bot.engine.health import held_by
-from bot.engine.ladder_tick import start_due_rungs
 from bot.engine.leader import Leadership
 from bot.engine.workers import SecondDispatcherError, new_worker_id
 from bot.metrics import HeraldMetrics
@@ -330,61 +325,3 @@ class HeraldServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-
-async def wait_for(herald: Herald, notification_id: str, show_progress: bool) -> dict[str, Any]:
-    """Dispatch (alongside any running serve/worker) until every delivery is final."""
-    stop = asyncio.Event()
-    notify = outage_notifier(herald)
-    # Registered and beating like a worker: if this command is killed, a live dispatcher takes its
-    # claims over within seconds, not when their lease ends.
-    worker_id = workers.new_worker_id(workers.COMMAND)
-    dispatcher = Dispatcher(herald, worker_id, notify=notify, exclusive=False)
-    await asyncio.to_thread(dispatcher.start_checks)
-    task = asyncio.create_task(dispatcher.run(stop))
-    progress = None
-    if show_progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeRemainingColumn(),
-            transient=True,
-            console=Console(stderr=True),
-        )
-        progress.start()
-    bar = None
-    try:
-        while True:
-            await asyncio.to_thread(start_due_rungs, herald)
-            # A cheap poll (state and open deliveries); the full status, people and delays included,
-            # is read once at the end: reading it every half second cost ~7 % of a large fan-out's CPU.
-            current = await asyncio.to_thread(notice_state.progress, herald.store, notification_id)
-            assert current is not None
-            if progress is not None:
-                if bar is None:
-                    bar = progress.add_task(f"delivering {notification_id}", total=current.total)
-                progress.update(bar, completed=current.total - current.left)
-            if current.left == 0 and current.state in ("done", "cancelled"):
-                break
-            if current.left and herald.clock.now() > current.deadline:
-                held = await asyncio.to_thread(held_by, herald.store, notification_id)
-                if held:  # past the deadline, and only an outage keeps the rest: stop waiting
-                    final = await asyncio.to_thread(service.status, herald, notification_id)
-                    assert final is not None
-                    return {**final, "held_by": [outage.describe() for outage in held]}
-            if task.done():
-                task.result()
-                break
-            await asyncio.sleep(0.5)
-        final = await asyncio.to_thread(service.status, herald, notification_id)
-        assert final is not None
-        return final
-    finally:
-        if progress is not None:
-            progress.stop()
-        stop.set()
-        await task

@@ -1,11 +1,15 @@
 """The one module that opens database connections and sessions.
 
 SQLite (WAL, synchronous=NORMAL) is the embedded default; PostgreSQL (psycopg 3) is the scale-out
-engine. ``open_store`` applies pending migrations (alembic) before handing the store out.
+engine. ``open_store`` applies pending migrations (alembic) before handing the store out; a database
+already at the scripts' heads is told by one query, without loading alembic or running its
+environment (about 0.1 s of every command on the loaded 2-core machine).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -166,8 +170,39 @@ def discard(connection: Connection) -> None:
 _upgrade_lock = threading.Lock()
 
 
+_REVISION_LINE = re.compile(r"^(revision|down_revision|depends_on)\b[^=\n]*=(.*)$", re.MULTILINE)
+
+
+@functools.cache
+def script_heads() -> frozenset[str]:
+    """The ``alembic_version`` rows of a database migrated to the heads: the revisions no migration
+    script builds on (``down_revision``) or depends on (``depends_on``, which alembic then leaves out),
+    read from the scripts' own lines. ``tests/test_migrations.py`` holds them equal to a migrated
+    database's; were they ever not, ``upgrade`` would only run alembic as before."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            names = re.findall(r"[\"']([^\"']+)[\"']", value.split("#")[0])
+            (revisions if key == "revision" else parents).update(names)
+    return frozenset(revisions - parents)
+
+
+def is_current(store: Store) -> bool:
+    """The database's ``alembic_version`` rows are exactly the scripts' heads (False when unreadable:
+    a new database, or one alembic has never stamped)."""
+    try:
+        with store.engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return False
+    return frozenset(rows) == script_heads()
+
+
 def upgrade(store: Store, revision: str = "heads") -> None:
     """Apply schema migrations up to ``revision``."""
+    if revision == "heads" and is_current(store):
+        return  # schemas only move forward: nothing another process does can make this stale
     from alembic import command
     from alembic.config import Config
 

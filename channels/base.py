@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-import aiohttp
-
 _DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
 
 
@@ -77,6 +75,8 @@ def classify_http_failure(exc: BaseException) -> DeliveryError:
     ``UncertainError("timeout")``; a connection lost once connected is ``UncertainError("network")``.
     A malformed api_url is ``ChannelDownError("config")``.
     """
+    import aiohttp  # loaded already by the HTTP channel that failed; email never needs it
+
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, aiohttp.InvalidURL):
         return ChannelDownError("config", detail)

@@ -6,7 +6,6 @@ process that opened (or closed) it. Slack being off or unreachable never stops d
 
 from __future__ import annotations
 
-from bot.alerts.slack import AlertSlack
 from bot.app import Herald
 from bot.engine.health import PROBE_MAX, Outage, OutageNotifier
 from bot.slack.blocks import escape
@@ -29,6 +28,10 @@ def outage_text(outage: Outage, down: bool, now: float) -> str:
 
 def outage_notifier(herald: Herald) -> OutageNotifier | None:
     """A notifier posting to ``slack.alert_channel``; None when Slack or the alert channel is off."""
+    if herald.settings.slack.bot_token is None:
+        return None  # as AlertSlack.build says, without loading the Slack SDK into every command
+    from bot.alerts.slack import AlertSlack
+
     slack = AlertSlack.build(herald)
     if slack is None:
         return None

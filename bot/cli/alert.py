@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot import runtime, service
-from bot.alerts.intake import parse_generic
-from bot.alerts.lifecycle import ingest
-from bot.alerts.models import IntakeResult, PayloadError
-from bot.app import Herald
 from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, report_held
 from bot.cli.delivery import open_herald
-from bot.engine import workers
-from bot.render import format_status
-from bot.server import wait_for
+
+if TYPE_CHECKING:  # the rest is imported by the command itself (see bot.cli.delivery)
+    from bot.alerts.models import IntakeResult
+    from bot.app import Herald
 
 _OPTION_OF = {"summary": "--summary", "severity": "--severity", "description": "--description"}
 
@@ -81,6 +77,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Raise an alert as a webhook would (routing, grouping, dedup, escalation as configured)."""
+        from bot.alerts.intake import parse_generic
+        from bot.alerts.lifecycle import ingest
+        from bot.alerts.models import PayloadError
+
         try:
             labels = parse_labels(label or [])
         except ValueError as exc:
@@ -112,6 +112,10 @@ def _group_of(result: IntakeResult) -> str | None:
 
 
 def _wait_and_report(herald: Herald, result: IntakeResult, as_json: bool) -> None:
+    from bot import runtime
+    from bot.cli.wait import wait_for
+    from bot.render import format_status
+
     finals = [
         runtime.run(wait_for(herald, nid, sys.stderr.isatty() and not as_json))
         for nid in result.notifications
@@ -125,6 +129,9 @@ def _wait_and_report(herald: Herald, result: IntakeResult, as_json: bool) -> Non
 
 
 def _print_stored(herald: Herald, result: IntakeResult, as_json: bool) -> None:
+    from bot import service
+    from bot.engine import workers
+
     state = _state(result)
     nid = result.notifications[0] if result.notifications else None
     current = service.status(herald, nid) if nid else None

@@ -26,7 +26,6 @@ from bot.cli.common import (
     store_from,
 )
 from bot.clock import SystemClock
-from bot.render import time_text
 from bot.store import Store
 from bot.tables import AuditEntry, table_of
 
@@ -44,6 +43,8 @@ class Row:
     detail: dict[str, Any]
 
     def line(self) -> str:
+        from bot.render import time_text  # imported when printing: every herald command imports this module
+
         refused = "  REFUSED" if not self.allowed else ""
         head = f"{time_text(self.at)}  {self.actor}  {self.action}  {self.subject or '-'}{refused}"
         short = short_detail(self.detail)

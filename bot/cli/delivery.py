@@ -1,4 +1,8 @@
-"""``herald announce``, ``status`` and ``report``."""
+"""``herald announce``, ``status`` and ``report``.
+
+The commands import what they use in their bodies: every module of :mod:`bot.cli` is imported to
+build the command line, so a module-level import here is paid by every ``herald`` command.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,10 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot import reports, runtime, service
-from bot.alerts import maintenance, window_remind
-from bot.alerts.silences import sync_silences
-from bot.app import Herald
 from bot.cli.common import (
     EXIT_FAILED,
     ConfigOption,
@@ -26,17 +26,18 @@ from bot.cli.common import (
     since_seconds,
     store_from,
 )
-from bot.cli.why import slowest_deliveries, why_text
-from bot.engine import workers
-from bot.engine.ladder import LadderError, parse_rungs
-from bot.engine.ladder_preview import ladder_preview
-from bot.render import format_ladder, format_preview, format_report, format_status
-from bot.server import wait_for
+
+if TYPE_CHECKING:
+    from bot import service
+    from bot.alerts import maintenance
+    from bot.app import Herald
 
 
 @contextmanager
 def open_herald(config: Any) -> Iterator[Herald]:
     """Herald for one command; its database connections are closed when the command ends."""
+    from bot.app import Herald
+
     settings = settings_from(config)
     herald = Herald.build(settings, store=store_from(settings))
     try:
@@ -118,6 +119,11 @@ def _register_status(app: typer.Typer) -> None:
         as_csv: Annotated[bool, typer.Option("--csv", help="With --recipients: CSV with a header.")] = False,
     ) -> None:
         """One notification: counts per channel and state, SLA met or missed, timings."""
+        from bot import service
+        from bot.alerts import maintenance
+        from bot.cli.why import slowest_deliveries, why_text
+        from bot.render import format_status
+
         if recipients or as_csv:
             _print_recipients(config, notification_id, recipients, as_csv, as_json)
             return
@@ -147,6 +153,9 @@ def _register_report(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Delivery and SLA report over many notifications."""
+        from bot import reports
+        from bot.render import format_report
+
         window = since_seconds(since)
         with open_herald(config) as herald:
             result = reports.report(herald, herald.clock.now() - window)
@@ -161,6 +170,7 @@ def _register_demo(app: typer.Typer) -> None:
         people: Annotated[int, typer.Option("--people", help="Size of the sample directory.")] = 300,
     ) -> None:
         """Run the whole job locally with no accounts and print the report."""
+        from bot import runtime
         from bot.cli.demo import run_demo
 
         code = runtime.run(run_demo(people))
@@ -200,6 +210,10 @@ def _announce(
     window: maintenance.Window | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
+    from bot import service
+    from bot.alerts import maintenance
+    from bot.engine.ladder import LadderError, parse_rungs
+
     now = herald.clock.now()
     try:
         start_at = maintenance.parse_moment(at, now, "--at") if at else None
@@ -228,6 +242,8 @@ def _announce(
     except service.AnnounceError as exc:
         fail(str(exc))
     if not as_json:
+        from bot.render import format_preview
+
         print(format_preview(preview, request))
         if window is not None:
             print("\n".join(maintenance.window_lines(window_document(window))))
@@ -239,6 +255,8 @@ def _announce(
     except service.AnnounceError as exc:
         fail(str(exc))
     if window is not None and herald.settings.alertmanager.url:
+        from bot.alerts.silences import sync_silences
+
         sync_silences(herald)  # best effort: the scheduler retries what fails
     final = print_outcome(herald, notification_id, wait, as_json)
     if final is not None and final["sla"]["met"] is False:
@@ -248,6 +266,8 @@ def _announce(
 def _window(
     herald: Herald, severity: str, window: str | None, silence: str | None
 ) -> maintenance.Window | None:
+    from bot.alerts import maintenance
+
     try:
         return maintenance.window_from_options(
             severity.lower(), window, silence, herald.clock.now(), ("--window", "--silence")
@@ -257,6 +277,8 @@ def _window(
 
 
 def _remind(herald: Herald, remind: str, window: maintenance.Window | None) -> float:
+    from bot.alerts import maintenance, window_remind
+
     try:
         return window_remind.parse_remind(remind, window, herald.clock.now())
     except maintenance.WindowError as exc:
@@ -264,6 +286,8 @@ def _remind(herald: Herald, remind: str, window: maintenance.Window | None) -> f
 
 
 def window_document(window: maintenance.Window) -> dict[str, Any]:
+    from bot.alerts import maintenance
+
     return {
         "start": maintenance.iso(window.starts_at),
         "end": maintenance.iso(window.ends_at),
@@ -272,6 +296,9 @@ def window_document(window: maintenance.Window) -> dict[str, Any]:
 
 
 def _print_ladder(herald: Herald, request: service.AnnounceRequest, preview: service.Preview) -> None:
+    from bot.engine.ladder_preview import ladder_preview
+    from bot.render import format_ladder
+
     ladder = ladder_preview(herald, request, preview)
     if ladder is not None:
         print(format_ladder(ladder))
@@ -279,6 +306,10 @@ def _print_ladder(herald: Herald, request: service.AnnounceRequest, preview: ser
 
 def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: bool) -> dict[str, Any] | None:
     """Without ``wait``, say it is queued; with it, deliver it now and print its report (returned)."""
+    from bot import runtime
+    from bot.cli.wait import wait_for
+    from bot.render import format_status
+
     if not wait:
         print_queued(herald, notification_id, as_json)
         return None
@@ -289,6 +320,9 @@ def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: boo
 
 
 def print_queued(herald: Herald, notification_id: str, as_json: bool) -> None:
+    from bot import service
+    from bot.engine import workers
+
     current = service.status(herald, notification_id) or {}
     running = workers.live_workers(herald.store, herald.clock.now(), lasting=True)
     if as_json:

@@ -19,11 +19,11 @@ from bot.alerts.escalation import alert_tick
 from bot.alerts.intake import parse_generic
 from bot.alerts.lifecycle import ingest
 from bot.app import Herald
+from bot.cli.wait import wait_for
 from bot.config import load_settings
 from bot.directory.store import import_file
 from bot.engine.dispatcher import Dispatcher
 from bot.render import format_preview, format_report, format_status
-from bot.server import wait_for
 from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
 

@@ -10,22 +10,17 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from bot import runtime
 from bot.cli.common import EXIT_FAILED, EXIT_OK, ConfigOption, JsonOption, fail, settings_from, store_from
 from bot.config import CHANNEL_NAMES, Settings
 from bot.directory.audience import AudienceError, parse_audience
-from bot.directory.files import DirectoryFileError
 from bot.directory.reach import Reach, reach
-from bot.directory.store import FileImport, import_file
-from bot.sync.errors import SyncError
-from bot.sync.runner import sync
+
+if TYPE_CHECKING:  # what only one command needs is imported by it (see bot.cli.delivery)
+    from bot.directory.store import FileImport
 
 directory_app = typer.Typer(help="People and audiences.", no_args_is_help=True)
 
@@ -53,6 +48,10 @@ def sync_command(json_output: JsonOption = False, config: ConfigOption = None) -
     deactivated, never deleted; a sync that fails half-way changes nothing (exit 2). Exit 1 when
     some entries were rejected (the others loaded) or the source held nobody valid.
     """
+    from bot import runtime
+    from bot.sync.errors import SyncError
+    from bot.sync.runner import sync  # LDAP and Slack clients: only this command loads them
+
     settings = settings_from(config)
     source = settings.directory.source
     store = store_from(settings)
@@ -82,6 +81,9 @@ def sync_command(json_output: JsonOption = False, config: ConfigOption = None) -
 
 
 def _run_import(settings: Settings, file: Path, deactivate_missing: bool, json_output: bool) -> None:
+    from bot.directory.files import DirectoryFileError
+    from bot.directory.store import import_file
+
     store = store_from(settings)
     try:
         outcome = import_file(
@@ -173,6 +175,10 @@ def reach_json(result: Reach) -> dict[str, Any]:
 
 
 def _print_reach(query: str, result: Reach) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     # Piped or captured output gets room for whole email addresses rather than a terminal's 80 columns.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     noun = "person matches" if result.count == 1 else "people match"

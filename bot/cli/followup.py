@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot import runtime
-from bot.alerts.silences import sync_silences
-from bot.app import Herald
 from bot.cli.common import ConfigOption, JsonOption, ask_to_send, fail
 from bot.cli.delivery import open_herald, print_outcome
-from bot.engine.followup import FollowupError, followup, original_of
-from bot.slack.client import web_client
-from bot.slack.threads import progress_message, reply_in_thread
+
+if TYPE_CHECKING:  # the rest is imported by the command itself (see bot.cli.delivery)
+    from bot.app import Herald
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +36,12 @@ def register(app: typer.Typer) -> None:
 
 def _send(herald: Herald, notification_id: str, body: str, done: bool, yes: bool, as_json: bool) -> str:
     """Show what will be sent, confirm, store it; the follow-up's id."""
+    from bot import runtime
+    from bot.alerts.silences import sync_silences
+    from bot.engine.followup import FollowupError, followup, original_of
+    from bot.slack.client import web_client
+    from bot.slack.threads import progress_message, reply_in_thread
+
     try:
         original = original_of(herald, notification_id)
     except FollowupError as exc:

@@ -7,12 +7,8 @@ from typing import Annotated
 
 import typer
 
-from bot.app import Herald
 from bot.channel_specs import CHANNELS
 from bot.cli.common import EXIT_FAILED, ConfigOption, JsonOption, fail, settings_from, store_from
-from bot.recipients import suppressions
-from bot.render import time_text
-from bot.service import audit
 
 suppressions_app = typer.Typer(
     help="The suppression list: bounced, invalid and opted-out addresses.", no_args_is_help=True
@@ -35,6 +31,9 @@ def list_(
     config: ConfigOption = None,
 ) -> None:
     """Every suppressed address, newest first, with the reason, source and time."""
+    from bot.recipients import suppressions
+    from bot.render import time_text
+
     wanted = _channel(channel)
     store = store_from(settings_from(config))
     try:
@@ -61,6 +60,10 @@ def remove(
     config: ConfigOption = None,
 ) -> None:
     """Take an address off the list, so Herald sends to it again. Audited (``suppression.remove``)."""
+    from bot.app import Herald
+    from bot.recipients import suppressions
+    from bot.service import audit
+
     name = _channel(channel)
     assert name is not None
     settings = settings_from(config)

@@ -22,7 +22,6 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.engine.ledger import WORK_CHANNEL
@@ -39,6 +38,8 @@ async def listen_for_work(store: Store, wake: Callable[[list[str]], None]) -> No
     if store.is_sqlite:
         await watch_sqlite_commits(store, wake)
         return
+    import psycopg  # PostgreSQL only: a SQLite deployment never loads the driver
+
     delay = 0.5
     while True:
         try:

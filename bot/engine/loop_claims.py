@@ -22,9 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -32,6 +31,9 @@ from bot.engine import ledger
 from bot.engine.ledger import Claimed
 from bot.engine.loop_writes import driver_transaction, is_busy, loop_connection
 from bot.store import Store, discard
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("herald.dispatcher")
 
@@ -100,6 +102,8 @@ class PgLoopClaimer:
     ) -> list[Claimed] | None:
         if cap is not None or limit <= 0:
             return None  # the counter is locked in a transaction: the thread way
+        import psycopg  # PostgreSQL only: a SQLite deployment never loads the driver
+
         statement, parameters = ledger.pg_claim(channel, worker, now, lease, limit)
         try:
             if self.connection is None or self.connection.closed:
@@ -116,6 +120,8 @@ class PgLoopClaimer:
 
     async def close(self) -> None:
         if self.connection is not None:
+            import psycopg
+
             connection, self.connection = self.connection, None
             with contextlib.suppress(psycopg.Error):
                 await connection.close()

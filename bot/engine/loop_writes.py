@@ -28,15 +28,17 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot.engine import ledger
 from bot.engine.ledger import Outcome
 from bot.store import Store, discard
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("herald.dispatcher")
 
@@ -159,6 +161,8 @@ class PgLoopWriter:
     async def record(self, outcomes: Sequence[Outcome]) -> bool:
         if any(o.suppress for o in outcomes):
             return False  # suppressions are written with the outcomes in one transaction
+        import psycopg  # PostgreSQL only: a SQLite deployment never loads the driver
+
         statement, parameters = ledger.pg_record(outcomes, self.worker)
         try:
             if self.connection is None or self.connection.closed:
@@ -174,6 +178,8 @@ class PgLoopWriter:
 
     async def close(self) -> None:
         if self.connection is not None:
+            import psycopg
+
             connection, self.connection = self.connection, None
             with contextlib.suppress(psycopg.Error):
                 await connection.close()

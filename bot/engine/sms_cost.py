@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-import phonenumbers
 from sqlalchemy import ColumnElement, and_, func, select
 
 from bot.store import Store
@@ -24,6 +23,8 @@ PREFIX = 5  # "+" and up to 4 digits: enough for any calling code (1 to 3 digits
 
 def country_of(number: str) -> str:
     """The ISO country of an E.164 number (or its first digits); ``ZZ`` when unknown."""
+    import phonenumbers  # its metadata costs ~40 ms to import: only commands that price SMS pay it
+
     digits = number.strip().lstrip("+")
     for size in (1, 2, 3):
         code = digits[:size]
