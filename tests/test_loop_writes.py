@@ -106,25 +106,38 @@ def sqlite_herald(tmp_path: Path) -> Iterator[Herald]:
     store.dispose()
 
 
+class WriteLock:
+    """Another connection (another process, as a CLI creating a notification would be) holding SQLite's
+    write lock until the test sets ``loop_ran`` (having seen the loop turn while Herald waits for the
+    lock), or for 5 s at most: half SQLite's busy timeout (10 s), so a write or claim that waited for the
+    lock on the loop's thread would keep the loop from turning past it. ``seen`` says whether the test
+    set ``loop_ran`` in time."""
+
+    def __init__(self, store: Store) -> None:
+        self.locker = sqlite3.connect(
+            store.url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+        self.locker.execute("BEGIN IMMEDIATE")
+        self.loop_ran = threading.Event()
+        self.seen: list[bool] = []
+        self.holder = threading.Thread(target=self._hold)
+        self.holder.start()
+
+    def _hold(self) -> None:
+        self.seen.append(self.loop_ran.wait(timeout=5))
+        self.locker.execute("COMMIT")
+
+    def release(self) -> None:
+        self.holder.join()
+        self.locker.close()
+
+
 async def test_a_locked_sqlite_database_never_stalls_the_loop(sqlite_herald: Herald) -> None:
     herald = sqlite_herald
     claimed = queue(herald.store, 2)
     # Another connection (another process, as a CLI creating a notification would be) holds the write
     # lock until the loop has been seen running while the group waits for it.
-    path = herald.store.url.removeprefix("sqlite:///")
-    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    locker.execute("BEGIN IMMEDIATE")
-    loop_ran = threading.Event()
-    seen: list[bool] = []
-
-    def hold_until_the_loop_runs() -> None:
-        # Half SQLite's busy timeout (10 s): a write that waited for the lock on the loop's thread
-        # would keep the loop from turning past it.
-        seen.append(loop_ran.wait(timeout=5))
-        locker.execute("COMMIT")
-
-    holder = threading.Thread(target=hold_until_the_loop_runs)
-    holder.start()
+    lock = WriteLock(herald.store)
     freed: list[int] = []
     commit = GroupCommit(herald, "email", "w1", lambda: freed.append(1))
     rng = random.Random(1)
@@ -136,12 +149,11 @@ async def test_a_locked_sqlite_database_never_stalls_the_loop(sqlite_herald: Her
         await asyncio.sleep(0.01)
         ticks += 1
     assert not write.done() and not freed  # nothing written, no slot freed while locked
-    loop_ran.set()
+    lock.loop_ran.set()
     await asyncio.wait_for(write, timeout=30)
-    holder.join()
+    lock.release()
     await commit.close()
-    locker.close()
-    assert seen == [True] and len(freed) == 2
+    assert lock.seen == [True] and len(freed) == 2
     assert set(states(herald.store).values()) == {"sent/w1"}
 
 
@@ -163,32 +175,20 @@ async def test_a_locked_sqlite_database_never_stalls_a_claim(sqlite_herald: Hera
     herald = sqlite_herald
     queue_only(herald.store, 2)
     runner = ChannelRunner(herald, "w1", "email")
-    path = herald.store.url.removeprefix("sqlite:///")
-    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    locker.execute("BEGIN IMMEDIATE")
-    loop_ran = threading.Event()
-    seen: list[bool] = []
-
-    def hold_until_the_loop_runs() -> None:
-        seen.append(loop_ran.wait(timeout=5))  # half SQLite's busy timeout, as above
-        locker.execute("COMMIT")
-
-    holder = threading.Thread(target=hold_until_the_loop_runs)
-    holder.start()
+    lock = WriteLock(herald.store)
     claim = asyncio.create_task(runner._claim())
     ticks = 0
     while not claim.done() and ticks < 3:  # the loop turns while the claim waits for the lock
         await asyncio.sleep(0.01)
         ticks += 1
     assert not claim.done()
-    loop_ran.set()
+    lock.loop_ran.set()
     _, batch = await asyncio.wait_for(claim, timeout=30)
-    holder.join()
+    lock.release()
     # Once the lock is free, the loop's own connection claims again.
     assert await runner.claimer.claim("email", "w1", NOW, 60, 5, None) == []
     await runner.claimer.close()
-    locker.close()
-    assert seen == [True] and len(batch) == 2
+    assert lock.seen == [True] and len(batch) == 2
     assert set(states(herald.store).values()) == {"sending/None"}
 
 
