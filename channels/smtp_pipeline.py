@@ -81,13 +81,18 @@ class _ReplyReader(asyncio.Protocol):
         while not self._replies:
             if self._error is not None:
                 raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # a timer handle, not asyncio.wait_for: its second future and callbacks cost ~5 us a reply
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                await waiter
             except TimeoutError as exc:
                 raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         return self._replies.popleft()
 
     def _fail(self, exc: BaseException) -> None:
@@ -98,6 +103,11 @@ class _ReplyReader(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _take_reply(buffer: bytearray) -> SMTPResponse | None:
@@ -165,9 +175,26 @@ async def _exchange(
         if len(replies) == 3 and replies[2].code == 354:
             await _end_empty_message(smtp, reader, transport)
         return refusal
-    transport.write(_PERIOD.sub(b"..", normalize_message_line_endings(data)) + b".\r\n")
+    transport.write(_wire_message(data))
     final = await reader.next_reply(smtp.timeout)
     return final.message if final.code == 250 else aiosmtplib.SMTPDataError(final.code, final.message)
+
+
+def _wire_message(data: bytes) -> bytes:
+    """``data`` as aiosmtplib's ``data`` sends it: lone CR and LF made CRLF, a CRLF at the end, lines
+    starting with a dot stuffed, then the end marker. The two regex substitutions cost about 45 us per
+    2.5 KB message; a message that is CRLF throughout and starts no line with a dot (every one the
+    renderer makes, unless the text has such a line) comes out unchanged, so it is checked for that
+    with a few byte counts instead (about 5x cheaper) and sent as it is."""
+    crlf = data.count(b"\r\n")
+    if (
+        crlf == data.count(b"\n") == data.count(b"\r")
+        and data.endswith(b"\r\n")
+        and not data.startswith(b".")
+        and b"\n." not in data
+    ):
+        return data + b".\r\n"
+    return _PERIOD.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
 
 
 async def _envelope_replies(
