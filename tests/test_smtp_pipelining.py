@@ -13,26 +13,16 @@ import pytest
 from conftest import Peers
 from scripted_smtp import RecordingProxy, Replies, ScriptedSmtp
 from test_announce_cli import announce, setup
+from test_email_channel import NOTICE, settings
 
 from bot.standins.smtp import SmtpStandIn
-from channels.base import Notice, PermanentError, Recipient, TransientError
-from channels.email import EmailChannel, EmailSettings
-
-NOTICE = Notice("n-1", "maintenance", "Patch Tuesday", "Servers reboot at 22:00 CET.", mandatory=False)
+from channels.base import PermanentError, Recipient, TransientError
+from channels.email import EmailChannel
 
 
 def channel_for(port: int, **overrides: object) -> EmailChannel:
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "security": "none",
-        "from_address": "Herald <herald@example.com>",
-        "max_connections": 1,
-        "timeout": 5.0,
-        "local_hostname": "herald.test",
-    }
-    values.update(overrides)
-    return EmailChannel(EmailSettings(**values))  # type: ignore[arg-type]
+    """One connection, so every message of a test takes the same (recorded) session."""
+    return EmailChannel(settings(port, **{"max_connections": 1, **overrides}))
 
 
 def person(i: int) -> Recipient:
