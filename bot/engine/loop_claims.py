@@ -19,21 +19,17 @@ Either returns ``None`` (nothing claimed) when the claim should go the thread wa
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from bot.engine import ledger
 from bot.engine.ledger import Claimed
-from bot.engine.loop_writes import driver_transaction, is_busy, loop_connection
+from bot.engine.loop_writes import PgLoopConnection, driver_transaction, is_busy, loop_connection
 from bot.store import Store, discard
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = logging.getLogger("herald.dispatcher")
 
@@ -94,8 +90,7 @@ class PgLoopClaimer:
     """Claims with psycopg's async connection, one statement each, in autocommit."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
-        self.connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.pg = PgLoopConnection(store)
 
     async def claim(
         self, channel: str, worker: str, now: float, lease: float, limit: int, cap: int | None
@@ -106,9 +101,7 @@ class PgLoopClaimer:
 
         statement, parameters = ledger.pg_claim(channel, worker, now, lease, limit)
         try:
-            if self.connection is None or self.connection.closed:
-                self.connection = await psycopg.AsyncConnection.connect(self.store.libpq_url, autocommit=True)
-            cursor = await self.connection.execute(statement.encode(), parameters)
+            cursor = await self.pg.execute(statement, parameters)
             rows = await cursor.fetchall()
         except psycopg.Error as exc:
             # Autocommit: the statement either ran or not. If it ran, its rows are leased to this worker
@@ -119,9 +112,4 @@ class PgLoopClaimer:
         return ledger.claimed_batch(channel, rows, now)
 
     async def close(self) -> None:
-        if self.connection is not None:
-            import psycopg
-
-            connection, self.connection = self.connection, None
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
+        await self.pg.close()

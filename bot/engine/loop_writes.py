@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -150,13 +150,38 @@ def _busy_code(orig: object) -> bool:
     return "locked" in str(orig)
 
 
+class PgLoopConnection:
+    """One psycopg async connection in autocommit, opened on first use and again after ``close``.
+    PostgreSQL only: a SQLite deployment never loads the driver. Errors are the caller's."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    async def execute(
+        self, statement: str, parameters: tuple[Any, ...]
+    ) -> psycopg.AsyncCursor[tuple[object, ...]]:
+        import psycopg
+
+        if self.connection is None or self.connection.closed:
+            self.connection = await psycopg.AsyncConnection.connect(self.store.libpq_url, autocommit=True)
+        return await self.connection.execute(statement.encode(), parameters)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            import psycopg
+
+            connection, self.connection = self.connection, None
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+
+
 class PgLoopWriter:
     """Writes outcome groups with psycopg's async connection, one statement each, in autocommit."""
 
     def __init__(self, store: Store, worker: str) -> None:
-        self.store = store
         self.worker = worker
-        self.connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.pg = PgLoopConnection(store)
 
     async def record(self, outcomes: Sequence[Outcome]) -> bool:
         if any(o.suppress for o in outcomes):
@@ -165,9 +190,7 @@ class PgLoopWriter:
 
         statement, parameters = ledger.pg_record(outcomes, self.worker)
         try:
-            if self.connection is None or self.connection.closed:
-                self.connection = await psycopg.AsyncConnection.connect(self.store.libpq_url, autocommit=True)
-            await self.connection.execute(statement.encode(), parameters)
+            await self.pg.execute(statement, parameters)
         except psycopg.Error as exc:
             # The statement either ran or not; both ways the thread path's write is right (it sets the
             # same values, and only where this worker still holds the lease).
@@ -177,9 +200,4 @@ class PgLoopWriter:
         return True
 
     async def close(self) -> None:
-        if self.connection is not None:
-            import psycopg
-
-            connection, self.connection = self.connection, None
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
+        await self.pg.close()
