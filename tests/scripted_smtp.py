@@ -11,17 +11,22 @@ answered (3 with ``hold``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Replies:
-    """One transaction's replies; ``None`` closes the connection instead of answering."""
+    """One transaction's replies; ``None`` closes the connection instead of answering. The server awaits
+    ``before_replies()`` before answering the envelope and ``before_final()`` before the final reply
+    (a test holds a reply back with an event's ``wait``, or moves an injected clock on)."""
 
     mail: str | None = "250 2.1.0 Ok"
     rcpt: str | None = "250 2.1.5 Ok"
     data: str | None = "354 End data with <CR><LF>.<CR><LF>"
     final: str | None = "250 2.0.0 Ok: queued"
+    before_replies: Callable[[], Awaitable[object]] | None = None
+    before_final: Callable[[], Awaitable[object]] | None = None
 
 
 @dataclass
@@ -84,6 +89,8 @@ class ScriptedSmtp:
                 lines.append(await reader.readline())
                 self.commands.append(lines[-1].decode().strip())
         self.held.append(len(lines))
+        if replies.before_replies is not None:
+            await replies.before_replies()
         for index, reply in enumerate((replies.mail, replies.rcpt, replies.data)):
             if index >= len(lines):
                 lines.append(await reader.readline())
@@ -96,10 +103,13 @@ class ScriptedSmtp:
                 return False
         if replies.data is not None and replies.data.startswith("354"):
             self.bodies.append(await _body(reader))
+            if replies.before_final is not None:
+                await replies.before_final()
             if replies.final is None:
                 return False
             writer.write(replies.final.encode() + b"\r\n")
             await writer.drain()
+            return not replies.final.startswith("421")
         return True
 
 
