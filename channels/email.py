@@ -9,6 +9,13 @@ server's reply to DATA, or raises a :class:`DeliveryError` classified by
 :mod:`channels.smtp_classify`; nothing else escapes it (a ``prepared`` that did not come from
 ``prepare`` is a bug: ``TypeError``).
 
+When a pipelined transaction waits for its envelope replies on a connection whose last end of data
+was answered within 20 ms, the next send rides with it instead of taking a connection: its envelope
+goes out in the same write as that transaction's message, and it gets the connection after that
+message's final reply (:mod:`channels.smtp_pipeline`, "Riders"). Riders hold a ``max_connections``
+permit like every send, and their message is only written after their own ``354``, so the number
+of messages that may go twice after a kill -9 stays bounded by ``max_connections``.
+
 Connections: at most ``max_connections``, opened lazily and reused most-recent-first.
 A connection that answered 421, was dropped, timed out or was cancelled mid-transaction
 is discarded, and a new one is opened by the next send. One left idle longer than
@@ -42,7 +49,7 @@ from channels.email_render import (
     prepare_email,
 )
 from channels.smtp_classify import classify_smtp_exception, drops_connection
-from channels.smtp_pipeline import pipelined_transaction
+from channels.smtp_pipeline import Seats, Turn, pipelined_transaction
 from channels.templating import Templates
 from channels.verp import Verp
 
@@ -183,28 +190,48 @@ class SmtpPool:
         self._busy = 0  # connections checked out for a send
         self._tls_context: ssl.SSLContext | None = None
         self._closed = False
+        self._seats = Seats(clock)
 
     async def sendmail(self, sender: str, recipient: str, data: bytes) -> str:
         """Send ``data`` from ``sender`` to ``recipient``; the DATA reply, or a DeliveryError."""
         if self._closed:
             raise TransientError("unknown", "email channel is closed")
         async with self._slots:
-            smtp = await self._checkout()
-            self._busy += 1
+            turn = await self._ride(sender, recipient, data)
+            if turn is None:
+                turn = Turn(await self._checkout(), self._seats)
+                self._busy += 1
             try:
-                message = await _transaction(smtp, sender, recipient, data, self.settings.pipelining)
+                message = await _transaction(turn, sender, recipient, data, self.settings.pipelining)
             except (aiosmtplib.SMTPException, OSError) as exc:
-                self._checkin(smtp, reuse=not drops_connection(exc))
+                self._checkin(turn, reuse=not drops_connection(exc))
                 raise classify_smtp_exception(exc) from exc
             except ValueError as exc:  # aiosmtplib refused an address before sending anything
-                self._checkin(smtp, reuse=True)
+                self._checkin(turn, reuse=True)
                 raise PermanentError("invalid_address", str(exc), suppress=True) from exc
             except BaseException:  # cancelled mid-transaction: the session state is unknown
                 self._busy -= 1
-                smtp.close()
+                turn.smtp.close()
                 raise
-            self._checkin(smtp, reuse=True)
+            self._checkin(turn, reuse=True)
         return f"250 {message}".strip()
+
+    async def _ride(self, sender: str, recipient: str, data: bytes) -> Turn | None:
+        """The connection handed over by a pipelined transaction that carried this message's envelope
+        with its own message; None when no seat was open or the host could not hand it over."""
+        unsafe = _UNSAFE_ADDRESS.search(sender) or _UNSAFE_ADDRESS.search(recipient)
+        if not self.settings.pipelining or unsafe:
+            return None  # an unsafe address is refused on the usual path, with its usual outcome
+        if (host := self._seats.take()) is None:
+            return None
+        mail, rcpt = _envelope(host.smtp, sender, recipient, data)
+        boarded = host.board(mail + rcpt + b"DATA\r\n")
+        try:
+            return await boarded
+        except BaseException:
+            if host.leave(boarded):  # cancelled although it held the connection, now closed
+                self._busy -= 1
+            raise
 
     async def trim(self, most: int) -> None:
         """Say QUIT on the longest-idle connections until at most ``most`` are open (busy included)."""
@@ -229,8 +256,11 @@ class SmtpPool:
             return smtp
         return await self._open()
 
-    def _checkin(self, smtp: aiosmtplib.SMTP, *, reuse: bool) -> None:
+    def _checkin(self, turn: Turn, *, reuse: bool) -> None:
+        if turn.handed_over:  # the rider has it now, busy
+            return
         self._busy -= 1
+        smtp = turn.smtp
         if reuse and smtp.is_connected and not self._closed:
             self._idle.append((smtp, self._clock()))
         else:
@@ -282,32 +312,30 @@ class SmtpPool:
             smtp.close()
 
 
-async def _transaction(
-    smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes, pipelining: bool
-) -> str:
+async def _transaction(turn: Turn, sender: str, recipient: str, data: bytes, pipelining: bool) -> str:
     """MAIL, RCPT and DATA for one recipient; the DATA reply's text. Like aiosmtplib's ``sendmail``
     (RSET after a refusal) without its four ``parseaddr`` calls per message: the addresses are plain
     ``local@domain`` already (``personalise``, ``parse_mailbox``, VERP), checked here only for what
-    could break the command line. ``data`` has CRLF line endings, so its length is its SIZE. With
-    ``pipelining`` and a server that offers it, the three commands go out together
-    (:mod:`channels.smtp_pipeline`), with the same outcomes."""
+    could break the command line. With ``pipelining`` and a server that offers it, the three commands
+    go out together (:mod:`channels.smtp_pipeline`), with the same outcomes; a rider's went out with
+    the message before it (``turn.reader`` is set)."""
+    if turn.reader is not None:
+        return await pipelined_transaction(turn, None, data, sender=sender, recipient=recipient)
+    smtp = turn.smtp
     if _UNSAFE_ADDRESS.search(sender) or _UNSAFE_ADDRESS.search(recipient):
         raise ValueError(f"address not permitted in an SMTP command: {recipient!r} from {sender!r}")
     if smtp.is_ehlo_or_helo_needed:
         await _greet(smtp)
-    mail = b"MAIL FROM:<%s>" % sender.encode("ascii")
-    if smtp.supports_extension("size"):
-        mail += b" SIZE=%d" % len(data)
-    rcpt = b"RCPT TO:<%s>" % recipient.encode("ascii")
+    mail, rcpt = _envelope(smtp, sender, recipient, data)
     if pipelining and smtp.supports_extension("pipelining"):
         return await pipelined_transaction(
-            smtp, mail + b"\r\n", rcpt + b"\r\n", data, sender=sender, recipient=recipient
+            turn, mail + rcpt + b"DATA\r\n", data, sender=sender, recipient=recipient
         )
     try:
-        reply = await smtp.execute_command(mail)
+        reply = await smtp.execute_command(mail[:-2])
         if reply.code != 250:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        reply = await smtp.execute_command(rcpt)
+        reply = await smtp.execute_command(rcpt[:-2])
         if reply.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
         reply = await smtp.data(data)
@@ -316,6 +344,15 @@ async def _transaction(
             await smtp.rset()
         raise
     return reply.message
+
+
+def _envelope(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> tuple[bytes, bytes]:
+    """The MAIL and RCPT command lines (CRLF ended) for addresses already checked. ``data`` has CRLF
+    line endings, so its length is its SIZE."""
+    mail = b"MAIL FROM:<%s>" % sender.encode("ascii")
+    if smtp.supports_extension("size"):
+        mail += b" SIZE=%d" % len(data)
+    return mail + b"\r\n", b"RCPT TO:<%s>\r\n" % recipient.encode("ascii")
 
 
 async def _greet(smtp: aiosmtplib.SMTP) -> None:

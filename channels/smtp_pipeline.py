@@ -16,6 +16,26 @@ trips instead of four. It raises exactly what the one-command-at-a-time path rai
   (a ``421`` followed by the server hanging up is the refusal); a reply slower than the timeout is
   :class:`aiosmtplib.SMTPReadTimeoutError` (the caller drops the connection).
 
+Riders: RFC 2920 lets the message (ending in ``.``) be followed in the same write by the next
+transaction's ``MAIL``/``RCPT``/``DATA``. While a transaction (a :class:`Turn`) waits for its three
+envelope replies, its connection offers a seat in the pool's :class:`Seats`; a send that takes it
+(:meth:`Turn.board`) hands over its command bytes and waits. At ``354`` the seat closes and the message,
+its end and the rider's commands go out in one write; the rider's turn then offers the next seat at
+once. After its own final reply the host passes the connection (reader still installed) to the rider,
+which reads its three replies and goes on like any pipelined transaction: in steady state one write
+and one read per message. The rider is told "not boarded" and sends on its own when the host's
+envelope is refused, the host is cancelled, its final reply is ``421`` or the connection is lost
+before the hand-over: its envelope may have gone into a dead session but no message of it was
+written, so nothing was delivered. A refused message with a rider aboard is not followed by RSET
+(the rider's transaction has begun); the connection is handed over. A rider cancelled before its
+commands went out leaves the seat; after, the host closes the connection instead of handing it over.
+Seats are offered only on a connection whose last end of data was answered within
+:data:`FAST_END_OF_DATA` (none before the first is measured): behind a slow relay a rider would wait
+for it instead of going out on another connection. A rider's message is written only after its own
+``354``, i.e. after the host's final reply, and riders hold the pool's permits like any send, so no
+more messages than ``max_connections`` are ever written and unanswered at once (what may go twice
+after a kill -9 is bounded as before).
+
 aiosmtplib has no pipelining, and its protocol keeps a single reply waiter (replies arriving
 together would be lost), so for the length of the transaction the transport's protocol is swapped
 (``transport.set_protocol``) for :class:`_ReplyReader`, which queues every complete reply and hands
@@ -28,24 +48,143 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["pipelined_transaction"]
+__all__ = ["FAST_END_OF_DATA", "Seats", "Turn", "pipelined_transaction"]
 
 _PERIOD = re.compile(rb"(?m)^\.")
 _MAX_REPLY = 8192 * 4  # as aiosmtplib: a reply may not exceed this (bounds a babbling server)
+
+
+# A seat is offered only on a connection whose last end of data was answered within this many seconds.
+# Behind a relay that scans the content before it accepts (100s of ms), a rider would wait for the scan
+# instead of going out at once on another connection; a fast relay answers within a few ms even with
+# a busy event loop adding its delay to the measurement.
+FAST_END_OF_DATA = 0.020
+
+
+class Seats:
+    """A pool's seats open for boarding, and each connection's last end-of-data time (``clock``)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._open: dict[Turn, None] = {}  # an ordered set
+        self._end_of_data: weakref.WeakKeyDictionary[aiosmtplib.SMTP, float] = weakref.WeakKeyDictionary()
+
+    def take(self) -> Turn | None:
+        """The turn of an open seat without a rider, taken off the list; None when there is none."""
+        return self._open.popitem()[0] if self._open else None
+
+    def measured(self, smtp: aiosmtplib.SMTP, seconds: float) -> None:
+        self._end_of_data[smtp] = seconds
+
+    def offer(self, turn: Turn) -> bool:
+        """List ``turn``'s seat when its connection is fast; whether it did."""
+        seconds = self._end_of_data.get(turn.smtp)
+        if seconds is None or seconds > FAST_END_OF_DATA:
+            return False
+        self._open[turn] = None
+        return True
+
+    def withdraw(self, turn: Turn) -> None:
+        self._open.pop(turn, None)
+
+
+class Turn:
+    """One transaction's hold on a connection; see the module docstring on riders. ``reader`` is set
+    while pipelined transactions run; ``handed_over`` turns true when the connection went to the rider."""
+
+    def __init__(self, smtp: aiosmtplib.SMTP, seats: Seats, reader: _ReplyReader | None = None) -> None:
+        self.smtp, self.seats, self.reader = smtp, seats, reader
+        self.handed_over = False
+        self._seat_open = False
+        self._rider: asyncio.Future[Turn | None] | None = None
+        self._commands = b""
+        self._next: Turn | None = None  # the rider's turn, once its envelope is written
+
+    def board(self, commands: bytes) -> asyncio.Future[Turn | None]:
+        """Ride on this turn (taken from :meth:`Seats.take`): ``commands`` go out with its message. The
+        future gives the rider's own turn once this one has its final reply, or None: not boarded."""
+        self._rider = asyncio.get_running_loop().create_future()
+        self._commands = commands
+        return self._rider
+
+    def leave(self, boarded: asyncio.Future[Turn | None]) -> bool:
+        """The rider waiting on ``boarded`` was cancelled. True when it had been handed the connection
+        (now closed; the caller gives up its place); a rider not yet written frees the seat."""
+        if boarded.done() and not boarded.cancelled():
+            mine = boarded.result()
+            if mine is not None:
+                mine.drop()
+            return mine is not None
+        if self._rider is boarded and self._next is None:
+            self._rider = None
+            if self._seat_open:
+                self.seats.offer(self)
+        return False
+
+    def offer_seat(self) -> None:
+        if self._rider is None:
+            self._seat_open = self.seats.offer(self)
+
+    def close_seat(self) -> bytes:
+        """No more boarding; the commands of a rider still waiting (b"" when there is none)."""
+        self._seat_open = False
+        self.seats.withdraw(self)
+        if self._rider is not None and self._rider.cancelled():
+            self._rider = None
+        return b"" if self._rider is None else self._commands
+
+    def seat_rider(self) -> None:
+        """The rider's envelope went out with this turn's message: its turn starts and offers a seat."""
+        if self._rider is not None:
+            self._next = Turn(self.smtp, self.seats, self.reader)
+            self._next.offer_seat()
+
+    def hand_over(self) -> None:
+        """This turn has its final reply (not 421): the connection goes on to the rider. A rider that
+        was cancelled after its envelope went out leaves the session in an unknown state: closed."""
+        if self._rider is None or self._next is None:
+            return
+        if self._rider.cancelled():
+            self.drop()
+        else:
+            self.handed_over = True
+            self._rider.set_result(self._next)
+
+    def abandon(self) -> None:
+        """The connection will not go on to a rider (nor to its rider's rider): they send on their own."""
+        self.close_seat()
+        rider, self._rider = self._rider, None
+        if rider is not None and not rider.done():
+            rider.set_result(None)
+        if self._next is not None:
+            self._next.abandon()
+
+    def restore(self) -> None:
+        """aiosmtplib's protocol back on the transport."""
+        if self.reader is not None and self.smtp.transport is not None:
+            self.smtp.transport.set_protocol(self.reader.owner)
+
+    def drop(self) -> None:
+        """Give the connection up: no rider, aiosmtplib's protocol back, closed."""
+        self.abandon()
+        self.restore()
+        self.smtp.close()
 
 
 class _ReplyReader(asyncio.Protocol):
     """The transport's protocol while a pipelined transaction runs: every complete reply is queued."""
 
     def __init__(self, owner: SMTPProtocol) -> None:
-        self._owner = owner
+        self.owner = owner
         self._buffer = bytearray()
         self._replies: deque[SMTPResponse] = deque()
         self._error: BaseException | None = None
@@ -68,13 +207,13 @@ class _ReplyReader(asyncio.Protocol):
         lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
         lost.__cause__ = exc
         self._fail(lost)
-        self._owner.connection_lost(exc)  # aiosmtplib's state follows, as if it had been listening
+        self.owner.connection_lost(exc)  # aiosmtplib's state follows, as if it had been listening
 
     def pause_writing(self) -> None:
-        self._owner.pause_writing()
+        self.owner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._owner.resume_writing()
+        self.owner.resume_writing()
 
     async def next_reply(self, timeout: float | None) -> SMTPResponse:
         """The next reply in order; raises the connection's failure once the queue is empty."""
@@ -132,51 +271,65 @@ def _take_reply(buffer: bytearray) -> SMTPResponse | None:
 
 
 async def pipelined_transaction(
-    smtp: aiosmtplib.SMTP, mail: bytes, rcpt: bytes, data: bytes, *, sender: str, recipient: str
+    turn: Turn, commands: bytes | None, data: bytes, *, sender: str, recipient: str
 ) -> str:
-    """Send ``mail`` and ``rcpt`` (whole command lines with CRLF) and DATA together, then ``data``;
-    the final reply's text. Raises as the module docstring says. The server must offer PIPELINING."""
-    # a cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
-    protocol, transport = smtp.protocol, cast(asyncio.Transport | None, smtp.transport)
-    if protocol is None or transport is None or transport.is_closing():
-        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-    reader = _ReplyReader(protocol)
-    transport.set_protocol(reader)
+    """Send ``commands`` (MAIL, RCPT and DATA lines; None when they rode with the message before),
+    then ``data``; the final reply's text. Raises as the module docstring says. The server must offer
+    PIPELINING. ``turn.handed_over`` tells afterwards whether the connection went on to a rider."""
+    smtp = turn.smtp
+    if turn.reader is None:
+        # a cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        protocol, transport = smtp.protocol, cast(asyncio.Transport | None, smtp.transport)
+        if protocol is None or transport is None or transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        turn.reader = _ReplyReader(protocol)
+        transport.set_protocol(turn.reader)
     try:
-        outcome = await _exchange(smtp, reader, transport, mail + rcpt + b"DATA\r\n", data, sender, recipient)
+        outcome = await _exchange(turn, commands, data, sender, recipient)
     except BaseException:  # cut off mid-exchange: what the server has read or will answer is unknown
-        transport.set_protocol(protocol)
-        smtp.close()
+        turn.drop()
         raise
-    transport.set_protocol(protocol)
+    if not turn.handed_over:
+        turn.restore()
     if isinstance(outcome, str):
         return outcome
-    if outcome.code == 421:
-        smtp.close()
-    elif smtp.is_connected:
-        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
-            await smtp.rset()
+    if not turn.handed_over:
+        if outcome.code == 421:
+            smtp.close()
+        elif smtp.is_connected:
+            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+                await smtp.rset()
     raise outcome
 
 
 async def _exchange(
-    smtp: aiosmtplib.SMTP,
-    reader: _ReplyReader,
-    transport: asyncio.Transport,
-    commands: bytes,
-    data: bytes,
-    sender: str,
-    recipient: str,
+    turn: Turn, commands: bytes | None, data: bytes, sender: str, recipient: str
 ) -> str | aiosmtplib.SMTPResponseException:
     """The final reply's text, or the refusal to raise once the reader is gone."""
-    replies = await _envelope_replies(smtp, reader, transport, commands)
+    smtp, reader = turn.smtp, cast(_ReplyReader, turn.reader)
+    transport = cast(asyncio.Transport, smtp.transport)
+    if commands is not None:
+        transport.write(commands)
+    turn.offer_seat()
+    try:
+        replies = await _envelope_replies(smtp, reader)
+    finally:
+        rider = turn.close_seat()
     refusal = _refusal(replies, sender, recipient)
     if refusal is not None:
+        turn.abandon()
         if len(replies) == 3 and replies[2].code == 354:
             await _end_empty_message(smtp, reader, transport)
         return refusal
-    transport.write(_wire_message(data))
+    transport.write(_wire_message(data) + rider)  # the rider's envelope, if any, in the same write
+    turn.seat_rider()
+    started = turn.seats.clock()
     final = await reader.next_reply(smtp.timeout)
+    turn.seats.measured(smtp, turn.seats.clock() - started)
+    if final.code == 421:
+        turn.abandon()
+    else:
+        turn.hand_over()
     return final.message if final.code == 250 else aiosmtplib.SMTPDataError(final.code, final.message)
 
 
@@ -197,12 +350,9 @@ def _wire_message(data: bytes) -> bytes:
     return _PERIOD.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
 
 
-async def _envelope_replies(
-    smtp: aiosmtplib.SMTP, reader: _ReplyReader, transport: asyncio.Transport, commands: bytes
-) -> list[SMTPResponse]:
+async def _envelope_replies(smtp: aiosmtplib.SMTP, reader: _ReplyReader) -> list[SMTPResponse]:
     """The replies to MAIL, RCPT and DATA, fewer when one is 421 or the connection is lost after a
     refusal (the refusal is then the outcome)."""
-    transport.write(commands)
     replies: list[SMTPResponse] = []
     try:
         while len(replies) < 3:
