@@ -315,27 +315,10 @@ def sqlite_outcomes(outcomes: Sequence[Outcome], worker: str) -> list[tuple[str,
 def _sqlite_row(o: Outcome, worker: str) -> tuple[Any, ...]:
     """_RECORD_SQL's parameters for ``o`` (:func:`_record_row`'s values, unpacked in one step: one row
     per send); ``sent_by`` is ``worker`` for a send."""
-    id_, _, _, state, at, _, reason, detail, provider_id, due_at, _, _, waits = o
-    throttle, retry, down, took = waits
+    id_, _, _, state, at, _, why, note, pid, due, _, _, (throttle, retry, down, took) = o
     sent_at, sent_by = (at, worker) if state in _SENT_STATES else (None, None)
-    detail = (detail or "")[:1000] or None
-    due_at = at if due_at is None else due_at
-    return (
-        state,
-        reason,
-        detail,
-        provider_id,
-        sent_at,
-        due_at,
-        at,
-        sent_by,
-        throttle,
-        retry,
-        down,
-        took,
-        id_,
-        worker,
-    )
+    note, due = (note or "")[:1000] or None, at if due is None else due
+    return state, why, note, pid, sent_at, due, at, sent_by, throttle, retry, down, took, id_, worker
 
 
 def _insert_ignore(on_sqlite: bool, table: Any, keys: list[str]) -> Any:
