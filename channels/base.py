@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 _DELTA_SECONDS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
 
@@ -136,9 +136,9 @@ class PermanentError(DeliveryError):
         self.suppress = suppress
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """Who one message goes to: the address for the channel and the bits templates personalise."""
+class Recipient(NamedTuple):
+    """Who one message goes to: the address for the channel and the bits templates personalise
+    (a tuple: one is made per message sent)."""
 
     address: str
     name: str = ""

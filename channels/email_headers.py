@@ -78,6 +78,9 @@ def format_mailbox(field: str, name: str, address: str) -> bytes:
 
     ``address`` must already be normalised (:func:`normalize_address`).
     """
+    if len(name) <= _MAX_NAME and "=?" not in name and _PHRASE.fullmatch(name):
+        # A plain phrase (most names) is its own cleaned, shortened form and needs no quotes.
+        return _mailbox_line(field, name, address)
     name = shorten(clean_header_text(name), _MAX_NAME)
     if not name:
         return f"{field}: {address}\r\n".encode("ascii")
@@ -85,6 +88,10 @@ def format_mailbox(field: str, name: str, address: str) -> bytes:
         phrase = name if _PHRASE.fullmatch(name) else _quoted(name)
     else:
         phrase = "\r\n ".join(encoded_words(name))
+    return _mailbox_line(field, phrase, address)
+
+
+def _mailbox_line(field: str, phrase: str, address: str) -> bytes:
     last_line = phrase.rpartition("\n")[2]
     separator = "\r\n " if len(field) + len(last_line) + len(address) > 73 else " "
     return f"{field}: {phrase}{separator}<{address}>\r\n".encode("ascii")

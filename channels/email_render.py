@@ -69,6 +69,7 @@ __all__ = [
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # C0, C1, bidi
 _ID_LEFT = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
 _ID_CHAR = re.compile(r"[A-Za-z0-9_+.-]")
+_HTML_SPECIAL = re.compile("[&<>\"']")  # what markupsafe's escape replaces
 _LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 _SEVERITY_COLORS = {
     "critical": "#b42318",
@@ -347,11 +348,10 @@ def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> list[bytes]:
         else (prepared.text_unlinked, prepared.html_unlinked)
     )
     if text.links_only and html.links_only:  # the common case, kept to one join per part
-        return [
-            _qp_link(url).join(text.pieces),
-            prepared.between,
-            _qp_link(str(escape(url))).join(html.pieces),
-        ]
+        link = _qp_link(url)
+        # HTML-escaping a link without &<>"' leaves it as it is (signed links never have them).
+        html_link = _qp_link(str(escape(url))) if _HTML_SPECIAL.search(url) else link
+        return [link.join(text.pieces), prepared.between, html_link.join(html.pieces)]
     name, confirm = clean_header_text(to.name), clean_url(to.confirm_url)
     text_values = {"unsubscribe": _qp_link(url), "confirm": _qp_link(confirm), "name": _qp_value(name)}
     html_values = {

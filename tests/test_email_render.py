@@ -306,6 +306,20 @@ def test_format_mailbox_quotes_and_folds() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("Ann  Lee", b"To: Ann Lee <a@example.com>\r\n"),  # cleaned first: runs of spaces become one
+        ("x" * 200, b"To: " + b"x" * 200 + b"\r\n <a@example.com>\r\n"),  # plain, folded before the address
+        ("x" * 201, b'To: "' + b"x" * 197 + b'..."\r\n <a@example.com>\r\n'),  # shortened, hence quoted
+        ("a=?b", b"To: =?utf-8?b?YT0/Yg==?= <a@example.com>\r\n"),  # would read as an encoded word
+        ("Ann\u202e Lee", b"To: Ann Lee <a@example.com>\r\n"),  # bidi override dropped
+    ],
+)
+def test_format_mailbox_plain_names_as_cleaned_ones(name: str, line: bytes) -> None:
+    assert format_mailbox("To", name, "a@example.com") == line
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [
         ("from_address", "not an address"),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from bot.app import Herald
 from bot.clock import ManualClock
 from bot.config import load_settings
 from bot.directory.audience import parse_audience
@@ -26,12 +27,20 @@ from bot.engine.create import (
     new_notification_id,
 )
 from bot.engine.forecast import ChannelLoad, drain_seconds, forecast
+from bot.engine.health import Breaker, Outage
 from bot.engine.ledger import Claimed
 from bot.engine.outcomes import RetryPolicy, backoff, decide
-from bot.engine.shares import fair_share
+from bot.engine.shares import Slots, fair_share
 from bot.engine.throttle import Pacer
 from bot.store import Store
-from channels.base import DeliveryError, PermanentError, Receipt, TransientError, UncertainError
+from channels.base import (
+    ChannelDownError,
+    DeliveryError,
+    PermanentError,
+    Receipt,
+    TransientError,
+    UncertainError,
+)
 
 NOW = 1_800_000_000.0
 ITEM = Claimed(
@@ -187,10 +196,32 @@ async def test_unlimited_pacer_never_waits_but_honours_back_pressure(store: Stor
     pacer = Pacer(store, "email", rate=0, burst=0, clock=clock)
     for _ in range(100):
         await pacer.take()
-    assert clock.now() == NOW
+    assert clock.now() == NOW and pacer.clear()  # the runner skips take() while clear
     await pacer.pause(2)
+    assert not pacer.clear()
     await pacer.take()
-    assert clock.now() == pytest.approx(NOW + 2)
+    assert clock.now() == pytest.approx(NOW + 2) and pacer.clear()
+    assert not Pacer(store, "email", rate=10, burst=0, clock=clock).clear()  # throttled: always take()
+
+
+def test_slots_are_taken_at_once_only_while_free() -> None:
+    slots = Slots(2)
+    assert slots.take() and slots.take() and not slots.take()
+    slots.release()
+    assert slots.take() and slots.held == 2
+    slots.resize(3)
+    assert slots.take() and not slots.take() and slots.held == 3
+
+
+def test_the_breaker_observes_only_outages_probes_and_channel_down_errors(store: Store) -> None:
+    breaker = Breaker(Herald(load_settings(), store, ManualClock(NOW)), "email")
+    sent, refused = Receipt("id"), PermanentError("rejected_recipient")
+    assert not breaker.concerned(1, sent) and not breaker.concerned(1, refused)
+    assert breaker.concerned(1, ChannelDownError("auth", "535"))
+    breaker.probing = 1
+    assert breaker.concerned(1, sent) and not breaker.concerned(2, sent)
+    breaker.probing, breaker.outage = None, Outage("email", NOW, "auth", "535", NOW + 2)
+    assert breaker.concerned(2, sent)
 
 
 async def test_back_pressure_reaches_unthrottled_workers_through_the_database(store: Store) -> None:

@@ -210,6 +210,10 @@ class Breaker:
         await self.refresh()  # another dispatcher probes
         return PROBE_FIRST
 
+    def concerned(self, delivery_id: int, result: Receipt | DeliveryError) -> bool:
+        """Whether :meth:`observe` has anything to do with this send's result (most sends: no)."""
+        return self.outage is not None or delivery_id == self.probing or isinstance(result, ChannelDownError)
+
     async def observe(self, delivery_id: int, result: Receipt | DeliveryError) -> None:
         """Open the breaker on a channel-down error; close it when the channel answers."""
         was_probe = delivery_id == self.probing

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, and_, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,8 +43,9 @@ def announce_work(store: Store, connection: Any, channels: Iterable[str]) -> Non
         connection.execute(select(func.pg_notify(WORK_CHANNEL, ",".join(sorted(set(channels))))))
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
+    """One leased delivery as its claim returned it (a tuple: claims make hundreds a second)."""
+
     id: int
     notification_id: str
     person_id: str
@@ -101,19 +102,17 @@ def pg_claim(channel: str, worker: str, now: float, lease: float, limit: int) ->
     return _PG_CLAIM_SQL, (worker, now + lease, now, now, channel, now, limit, channel, day_of(now))
 
 
-def claimed_batch(channel: str, rows: Iterable[tuple[Any, ...]], now: float) -> list[Claimed]:
-    """Claim rows as :class:`Claimed`, earliest deadline first."""
-    claimed = [_claimed(channel, row, now) for row in rows]
-    claimed.sort(key=lambda item: (item.deadline, item.id))
-    return claimed
+def claimed_batch(channel: str, rows: Iterable[Sequence[Any]], now: float) -> list[Claimed]:
+    """Claim rows (id, notification, person, address, deadline, attempts, created_at, due_at, name,
+    language) as :class:`Claimed`, earliest deadline first."""
+    ordered = sorted(rows, key=_BY_DEADLINE)
+    return [
+        Claimed(id_, notice, person, channel, to, deadline, tries, created, name or "", lang or "", due, now)
+        for id_, notice, person, to, deadline, tries, created, due, name, lang in ordered
+    ]
 
 
-def _claimed(channel: str, row: tuple[Any, ...], now: float) -> Claimed:
-    """A claim row (id, notification, person, address, deadline, attempts, created_at, due_at, name,
-    language)."""
-    id_, notification_id, person_id, address, deadline, attempts, created_at, due_at, name, language = row
-    fields = (id_, notification_id, person_id, channel, address, deadline, attempts, created_at)
-    return Claimed(*fields, name or "", language or "", due_at, now)
+_BY_DEADLINE = itemgetter(4, 0)  # a claim row's (deadline, id)
 
 
 # PostgreSQL: lease, count towards the day's counter and fetch the names in one statement, one round
@@ -166,18 +165,18 @@ def sqlite_claim(
     """SQLite: claim rows with the person's name and language appended; ``execute`` runs one
     statement and returns its rows (inside the caller's transaction)."""
     parameters = (worker, now + lease, now, now, channel, now, limit)
-    claimed = [tuple(row) for row in execute(_SQLITE_CLAIM_SQL, parameters)]
+    claimed = list(execute(_SQLITE_CLAIM_SQL, parameters))
     if not claimed:
         return []
     execute(_SQLITE_COUNT_SQL, (channel, day_of(now), len(claimed)))
-    ids = json.dumps(sorted({row[2] for row in claimed}))
-    people = {row[0]: (row[1], row[2]) for row in execute(_SQLITE_NAMES_SQL, (ids,))}
-    return [(*row, *people.get(row[2], (None, None))) for row in claimed]
+    ids = json.dumps(list({row[2] for row in claimed}))
+    people = {person: (name, language) for person, name, language in execute(_SQLITE_NAMES_SQL, (ids,))}
+    nobody = (None, None)
+    return [(*row, *people.get(row[2], nobody)) for row in claimed]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one claimed delivery; ``state`` is its new state."""
+class Outcome(NamedTuple):
+    """What became of one claimed delivery; ``state`` is its new state (a tuple: one per send)."""
 
     delivery_id: int
     channel: str
@@ -270,11 +269,17 @@ def pg_record(outcomes: Sequence[Outcome], worker: str) -> tuple[str, tuple[Any,
 
 def _record_row(o: Outcome) -> tuple[Any, ...]:
     """(id, state, reason, detail, provider_id, sent_at, due_at, at, attempt, *waits) for the driver."""
-    detail = (o.detail or "")[:1000] or None
-    sent_at = o.at if o.state in ("sent", "delivered") else None
+    sent_at = o.at if o.state in _SENT_STATES else None
     due_at = o.due_at if o.due_at is not None else o.at
-    row = (o.delivery_id, o.state, o.reason, detail, o.provider_id, sent_at, due_at, o.at, o.attempt)
+    row = (o.delivery_id, o.state, o.reason, _detail(o), o.provider_id, sent_at, due_at, o.at, o.attempt)
     return row + o.waits
+
+
+_SENT_STATES = ("sent", "delivered")  # a send: its row gets sent_at (and sent_by)
+
+
+def _detail(o: Outcome) -> str | None:
+    return (o.detail or "")[:1000] or None
 
 
 def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
@@ -296,23 +301,24 @@ def _suppressions(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
 def sqlite_outcomes(outcomes: Sequence[Outcome], worker: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """SQLite: the executemany statements (text, rows) that record ``outcomes`` (no suppressions):
     the delivery rows, and the attempts (failures and retries)."""
-    rows = [_record_row(o) for o in outcomes]
-    statements = [(_RECORD_SQL, [_sqlite_row(row, worker) for row in rows])]
+    statements = [(_RECORD_SQL, [_sqlite_row(o, worker) for o in outcomes])]
     attempts = [
-        (id_, at, tried, why, note, pid, worker)
-        for id_, _, why, note, pid, _, _, at, tried, _, _, _, _ in rows
-        if tried not in ("released", "sent")
+        (o.delivery_id, o.at, o.attempt, o.reason, _detail(o), o.provider_id, worker)
+        for o in outcomes
+        if o.attempt not in ("released", "sent")
     ]
     if attempts:
         statements.append((_ATTEMPT_SQL, attempts))
     return statements
 
 
-def _sqlite_row(row: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
-    """_RECORD_SQL's parameters for one _record_row; ``sent_by`` is ``worker`` for a send."""
-    id_, state, why, note, pid, sent, due, at, _, throttle, retry, down, took = row
-    sent_by = None if sent is None else worker
-    return (state, why, note, pid, sent, due, at, sent_by, throttle, retry, down, took, id_, worker)
+def _sqlite_row(o: Outcome, worker: str) -> tuple[Any, ...]:
+    """_RECORD_SQL's parameters for ``o`` (:func:`_record_row`'s values, unpacked in one step: one row
+    per send); ``sent_by`` is ``worker`` for a send."""
+    id_, _, _, state, at, _, why, note, pid, due, _, _, (throttle, retry, down, took) = o
+    sent_at, sent_by = (at, worker) if state in _SENT_STATES else (None, None)
+    note, due = (note or "")[:1000] or None, at if due is None else due
+    return state, why, note, pid, sent_at, due, at, sent_by, throttle, retry, down, took, id_, worker
 
 
 def _insert_ignore(on_sqlite: bool, table: Any, keys: list[str]) -> Any:

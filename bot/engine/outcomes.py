@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from bot.engine.health import CHANNEL_DOWN
 from bot.engine.ledger import Claimed, Outcome
@@ -60,38 +59,59 @@ def decide(
 ) -> Outcome:
     """The outcome of one send of ``item``; ``urgent`` for a mandatory kind (see the module docstring).
     With ``before`` (what it waited before the send), the outcome carries the attempt's waits."""
-
-    def out(state: DeliveryState, attempt: str, **fields: Any) -> Outcome:
-        if before is not None:
-            fields["waits"] = attempt_waits(state, attempt, now, fields.get("due_at"), before)
-        return Outcome(
-            item.id,
-            item.channel,
-            item.address,
-            str(state),
-            now,
-            attempt,
-            notification_id=item.notification_id,
-            **fields,
-        )
-
     if isinstance(result, Receipt):
-        return out(DeliveryState.SENT, "sent", provider_id=result.provider_id, detail=result.detail)
+        sent = DeliveryState.SENT
+        return _out(item, now, before, sent, "sent", result.detail, provider_id=result.provider_id)
     if isinstance(result, PermanentError):
-        failed = {"reason": result.reason, "detail": result.detail, "suppress": result.suppress}
-        return out(DeliveryState.FAILED, "permanent", **failed)
+        failed, suppress = DeliveryState.FAILED, result.suppress
+        return _out(item, now, before, failed, "permanent", result.detail, result.reason, suppress=suppress)
     assert isinstance(result, TransientError)
     if isinstance(result, ChannelDownError):
-        return out(
-            DeliveryState.DEFERRED, "channel_down", reason=CHANNEL_DOWN, detail=str(result), due_at=now
-        )
+        deferred = DeliveryState.DEFERRED
+        return _out(item, now, before, deferred, "channel_down", str(result), CHANNEL_DOWN, due_at=now)
     if isinstance(result, UncertainError) and not urgent:
-        return out(DeliveryState.SENT, "uncertain", reason="uncertain", detail=result.detail)
+        return _out(item, now, before, DeliveryState.SENT, "uncertain", result.detail, "uncertain")
     attempt = "uncertain" if isinstance(result, UncertainError) else "transient"
-    why = {"reason": str(result.reason), "detail": result.detail}
+    reason, detail = str(result.reason), result.detail
     if result.reason == Reason.UNKNOWN and item.attempts >= policy.max_unknown:
-        return out(DeliveryState.FAILED, attempt, **why)
+        return _out(item, now, before, DeliveryState.FAILED, attempt, detail, reason)
     wait = result.retry_after if result.retry_after is not None else backoff(item.attempts, policy, rng)
     if now + wait > item.created_at + policy.retry_for:
-        return out(DeliveryState.EXPIRED, attempt, **why)
-    return out(DeliveryState.DEFERRED, attempt, due_at=now + wait, **why)
+        return _out(item, now, before, DeliveryState.EXPIRED, attempt, detail, reason)
+    return _out(item, now, before, DeliveryState.DEFERRED, attempt, detail, reason, due_at=now + wait)
+
+
+def _out(
+    item: Claimed,
+    now: float,
+    before: Before | None,
+    state: DeliveryState,
+    attempt: str,
+    detail: str,
+    reason: str | None = None,
+    *,
+    provider_id: str | None = None,
+    due_at: float | None = None,
+    suppress: bool = False,
+) -> Outcome:
+    """``item``'s outcome, with the attempt's waits when ``before`` is known (one per send: no
+    keyword dict, the fields in order)."""
+    waits = _NO_WAITS if before is None else attempt_waits(state, attempt, now, due_at, before)
+    return Outcome(
+        item.id,
+        item.channel,
+        item.address,
+        str(state),
+        now,
+        attempt,
+        reason,
+        detail,
+        provider_id,
+        due_at,
+        suppress,
+        item.notification_id,
+        waits,
+    )
+
+
+_NO_WAITS = (0.0, 0.0, 0.0, 0.0)

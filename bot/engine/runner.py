@@ -313,17 +313,18 @@ class ChannelRunner:
         if self.breaker.holds(item.id):
             return _Start.STOP  # the channel went down: nothing more starts but the probe
         notice = self.notices[item.notification_id, item.language]
-        if not await self.slots.acquire():
+        if not (self.slots.take() or await self.slots.acquire()):
             return _Start.STOP  # this dispatcher's connection share went to others: they send the rest
-        await self.pacer.take(notice.prepared.cost)
-        self.stats.throttle_wait = self.pacer.waited
+        if not self.pacer.clear():
+            await self.pacer.take(notice.prepared.cost)
+            self.stats.throttle_wait = self.pacer.waited
         now = self.herald.clock.now()
         if now + self.send_timeout >= lease_until or now >= self.claims_until:
             # Too close to the end of the lease (after waiting for a slot and the pace): another
             # worker may take it over mid-send.
             self.slots.release()
             return _Start.GIVE_BACK
-        task = asyncio.create_task(self._send_one(item, notice, self.pacer.waited))
+        task = asyncio.get_running_loop().create_task(self._send_one(item, notice, self.pacer.waited))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
         return _Start.STARTED
@@ -345,7 +346,8 @@ class ChannelRunner:
             await self.pacer.pause(result.retry_after if result.retry_after is not None else 1.0)
         self.stats.count(outcome, now - started)
         self.commit.add(outcome)
-        await self.breaker.observe(item.id, result)
+        if self.breaker.concerned(item.id, result):
+            await self.breaker.observe(item.id, result)
 
     async def _bookkeeping(self, stop: asyncio.Event) -> None:
         """Every FLUSH_EVERY: record, finish notifications, follow back-pressure, cancels and leases."""

@@ -113,6 +113,13 @@ class Slots:
         self.held = 0
         self._freed = asyncio.Event()
 
+    def take(self) -> bool:
+        """Take a slot if one is free now (no wait); False (nothing taken) otherwise."""
+        if self.held < self.capacity:
+            self.held += 1
+            return True
+        return False
+
     async def acquire(self) -> bool:
         """Take a slot when one is free; False (nothing taken) once the capacity is 0."""
         while self.held >= self.capacity:

@@ -62,12 +62,15 @@ class ChannelStats:
     latencies: list[float] = field(default_factory=list)
 
     def count(self, outcome: Outcome, latency: float) -> None:
-        kind = outcome.state if outcome.state in (DeliveryState.SENT, DeliveryState.DEFERRED) else "failed"
-        self.sends[kind, outcome.reason or ""] += 1
-        if outcome.state == DeliveryState.SENT:
+        state = outcome.state
+        self.sends[state if state in _COUNTED else "failed", outcome.reason or ""] += 1
+        if state == DeliveryState.SENT:
             self.latencies.append(latency)
             if len(self.latencies) > LATENCIES_KEPT:
                 del self.latencies[: LATENCIES_KEPT // 2]
+
+
+_COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED)  # states counted as themselves; others "failed"
 
 
 class Notices:
@@ -174,15 +177,16 @@ async def send_one(
     herald: Herald, channel: str, item: Claimed, notice: PreparedNotice
 ) -> Receipt | DeliveryError:
     """The send stage: one message to one recipient; a channel's bug becomes a transient ``unknown``."""
-    recipient = Recipient(
-        address=item.address,
-        name=item.name,
-        person_id=item.person_id,
-        unsubscribe_url=herald.unsubscribe_url(item.person_id) if notice.preferences_link else "",
-        message_key=f"{item.notification_id}.{item.id}",
-        delivery_id=item.id,
-        thread_key=notice.threads.get(item.person_id, ""),
-        confirm_url=herald.confirm_url(item.notification_id, item.person_id) if notice.confirm_link else "",
+    person, notification_id = item.person_id, item.notification_id
+    recipient = Recipient(  # in field order (address, name, person_id, unsubscribe_url, ...): one per send
+        item.address,
+        item.name,
+        person,
+        herald.unsubscribe_url(person) if notice.preferences_link else "",
+        f"{notification_id}.{item.id}",
+        item.id,
+        notice.threads.get(person, "") if notice.threads else "",
+        herald.confirm_url(notification_id, person) if notice.confirm_link else "",
     )
     try:
         return await herald.channel(channel).send(notice.prepared, recipient)

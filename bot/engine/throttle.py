@@ -90,6 +90,10 @@ class Pacer:
     def unlimited(self) -> bool:
         return self.rate <= 0
 
+    def clear(self) -> bool:
+        """Unthrottled and not paused: :meth:`take` would return at once (and wait nothing)."""
+        return self.rate <= 0 and self._paused_until <= self.clock.now()
+
     async def take(self, cost: int = 1) -> None:
         """Wait until this worker may start a send that costs ``cost`` slots."""
         pause = self._paused_until - self.clock.now()
