@@ -1,4 +1,4 @@
-"""Signed tokens: the kept HMAC key states sign exactly as ``hmac.new`` does, and tokens keep their format."""
+"""Signed tokens: the kept keyed HMAC signs exactly as ``hmac.new`` does, and tokens keep their format."""
 
 from __future__ import annotations
 
