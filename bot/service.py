@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import case, func, select
+from sqlalchemy.engine import Connection
 
 from bot.alerts import maintenance
 from bot.app import Herald
@@ -274,19 +275,7 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
         row = connection.execute(select(NOTIFICATION).where(NOTIFICATION.c.id == notification_id)).first()
         if row is None:
             return None
-        state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
-        counts = connection.execute(
-            select(DELIVERY.c.channel, state, func.count())
-            .where(DELIVERY.c.notification_id == notification_id)
-            .group_by(DELIVERY.c.channel, state)
-        ).all()
-        first_sent, last_sent, cancelled_late = connection.execute(
-            select(
-                func.min(DELIVERY.c.sent_at),
-                func.max(DELIVERY.c.sent_at),
-                func.coalesce(func.sum(case((CANCELLED_LATE, 1), else_=0)), 0),
-            ).where(DELIVERY.c.notification_id == notification_id)
-        ).one()
+        counts, (first_sent, last_sent), cancelled_late = _delivery_counts(connection, notification_id)
         people = replace(
             people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
         )
@@ -306,6 +295,22 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
     ):
         found["window"] = window
     return found
+
+
+def _delivery_counts(connection: Connection, notification_id: str) -> tuple[Any, tuple[Any, Any], int]:
+    """The notification's (channel, state, count) rows, its first and last ``sent_at`` and how many
+    deliveries were cancelled after the deadline, from one pass over its deliveries."""
+    state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
+    late = func.sum(case((CANCELLED_LATE, 1), else_=0))
+    sent_at = DELIVERY.c.sent_at
+    groups = connection.execute(
+        select(DELIVERY.c.channel, state, func.count(), func.min(sent_at), func.max(sent_at), late)
+        .where(DELIVERY.c.notification_id == notification_id)
+        .group_by(DELIVERY.c.channel, state)
+    ).all()
+    sent = [(first, last) for *_, first, last, _ in groups if first is not None]
+    span = (min(first for first, _ in sent), max(last for _, last in sent)) if sent else (None, None)
+    return [row[:3] for row in groups], span, sum(int(row[5] or 0) for row in groups)
 
 
 def _status_dict(
