@@ -20,7 +20,7 @@ from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
-from bot.directory.reach import reach
+from bot.directory.reach import anyone, reach
 from bot.engine import caps, ledger, notice_state, rungs
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.delays import notification_delays
@@ -148,6 +148,15 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
         forecast=forecast(loads, start, deadline),
         deliver_within=within,
     )
+
+
+def check(herald: Herald, request: AnnounceRequest) -> None:
+    """Refuse what :func:`preview` refuses, without counting the reach (a front end showing none)."""
+    _validate(herald, request)
+    if not anyone(herald.store, _audience(request), request.slack_groups):
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    for name in request.channels:
+        message_cost(herald, request, name)  # the channel and its templates, as preview opens them
 
 
 def channel_load(
@@ -298,8 +307,7 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
 
 
 def _delivery_counts(connection: Connection, notification_id: str) -> tuple[Any, tuple[Any, Any], int]:
-    """The notification's (channel, state, count) rows, its first and last ``sent_at`` and how many
-    deliveries were cancelled after the deadline, from one pass over its deliveries."""
+    """(channel, state, count) rows, first and last ``sent_at``, deliveries cancelled late: one pass."""
     state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
     late = func.sum(case((CANCELLED_LATE, 1), else_=0))
     sent_at = DELIVERY.c.sent_at
@@ -382,13 +390,8 @@ def recent(herald: Herald, limit: int = 10, since: float | None = None) -> list[
 
 def scheduled(herald: Herald) -> list[dict[str, Any]]:
     now = herald.clock.now()
+    waiting = NOTIFICATION.c.state == "scheduled", NOTIFICATION.c.start_at > now
+    query = select(NOTIFICATION.c.id).where(*waiting).order_by(NOTIFICATION.c.start_at)
     with herald.store.begin() as connection:
-        ids = [
-            row[0]
-            for row in connection.execute(
-                select(NOTIFICATION.c.id)
-                .where(NOTIFICATION.c.state == "scheduled", NOTIFICATION.c.start_at > now)
-                .order_by(NOTIFICATION.c.start_at)
-            ).all()
-        ]
+        ids = connection.execute(query).scalars().all()
     return [s for s in (status(herald, i) for i in ids) if s is not None]

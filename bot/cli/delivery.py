@@ -238,7 +238,10 @@ def _announce(
         meta=meta or {},
     )
     try:
-        preview = service.preview(herald, request)
+        if as_json:  # shows no preview: refuse what it would, without counting the reach
+            service.check(herald, request)
+        else:
+            preview = service.preview(herald, request)
     except service.AnnounceError as exc:
         fail(str(exc))
     if not as_json:
