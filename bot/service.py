@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import case, func, select
+from sqlalchemy.engine import Connection
 
 from bot.alerts import maintenance
 from bot.app import Herald
@@ -19,7 +20,7 @@ from bot.channel_specs import CHANNELS, spec
 from bot.config import SEVERITIES
 from bot.directory.audience import AudienceError, parse_audience
 from bot.directory.audience_sql import audience_condition
-from bot.directory.reach import reach
+from bot.directory.reach import anyone, reach
 from bot.engine import caps, ledger, notice_state, rungs
 from bot.engine.create import NewNotification, ensure_notification, find_by_key, new_notification_id
 from bot.engine.delays import notification_delays
@@ -149,6 +150,15 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
     )
 
 
+def check(herald: Herald, request: AnnounceRequest) -> None:
+    """Refuse what :func:`preview` refuses, without counting the reach (a front end showing none)."""
+    _validate(herald, request)
+    if not anyone(herald.store, _audience(request), request.slack_groups):
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    for name in request.channels:
+        message_cost(herald, request, name)  # the channel and its templates, as preview opens them
+
+
 def channel_load(
     herald: Herald, name: str, messages: int, cost: float, deadline: float, now: float
 ) -> ChannelLoad:
@@ -274,19 +284,7 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
         row = connection.execute(select(NOTIFICATION).where(NOTIFICATION.c.id == notification_id)).first()
         if row is None:
             return None
-        state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
-        counts = connection.execute(
-            select(DELIVERY.c.channel, state, func.count())
-            .where(DELIVERY.c.notification_id == notification_id)
-            .group_by(DELIVERY.c.channel, state)
-        ).all()
-        first_sent, last_sent, cancelled_late = connection.execute(
-            select(
-                func.min(DELIVERY.c.sent_at),
-                func.max(DELIVERY.c.sent_at),
-                func.coalesce(func.sum(case((CANCELLED_LATE, 1), else_=0)), 0),
-            ).where(DELIVERY.c.notification_id == notification_id)
-        ).one()
+        counts, (first_sent, last_sent), cancelled_late = _delivery_counts(connection, notification_id)
         people = replace(
             people_counts(connection, notification_id), confirmed=confirmed_count(connection, notification_id)
         )
@@ -306,6 +304,21 @@ def status(herald: Herald, notification_id: str) -> dict[str, Any] | None:
     ):
         found["window"] = window
     return found
+
+
+def _delivery_counts(connection: Connection, notification_id: str) -> tuple[Any, tuple[Any, Any], int]:
+    """(channel, state, count) rows, first and last ``sent_at``, deliveries cancelled late: one pass."""
+    state = bounced_or_state(DELIVERY)  # failed later by a bounce counts as bounced, apart
+    late = func.sum(case((CANCELLED_LATE, 1), else_=0))
+    sent_at = DELIVERY.c.sent_at
+    groups = connection.execute(
+        select(DELIVERY.c.channel, state, func.count(), func.min(sent_at), func.max(sent_at), late)
+        .where(DELIVERY.c.notification_id == notification_id)
+        .group_by(DELIVERY.c.channel, state)
+    ).all()
+    sent = [(first, last) for *_, first, last, _ in groups if first is not None]
+    span = (min(first for first, _ in sent), max(last for _, last in sent)) if sent else (None, None)
+    return [row[:3] for row in groups], span, sum(int(row[5] or 0) for row in groups)
 
 
 def _status_dict(
@@ -377,13 +390,8 @@ def recent(herald: Herald, limit: int = 10, since: float | None = None) -> list[
 
 def scheduled(herald: Herald) -> list[dict[str, Any]]:
     now = herald.clock.now()
+    waiting = NOTIFICATION.c.state == "scheduled", NOTIFICATION.c.start_at > now
+    query = select(NOTIFICATION.c.id).where(*waiting).order_by(NOTIFICATION.c.start_at)
     with herald.store.begin() as connection:
-        ids = [
-            row[0]
-            for row in connection.execute(
-                select(NOTIFICATION.c.id)
-                .where(NOTIFICATION.c.state == "scheduled", NOTIFICATION.c.start_at > now)
-                .order_by(NOTIFICATION.c.start_at)
-            ).all()
-        ]
+        ids = connection.execute(query).scalars().all()
     return [s for s in (status(herald, i) for i in ids) if s is not None]

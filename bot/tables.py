@@ -32,13 +32,21 @@ OPEN_STATES = (*CLAIMABLE, DeliveryState.SENDING.value)
 FINAL_STATES = tuple(state for state in DELIVERY_STATES if state not in OPEN_STATES)
 
 
+class TableModel(SQLModel):
+    """The base of Herald's table models: pydantic builds a model's validator on its first use, not
+    at import. Herald reads and writes rows through the tables' columns, so a command seldom uses
+    one, and building them all took ~10 ms of every command's start."""
+
+    model_config = SQLModel.model_config | {"defer_build": True}
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """A table model's Core table, typed (SQLModel leaves ``__table__`` untyped)."""
     table: Table = model.__table__  # type: ignore[attr-defined]
     return table
 
 
-class Person(SQLModel, table=True):
+class Person(TableModel, table=True):
     __tablename__ = "person"
 
     id: str = Field(primary_key=True, max_length=200)
@@ -57,14 +65,14 @@ class Person(SQLModel, table=True):
     updated_at: float = Field(default=0.0)
 
 
-class PersonGroup(SQLModel, table=True):
+class PersonGroup(TableModel, table=True):
     __tablename__ = "person_group"
 
     person_id: str = Field(primary_key=True, foreign_key="person.id", max_length=200)
     group_name: str = Field(primary_key=True, max_length=200, index=True)
 
 
-class Group(SQLModel, table=True):
+class Group(TableModel, table=True):
     __tablename__ = "group_"
 
     name: str = Field(primary_key=True, max_length=200)
@@ -72,7 +80,7 @@ class Group(SQLModel, table=True):
     description: str = Field(default="", max_length=500)
 
 
-class Notification(SQLModel, table=True):
+class Notification(TableModel, table=True):
     __tablename__ = "notification"
 
     id: str = Field(primary_key=True, max_length=32)
@@ -94,7 +102,7 @@ class Notification(SQLModel, table=True):
     meta: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
 
 
-class Delivery(SQLModel, table=True):
+class Delivery(TableModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (
         UniqueConstraint("notification_id", "person_id", "channel", name="uq_delivery_target"),
@@ -142,7 +150,7 @@ class Delivery(SQLModel, table=True):
     wait_provider: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 
 
-class Attempt(SQLModel, table=True):
+class Attempt(TableModel, table=True):
     __tablename__ = "attempt"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -155,7 +163,7 @@ class Attempt(SQLModel, table=True):
     worker: str = Field(default="", max_length=64)
 
 
-class Suppression(SQLModel, table=True):
+class Suppression(TableModel, table=True):
     __tablename__ = "suppression"
 
     channel: str = Field(primary_key=True, max_length=16)
@@ -165,7 +173,7 @@ class Suppression(SQLModel, table=True):
     created_at: float = Field(default=0.0)
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(TableModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -177,7 +185,7 @@ class AuditEntry(SQLModel, table=True):
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
 
 
-class ChannelCounter(SQLModel, table=True):
+class ChannelCounter(TableModel, table=True):
     """Per channel and day, how many sends were made: keeps ``daily_cap`` across restarts and workers."""
 
     __tablename__ = "channel_counter"
@@ -187,7 +195,7 @@ class ChannelCounter(SQLModel, table=True):
     sent: int = Field(default=0)
 
 
-class ThrottleSlot(SQLModel, table=True):
+class ThrottleSlot(TableModel, table=True):
     """Per channel, the earliest start of the next send (cluster-wide pacing; see bot.engine.throttle)."""
 
     __tablename__ = "throttle_slot"
@@ -196,7 +204,7 @@ class ThrottleSlot(SQLModel, table=True):
     next_at: float = Field(default=0.0)
 
 
-class ChannelHealth(SQLModel, table=True):
+class ChannelHealth(TableModel, table=True):
     """Per channel, whether it is down (a circuit breaker the whole cluster shares; see bot.engine.health)."""
 
     __tablename__ = "channel_health"
@@ -209,7 +217,7 @@ class ChannelHealth(SQLModel, table=True):
     probes: int = Field(default=0)  # failed probes in a row: the backoff grows with them
 
 
-class WorkerLock(SQLModel, table=True):
+class WorkerLock(TableModel, table=True):
     """One row per running dispatcher; SQLite uses it to refuse a second one."""
 
     __tablename__ = "worker"
@@ -221,7 +229,7 @@ class WorkerLock(SQLModel, table=True):
     heartbeat_at: float = Field(default=0.0)
 
 
-class KeyValue(SQLModel, table=True):
+class KeyValue(TableModel, table=True):
     """Small facts the installation keeps, such as the generated token-signing key."""
 
     __tablename__ = "key_value"
@@ -230,7 +238,7 @@ class KeyValue(SQLModel, table=True):
     value: str = Field(max_length=2000)
 
 
-class Rung(SQLModel, table=True):
+class Rung(TableModel, table=True):
     """A later rung of a notification's channel ladder (``--channels slack,email>sms``): its channels,
     and when it started (None: not yet). Rung 0 goes at once and has no row; see bot.engine.rungs."""
 

@@ -156,6 +156,9 @@ def test_bad_input_is_exit_2_and_nothing_is_stored(cli, peers: Peers, db_url: st
     nobody = announce(cli, config, "--audience", "site:atlantis", "--title", "x")
     assert nobody.exit_code == 2
     assert nobody.stderr == "herald: no one matches 'site:atlantis'\n"
+    # Without --json the refusal comes from the preview it prints (--json checks without counting).
+    text = cli("announce", "--config", config, "--yes", "--audience", "site:atlantis", "--title", "x")
+    assert (text.exit_code, text.stderr) == (2, nobody.stderr)
     severity = announce(cli, config, "--audience", "everyone", "--title", "x", "--severity", "urgent")
     assert severity.exit_code == 2
     assert "unknown severity 'urgent'" in severity.stderr

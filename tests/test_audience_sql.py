@@ -10,7 +10,7 @@ from sqlalchemy import event, func, insert, literal, select
 
 from bot.directory.audience import parse_audience
 from bot.directory.audience_sql import audience_condition
-from bot.directory.reach import reach
+from bot.directory.reach import anyone, reach
 from bot.directory.records import PersonRecord
 from bot.directory.store import import_people
 from bot.store import Store
@@ -266,3 +266,22 @@ def test_reach_of_one_channel_and_of_no_one(directory: Store) -> None:
     assert {k: dict(v) for k, v in result.unreachable.items()} == {"sms": {"no_phone": 0, "suppressed": 0}}
     with pytest.raises(ValueError, match="unknown channel 'fax'"):
         reach(directory, parse_audience("everyone"), channels=("fax",))
+
+
+@pytest.mark.parametrize(
+    ("query", "groups"),
+    [
+        ("everyone", None),
+        ("dept:sales", None),  # only frank, who is inactive
+        ("person:frank", None),
+        ("group:contractors", None),
+        ("<!subteam^S0OPS>", {"S0OPS": ["U0ERIN01"]}),
+        ("<!subteam^S0OPS>", {"S0OPS": ["U0NOBODY"]}),
+    ],
+)
+def test_anyone_agrees_with_the_reach_count(
+    directory: Store, query: str, groups: Mapping[str, Collection[str]] | None
+) -> None:
+    audience = parse_audience(query)
+    expected = reach(directory, audience, slack_groups=groups, sample=0).count > 0
+    assert anyone(directory, audience, groups) is expected

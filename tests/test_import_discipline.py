@@ -103,8 +103,27 @@ def test_announce_wait_of_an_email_imports_no_other_integration(
     assert json.loads(done.stdout)["channels"]["email"]["sent"] == 2
     assert "channels.email" in modules and "bot.engine.dispatcher" in modules  # it did dispatch
     assert loaded(modules, NOT_FOR_EMAIL) == []
+    assert loaded(modules, ("bot.render",)) == []  # --json prints the status as it is
     if db_url.startswith("sqlite"):
         assert loaded(modules, ("psycopg",)) == []  # the PostgreSQL driver, for SQLite
+
+
+def test_python_m_bot_runs_its_command_with_the_collector_on(tmp_path: Path) -> None:
+    """``python -m bot`` imports with the garbage collector off (bot/__main__.py); it must be back on
+    for the command itself (a long ``serve`` would otherwise never free a reference cycle)."""
+    out = tmp_path / "gc.json"
+    probe = (
+        "import atexit, gc, json, runpy, sys\n"
+        "atexit.register(lambda: open(sys.argv.pop(), 'w').write(json.dumps(gc.isenabled())))\n"
+        "sys.argv[1:1] = ['--help']\n"
+        "runpy.run_module('bot', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "announce" in done.stdout
+    assert json.loads(out.read_text(encoding="utf-8")) is True
 
 
 def test_help_imports_neither_the_engine_nor_an_integration(tmp_path: Path) -> None:

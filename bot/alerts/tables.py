@@ -9,10 +9,12 @@ writers can compare-and-set.
 from __future__ import annotations
 
 from sqlalchemy import Column, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from bot.tables import TableModel
 
 
-class AlertGroup(SQLModel, table=True):
+class AlertGroup(TableModel, table=True):
     """Alerts of one route with equal group labels, from the first firing one until all resolve."""
 
     __tablename__ = "alert_group"
@@ -58,7 +60,7 @@ class AlertGroup(SQLModel, table=True):
     silenced_by: str | None = Field(default=None, max_length=32, index=True)
 
 
-class AlertInstance(SQLModel, table=True):
+class AlertInstance(TableModel, table=True):
     """One alert (one fingerprint) inside a group."""
 
     __tablename__ = "alert_instance"
@@ -78,7 +80,7 @@ class AlertInstance(SQLModel, table=True):
     resolved_at: float | None = Field(default=None)
 
 
-class AlertNotice(SQLModel, table=True):
+class AlertNotice(TableModel, table=True):
     """A notification sent about a group: the page, updates, escalations, reminders, the resolution.
 
     One summary notification (flood control) belongs to many groups.
@@ -96,7 +98,7 @@ class AlertNotice(SQLModel, table=True):
     at: float = Field(default=0.0)
 
 
-class MaintenanceWindow(SQLModel, table=True):
+class MaintenanceWindow(TableModel, table=True):
     """A maintenance notification's window: its silence matchers, its end, and its Alertmanager silence.
 
     ``am_state``: ``""`` (no ``[alertmanager] url``), ``create`` (owed), ``created``, ``expire`` (owed

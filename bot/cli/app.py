@@ -183,10 +183,25 @@ _register()
 
 
 def main() -> None:
+    _settle_imports()
     try:
         app()
     finally:
         _skip_final_collection()
+
+
+def _settle_imports() -> None:
+    """Keep what the imports built out of every later collection, and let the collector run again.
+
+    ``python -m bot`` imports the command line with the collector off (:func:`bot.__main__.main`): the
+    modules, classes and tables SQLAlchemy, pydantic and typer build at import live as long as the
+    process, and collecting while they piled up took 50-230 ms of a command's start on the loaded
+    2-core machine. Frozen, they are skipped by every later full collection too (the sending loop's,
+    the last one in :func:`_skip_final_collection`): over a 20,000-email ``announce --wait`` the
+    collector's time fell from ~270 ms to ~70 ms.
+    """
+    gc.freeze()
+    gc.enable()
 
 
 def _skip_final_collection() -> None:

@@ -238,7 +238,10 @@ def _announce(
         meta=meta or {},
     )
     try:
-        preview = service.preview(herald, request)
+        if as_json:  # shows no preview: refuse what it would, without counting the reach
+            service.check(herald, request)
+        else:
+            preview = service.preview(herald, request)
     except service.AnnounceError as exc:
         fail(str(exc))
     if not as_json:
@@ -308,13 +311,17 @@ def print_outcome(herald: Herald, notification_id: str, wait: bool, as_json: boo
     """Without ``wait``, say it is queued; with it, deliver it now and print its report (returned)."""
     from bot import runtime
     from bot.cli.wait import wait_for
-    from bot.render import format_status
 
     if not wait:
         print_queued(herald, notification_id, as_json)
         return None
     final = runtime.run(wait_for(herald, notification_id, sys.stderr.isatty() and not as_json))
-    print(json.dumps(final, indent=2) if as_json else format_status(final))
+    if as_json:
+        print(json.dumps(final, indent=2))
+    else:
+        from bot.render import format_status
+
+        print(format_status(final))
     report_held(final)
     return final
 

@@ -103,6 +103,17 @@ def reach(
     return _read_reach([int(n) for n in row], channels, opted_out, people)
 
 
+def anyone(
+    store: Store, audience: Audience, slack_groups: Mapping[str, Collection[str]] | None = None
+) -> bool:
+    """Whether the audience selects anyone (``reach(...).count > 0``) without counting anybody."""
+    with store.begin() as connection:
+        found = connection.execute(
+            select(PERSON.c.id).where(audience_condition(audience, slack_groups)).limit(1)
+        ).first()
+    return found is not None
+
+
 def _total(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 

@@ -9,13 +9,15 @@ kind added to the config later does not reach someone who unsubscribed from ever
 from __future__ import annotations
 
 from sqlalchemy import Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from bot.tables import TableModel
 
 ALL_KINDS = "*"
 QUIET_MODES = ("default", "custom", "off")
 
 
-class Preference(SQLModel, table=True):
+class Preference(TableModel, table=True):
     __tablename__ = "preference"
 
     person_id: str = Field(primary_key=True, max_length=200)
@@ -25,7 +27,7 @@ class Preference(SQLModel, table=True):
     updated_at: float = Field(default=0.0)
 
 
-class PersonSettings(SQLModel, table=True):
+class PersonSettings(TableModel, table=True):
     """Per-person quiet hours: ``default`` (the company window), ``custom`` (start/end) or ``off``."""
 
     __tablename__ = "person_settings"
@@ -37,7 +39,7 @@ class PersonSettings(SQLModel, table=True):
     updated_at: float = Field(default=0.0)
 
 
-class InboundSms(SQLModel, table=True):
+class InboundSms(TableModel, table=True):
     """Each inbound SMS acted on, by Twilio's ``MessageSid``: a replayed request (the same signed
     message posted again) is answered with the stored reply and changes nothing."""
 
@@ -49,7 +51,7 @@ class InboundSms(SQLModel, table=True):
     reply: str | None = Field(default=None, sa_type=Text)
 
 
-class Confirmation(SQLModel, table=True):
+class Confirmation(TableModel, table=True):
     """A person's confirmation that they got a notification: the first one counts (when, on which
     channel); repeats change nothing. See :mod:`bot.recipients.confirmations`."""
 
