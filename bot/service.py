@@ -113,9 +113,18 @@ def message_cost(herald: Herald, request: AnnounceRequest, channel: str) -> int:
     return herald.channel(channel).prepare(notice).cost
 
 
+def check(herald: Herald, request: AnnounceRequest) -> dict[str, int]:
+    """Refuse what cannot be announced (bad fields, no one matches, a channel or its templates that
+    do not open), without counting the reach (``--json`` shows none); one message's cost per channel."""
+    _validate(herald, request)
+    if not anyone(herald.store, _audience(request), request.slack_groups):
+        raise AnnounceError(f"no one matches {request.audience!r}")
+    return {name: message_cost(herald, request, name) for name in request.channels}
+
+
 def preview(herald: Herald, request: AnnounceRequest) -> Preview:
     """Who would be reached on which channel, and when the last message would go out."""
-    _validate(herald, request)
+    costs = check(herald, request)
     audience = _audience(request)
     rules = delivery_rules(herald.settings)
     found = reach(
@@ -126,13 +135,12 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
         sample=0,
         opted_out=opt_out_conditions(rules, request.severity, request.channels),
     )
-    if found.count == 0:
+    if found.count == 0:  # everyone matching left between the two reads
         raise AnnounceError(f"no one matches {request.audience!r}")
     now = herald.clock.now()
     start = max(now, request.start_at or now)
     within = herald.settings.sla_for(request.severity).deliver_within
     deadline = start + within
-    costs = {name: message_cost(herald, request, name) for name in request.channels}
     channels = {
         name: ChannelPreview(found.reachable.get(name, 0), dict(found.unreachable.get(name, {})))
         for name in request.channels
@@ -148,15 +156,6 @@ def preview(herald: Herald, request: AnnounceRequest) -> Preview:
         forecast=forecast(loads, start, deadline),
         deliver_within=within,
     )
-
-
-def check(herald: Herald, request: AnnounceRequest) -> None:
-    """Refuse what :func:`preview` refuses, without counting the reach (a front end showing none)."""
-    _validate(herald, request)
-    if not anyone(herald.store, _audience(request), request.slack_groups):
-        raise AnnounceError(f"no one matches {request.audience!r}")
-    for name in request.channels:
-        message_cost(herald, request, name)  # the channel and its templates, as preview opens them
 
 
 def channel_load(
