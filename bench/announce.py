@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import resource
@@ -226,6 +227,7 @@ def main() -> None:
         signal.signal(stopping, _interrupted)
     if args.connections is None:
         args.connections = 8 if args.channel == "email" else 32
+    _compile_herald()
     paths = ["herald", "base"]
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp_name:
@@ -250,6 +252,14 @@ def main() -> None:
                 runs.append(one_run(args, tmp, str(peer), order))
                 print_run(run, runs[-1])
     report(args, runs)
+
+
+def _compile_herald() -> None:
+    """Compile Herald's own modules to bytecode, as ``pip install`` does for an installed Herald (the
+    Dockerfile's): with ``PYTHONDONTWRITEBYTECODE`` set (this machine kind sets it), a source checkout
+    is otherwise compiled anew by every ``herald`` process, ~0.1 s of each command's start."""
+    for package in ("bot", "channels"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
