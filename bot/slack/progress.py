@@ -32,6 +32,7 @@ from bot import service
 from bot.app import Herald
 from bot.engine import workers
 from bot.metrics import HeraldMetrics
+from bot.slack.blocks import Message
 from bot.slack.status_blocks import estimate_eta, progress_message, tally
 from bot.slack.tasks import TaskSet
 from bot.store import Store
@@ -287,6 +288,10 @@ class ProgressTracker:
                     continue  # re-read: the numbers moved while we waited (or we are closing)
                 if wait > 0:
                     await self.herald.clock.sleep(wait)
+                    # Read again: a redraw made meanwhile (the all-clear drops the Done button,
+                    # bot.slack.threads.refresh_progress) must not be undone by what was read before.
+                    text, blocks = await self._final_message(notification_id) or (text, blocks)
+                    shown = (text, json.dumps(blocks))
                 if not await self._update(message, text, blocks):
                     return
                 message.shown, message.shown_at = shown, self.herald.clock.now()
@@ -294,6 +299,13 @@ class ProgressTracker:
                 await asyncio.to_thread(set_meta, self.herald.store, notification_id, slack_done=True)
                 return
             await self._pause(notification_id, self.poll_interval)
+
+    async def _final_message(self, notification_id: str) -> Message | None:
+        status = await self._status(notification_id)
+        if status is None:
+            return None
+        now = self.herald.clock.now()
+        return progress_message(status, now, eta_of(status, now), True)
 
     async def _pause(self, notification_id: str, seconds: float) -> None:
         event = self._wake.get(notification_id)
