@@ -61,14 +61,14 @@ def notification_delays(connection: Connection, row: Mapping[str, Any]) -> dict[
     """``{"delays": {cause: s}, "delays_over": {"basis": "late"|"slowest", "deliveries": n}}`` for
     the notification ``row`` (``id``, ``start_at``, ``deadline``)."""
     start, mine = row["start_at"], DELIVERY.c.notification_id == row["id"]
-    late = _sums(start).where(mine, _HANDED_OVER, DELIVERY.c.sent_at > row["deadline"])
-    count, *sums = connection.execute(late).one()
+    # One pass: the late ones' sums and, should there be none, how many were handed over at all.
+    late = DELIVERY.c.sent_at > row["deadline"]
+    handed_over, count, *sums = connection.execute(_sums(start, late=late).where(mine, _HANDED_OVER)).one()
     basis = "late"
     if not count:
         basis = "slowest"
-        handed_over = connection.execute(select(func.count()).where(mine, _HANDED_OVER)).scalar_one()
         slowest = (
-            select(DELIVERY)
+            select(DELIVERY.c.sent_at, *_WAITS)
             .where(mine, _HANDED_OVER)
             .order_by(DELIVERY.c.sent_at.desc())
             .limit(math.ceil(handed_over * SLOWEST_SHARE))
@@ -83,10 +83,14 @@ def notification_delays(connection: Connection, row: Mapping[str, Any]) -> dict[
     }
 
 
-def _sums(start: float, columns: Any = DELIVERY.c) -> Select[Any]:
-    """count, the summed time from ``start`` to hand-over, and each summed wait in CAUSES order."""
+def _sums(start: float, columns: Any = DELIVERY.c, late: Any = None) -> Select[Any]:
+    """count, the summed time from ``start`` to hand-over, and each summed wait in CAUSES order; with
+    ``late``, over the rows it holds for only (the query's first column is then the count of all)."""
     waits = [columns[column.name] for column in _WAITS]
-    return select(func.count(), func.sum(columns.sent_at - start), *(func.sum(wait) for wait in waits))
+    sums = [func.count(), func.sum(columns.sent_at - start), *(func.sum(wait) for wait in waits)]
+    if late is None:
+        return select(*sums)
+    return select(func.count(), *(aggregate.filter(late) for aggregate in sums))
 
 
 def slowest(
