@@ -81,6 +81,17 @@ async def recorded(**scripted: object) -> AsyncIterator[tuple[ScriptedSmtp, Reco
         yield server, proxy
 
 
+@contextlib.asynccontextmanager
+async def warmed(port: int) -> AsyncIterator[EmailChannel]:
+    """A channel whose connection has sent person 0 alone (its first end-of-data time), closed after."""
+    channel = channel_for(port)
+    try:
+        assert await outcome(channel, 0) == QUEUED
+        yield channel
+    finally:
+        await channel.aclose()
+
+
 async def until(condition: Callable[[], bool]) -> None:
     for _ in range(100_000):
         if condition():
@@ -103,18 +114,16 @@ async def test_the_second_envelope_rides_with_the_first_message_on_one_connectio
 
 async def test_a_rider_hosts_the_next_rider() -> None:
     held = asyncio.Event()
-    async with recorded(hold=True, script=[Replies(), Replies(before_final=held.wait)]) as (server, proxy):
-        channel = channel_for(proxy.port)
-        try:
-            assert await outcome(channel, 0) == QUEUED
-            first, second = start(channel, 1, 2)
-            await until(lambda: len(server.bodies) == 2)  # message 1 read, its final reply held back
-            (third,) = start(channel, 3)  # boards the seat of message 2, written already
-            await asyncio.sleep(0)
-            held.set()
-            assert await asyncio.gather(first, second, third) == [QUEUED] * 3
-        finally:
-            await channel.aclose()
+    async with (
+        recorded(hold=True, script=[Replies(), Replies(before_final=held.wait)]) as (server, proxy),
+        warmed(proxy.port) as channel,
+    ):
+        first, second = start(channel, 1, 2)
+        await until(lambda: len(server.bodies) == 2)  # message 1 read, its final reply held back
+        (third,) = start(channel, 3)  # boards the seat of message 2, written already
+        await asyncio.sleep(0)
+        held.set()
+        assert await asyncio.gather(first, second, third) == [QUEUED] * 3
     assert rides(proxy.chunks) == [b"user2@example.com", b"user3@example.com"] and server.connections == 1
     assert [body.count(b"To: User %d" % i) for i, body in enumerate(server.bodies)] == [1, 1, 1, 1]
 
@@ -195,52 +204,49 @@ async def test_seats_only_on_a_measured_fast_connection(
 
 async def test_rider_cancelled_before_it_is_written_frees_the_seat() -> None:
     held = asyncio.Event()
-    async with recorded(hold=True, script=[Replies(), Replies(before_replies=held.wait)]) as (server, proxy):
-        channel = channel_for(proxy.port)
-        try:
-            assert await outcome(channel, 0) == QUEUED
-            host, rider = start(channel, 1, 2)
-            await until(lambda: server.held == [3, 3])  # the host's envelope is in, unanswered
-            rider.cancel()
-            (next_rider,) = start(channel, 3)
-            await asyncio.sleep(0)
-            held.set()
-            assert await asyncio.gather(host, next_rider) == [QUEUED] * 2
-            with pytest.raises(asyncio.CancelledError):
-                await rider
-        finally:
-            await channel.aclose()
+    async with (
+        recorded(hold=True, script=[Replies(), Replies(before_replies=held.wait)]) as (server, proxy),
+        warmed(proxy.port) as channel,
+    ):
+        host, rider = start(channel, 1, 2)
+        await until(lambda: server.held == [3, 3])  # the host's envelope is in, unanswered
+        rider.cancel()
+        (next_rider,) = start(channel, 3)
+        await asyncio.sleep(0)
+        held.set()
+        assert await asyncio.gather(host, next_rider) == [QUEUED] * 2
+        with pytest.raises(asyncio.CancelledError):
+            await rider
     assert rides(proxy.chunks) == [b"user3@example.com"] and server.connections == 1
     assert b"user2@" not in b"".join(proxy.chunks)
 
 
 async def test_rider_cancelled_after_it_is_written_closes_the_connection() -> None:
     held = asyncio.Event()
-    async with recorded(hold=True, script=[Replies(), Replies(before_final=held.wait)]) as (server, proxy):
-        channel = channel_for(proxy.port)
-        try:
-            assert await outcome(channel, 0) == QUEUED
-            host, rider = start(channel, 1, 2)
-            await until(lambda: len(server.bodies) == 2)  # the host's message is in, with the envelope
-            rider.cancel()
-            await asyncio.sleep(0)
-            held.set()
-            assert await host == QUEUED
-            with pytest.raises(asyncio.CancelledError):
-                await rider
-            assert await outcome(channel, 3) == QUEUED
-        finally:
-            await channel.aclose()
+    async with (
+        recorded(hold=True, script=[Replies(), Replies(before_final=held.wait)]) as (server, proxy),
+        warmed(proxy.port) as channel,
+    ):
+        host, rider = start(channel, 1, 2)
+        await until(lambda: len(server.bodies) == 2)  # the host's message is in, with the envelope
+        rider.cancel()
+        await asyncio.sleep(0)
+        held.set()
+        assert await host == QUEUED
+        with pytest.raises(asyncio.CancelledError):
+            await rider
+        assert await outcome(channel, 3) == QUEUED
     assert rides(proxy.chunks) == [b"user2@example.com"] and server.connections == 2
     assert [b"To: User 2" in body for body in server.bodies if body] == [False, False, False]
 
 
 async def test_host_cancelled_the_rider_sends_on_its_own() -> None:
     held = asyncio.Event()
-    async with recorded(hold=True, script=[Replies(), Replies(before_replies=held.wait)]) as (server, proxy):
-        channel = channel_for(proxy.port)
+    async with (
+        recorded(hold=True, script=[Replies(), Replies(before_replies=held.wait)]) as (server, proxy),
+        warmed(proxy.port) as channel,
+    ):
         try:
-            assert await outcome(channel, 0) == QUEUED
             host, rider = start(channel, 1, 2)
             await until(lambda: server.held == [3, 3])  # the host's envelope is in, unanswered
             host.cancel()
@@ -249,6 +255,5 @@ async def test_host_cancelled_the_rider_sends_on_its_own() -> None:
                 await host
         finally:
             held.set()
-            await channel.aclose()
     assert rides(proxy.chunks) == [] and server.connections == 2
     assert b"To: User 2" in server.bodies[-1] and len([body for body in server.bodies if body]) == 2
