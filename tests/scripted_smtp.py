@@ -44,8 +44,7 @@ class ScriptedSmtp:
     _server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ScriptedSmtp:
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await _listen(self._session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -113,6 +112,14 @@ class ScriptedSmtp:
         return True
 
 
+async def _listen(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, int]:
+    """A server for ``handler`` on 127.0.0.1 and the port it got."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
 async def _body(reader: asyncio.StreamReader) -> bytes:
     """The message up to the lone dot (not included)."""
     body = bytearray()
@@ -132,8 +139,7 @@ class RecordingProxy:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def __aenter__(self) -> RecordingProxy:
-        self._server = await asyncio.start_server(self._pair, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await _listen(self._pair)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
