@@ -157,7 +157,7 @@ class EmailChannel:
         sender = prepared.envelope_from
         if self._verp is not None and to.delivery_id is not None:
             sender = self._verp.address(to.delivery_id)
-        reply = await self.pool.sendmail(sender, outgoing.address, outgoing.data)
+        reply = await self.pool.sendmail(sender, outgoing.address, outgoing.data, clean=outgoing.clean)
         return Receipt(provider_id=outgoing.message_id, detail=reply)
 
     async def limit_connections(self, most: int) -> None:
@@ -192,8 +192,10 @@ class SmtpPool:
         self._closed = False
         self._seats = Seats(clock)
 
-    async def sendmail(self, sender: str, recipient: str, data: bytes) -> str:
-        """Send ``data`` from ``sender`` to ``recipient``; the DATA reply, or a DeliveryError."""
+    async def sendmail(self, sender: str, recipient: str, data: bytes, *, clean: bool = False) -> str:
+        """Send ``data`` from ``sender`` to ``recipient``; the DATA reply, or a DeliveryError.
+        ``clean``: ``data`` is CRLF throughout, ends in CRLF and starts no line with a dot
+        (:func:`channels.smtp_pipeline.wire_clean`), so it is not checked again."""
         if self._closed:
             raise TransientError("unknown", "email channel is closed")
         async with self._slots:
@@ -202,7 +204,7 @@ class SmtpPool:
                 turn = Turn(await self._checkout(), self._seats)
                 self._busy += 1
             try:
-                message = await _transaction(turn, sender, recipient, data, self.settings.pipelining)
+                message = await _transaction(turn, sender, recipient, data, self.settings.pipelining, clean)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 self._checkin(turn, reuse=not drops_connection(exc))
                 raise classify_smtp_exception(exc) from exc
@@ -312,7 +314,9 @@ class SmtpPool:
             smtp.close()
 
 
-async def _transaction(turn: Turn, sender: str, recipient: str, data: bytes, pipelining: bool) -> str:
+async def _transaction(
+    turn: Turn, sender: str, recipient: str, data: bytes, pipelining: bool, clean: bool
+) -> str:
     """MAIL, RCPT and DATA for one recipient; the DATA reply's text. Like aiosmtplib's ``sendmail``
     (RSET after a refusal) without its four ``parseaddr`` calls per message: the addresses are plain
     ``local@domain`` already (``personalise``, ``parse_mailbox``, VERP), checked here only for what
@@ -320,7 +324,7 @@ async def _transaction(turn: Turn, sender: str, recipient: str, data: bytes, pip
     go out together (:mod:`channels.smtp_pipeline`), with the same outcomes; a rider's went out with
     the message before it (``turn.reader`` is set)."""
     if turn.reader is not None:
-        return await pipelined_transaction(turn, None, data, sender=sender, recipient=recipient)
+        return await pipelined_transaction(turn, None, data, sender=sender, recipient=recipient, clean=clean)
     smtp = turn.smtp
     if _UNSAFE_ADDRESS.search(sender) or _UNSAFE_ADDRESS.search(recipient):
         raise ValueError(f"address not permitted in an SMTP command: {recipient!r} from {sender!r}")
@@ -329,7 +333,7 @@ async def _transaction(turn: Turn, sender: str, recipient: str, data: bytes, pip
     mail, rcpt = _envelope(smtp, sender, recipient, data)
     if pipelining and smtp.supports_extension("pipelining"):
         return await pipelined_transaction(
-            turn, mail + rcpt + b"DATA\r\n", data, sender=sender, recipient=recipient
+            turn, mail + rcpt + b"DATA\r\n", data, sender=sender, recipient=recipient, clean=clean
         )
     try:
         reply = await smtp.execute_command(mail[:-2])

@@ -28,7 +28,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -47,6 +47,7 @@ from channels.email_headers import (
     subject_line,
 )
 from channels.phrases import as_reminder
+from channels.smtp_pipeline import wire_clean
 from channels.templating import Templates, common_context
 
 __all__ = [
@@ -129,6 +130,7 @@ class PreparedEmail:
     html_linked: Spliced
     html_unlinked: Spliced
     tail: bytes
+    wire_clean: bool = False  # the bytes above stay wire-clean around wire-clean values (personalise)
 
     @property
     def cost(self) -> int:
@@ -137,11 +139,13 @@ class PreparedEmail:
 
 
 class OutgoingEmail(NamedTuple):
-    """One personalised message: the envelope recipient, its Message-ID and the wire bytes."""
+    """One personalised message: the envelope recipient, its Message-ID and the wire bytes;
+    ``clean``: known to go into SMTP's DATA as they are (:func:`channels.smtp_pipeline.wire_clean`)."""
 
     address: str
     message_id: str
     data: bytes
+    clean: bool = False
 
 
 def make_environment() -> jinja2.Environment:
@@ -197,7 +201,7 @@ def prepare_email(
     head.append(b"MIME-Version: 1.0\r\n")
     head.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode())
     head.append(_part_head(boundary, "plain"))
-    return PreparedEmail(
+    prepared = PreparedEmail(
         notification_id=notice.notification_id,
         mandatory=notice.mandatory,
         subject=subject,
@@ -213,6 +217,28 @@ def prepare_email(
         html_linked=html_linked,
         html_unlinked=html_unlinked,
         tail=f"\r\n--{boundary}--\r\n".encode(),
+    )
+    return replace(prepared, wire_clean=_clean_around_values(prepared))
+
+
+_SAMPLE = Recipient(
+    "sample@example.com",
+    "Sample",
+    unsubscribe_url="https://example.com/u",
+    confirm_url="https://example.com/c",
+)
+
+
+def _clean_around_values(prepared: PreparedEmail) -> bool:
+    """Whether every message of ``prepared`` is wire-clean when the values spliced in are: checked once
+    on a sample message with a link and one without. Each value is on lines of its own and ends in a
+    line break (the To line, the bodies' soft breaks) or never holds one (the Date, Message-ID and
+    List-Unsubscribe values), for the sample as for everyone, so a dot starting a line of the
+    prepared bytes, or a lone CR or LF in them, shows in the sample."""
+    samples = (_SAMPLE, _SAMPLE._replace(unsubscribe_url=""))
+    return all(
+        (data := personalise(prepared, to, date=prepared.date).data).endswith(_CRLF) and wire_clean(data)
+        for to in samples
     )
 
 
@@ -247,12 +273,13 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
     except ValueError as exc:
         raise PermanentError("invalid_address", str(exc), suppress=True) from exc
     message_id = message_id_for(prepared, to)
+    to_line, date_value = format_mailbox("To", to.name, address), date.encode("ascii")
     pieces = [
         prepared.from_line,
-        format_mailbox("To", to.name, address),
+        to_line,
         prepared.subject_line,
         b"Date: ",
-        date.encode("ascii"),
+        date_value,
         b"\r\nMessage-ID: ",
         message_id.encode("ascii"),
         _CRLF,
@@ -261,14 +288,26 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
         parent = _id_for_key(to.thread_key, prepared.message_id_domain).encode("ascii")
         pieces += [b"In-Reply-To: ", parent, _CRLF, b"References: ", parent, _CRLF]
     url = "" if prepared.mandatory else clean_url(to.unsubscribe_url)
+    url_value = url.encode("ascii")
     if url:
         if len(url) > _MAX_HEADER_LINE - len("List-Unsubscribe: <>"):
             raise PermanentError("config", "unsubscribe url longer than an email header line")
-        pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
+        pieces += [b"List-Unsubscribe: <", url_value, b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
-    pieces += _bodies(prepared, url, to)
-    pieces.append(prepared.tail)
-    return OutgoingEmail(address, message_id, b"".join(pieces))
+    text, html, values = _bodies(prepared, url, to)
+    pieces += [text, prepared.between, html, prepared.tail]
+    # The prepared bytes were checked once (_clean_around_values) and the values spliced in are checked
+    # here (~1.4 us), instead of the whole message before it is sent (~13 us for 5 KB). The Message-ID
+    # and the link in List-Unsubscribe hold no control characters (_id_for_key, clean_url).
+    clean = prepared.wire_clean and _each_clean((to_line, date_value, *values))
+    return OutgoingEmail(address, message_id, b"".join(pieces), clean)
+
+
+def _each_clean(values: tuple[bytes, ...]) -> bool:
+    """``all(map(wire_clean, values))`` in one call, on the values each after a CRLF: that CRLF forms no
+    pair with a lone CR or LF at either side of it (so CR and LF are paired throughout exactly when
+    they are within each value), and a value starting with a dot shows as a line starting with one."""
+    return wire_clean(b"\r\n".join((b"", *values)))
 
 
 def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
@@ -340,8 +379,8 @@ def _cut(rendered: str, tokens: Mapping[str, str]) -> Spliced:
     return Spliced(pieces, slots, links_only=all(slot == "unsubscribe" for slot in slots))
 
 
-def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> list[bytes]:
-    """The text part, the boundary between, and the HTML part, with ``to``'s values spliced in."""
+def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> tuple[bytes, bytes, tuple[bytes, ...]]:
+    """The text part and the HTML part with ``to``'s values spliced in, and those values."""
     text, html = (
         (prepared.text_linked, prepared.html_linked)
         if url
@@ -351,7 +390,7 @@ def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> list[bytes]:
         link = _qp_link(url)
         # HTML-escaping a link without &<>"' leaves it as it is (signed links never have them).
         html_link = _qp_link(str(escape(url))) if _HTML_SPECIAL.search(url) else link
-        return [link.join(text.pieces), prepared.between, html_link.join(html.pieces)]
+        return link.join(text.pieces), html_link.join(html.pieces), (link, html_link)
     name, confirm = clean_header_text(to.name), clean_url(to.confirm_url)
     text_values = {"unsubscribe": _qp_link(url), "confirm": _qp_link(confirm), "name": _qp_value(name)}
     html_values = {
@@ -359,7 +398,11 @@ def _bodies(prepared: PreparedEmail, url: str, to: Recipient) -> list[bytes]:
         "confirm": _qp_link(str(escape(confirm))),
         "name": _qp_value(str(escape(name))),
     }
-    return [text.fill(text_values), prepared.between, html.fill(html_values)]
+    return (
+        text.fill(text_values),
+        html.fill(html_values),
+        (*text_values.values(), *html_values.values()),
+    )
 
 
 def _qp_link(url: str) -> bytes:
