@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
+import hashlib
 import re
+import uuid
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -27,6 +29,9 @@ _PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
 _LOCAL_PART = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_ID_LEFT = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+_ID_CHAR = re.compile(r"[A-Za-z0-9_+.-]")
+_MAX_ID_LEFT = 200
 _ADDRESS_FAST = re.compile(rf"{_LOCAL_PART.pattern}@{_DOMAIN.pattern}")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~._-"  # RFC 3986 reserved and unreserved, plus "%"
 _URL_FAST = re.compile(f"[A-Za-z0-9{re.escape(_URL_SAFE)}]+")
@@ -154,3 +159,24 @@ def encoded_words(text: str, first: int = 45) -> tuple[str, ...]:
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def make_message_id(key: str, domain: str) -> str:
+    """``<key@domain>``, the same for the same key. Characters a Message-ID cannot hold are escaped as
+    ``=XX`` (so distinct keys stay distinct); very long keys are hashed; an empty key gets a random id."""
+    if not key:
+        return f"<{uuid.uuid4().hex}@{domain}>"
+    if len(key) > _MAX_ID_LEFT or not _ID_LEFT.fullmatch(key):
+        key = _escape_id(key)
+    return f"<{key}@{domain}>"
+
+
+def _escape_id(key: str) -> str:
+    escaped = "".join(
+        c if _ID_CHAR.fullmatch(c) else "".join(f"={b:02X}" for b in c.encode("utf-8")) for c in key
+    )
+    if escaped.startswith(".") or escaped.endswith(".") or ".." in escaped:
+        escaped = escaped.replace(".", "=2E")
+    if len(escaped) > _MAX_ID_LEFT:
+        escaped = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return escaped
