@@ -28,6 +28,7 @@ from bot.standins.smtp import SmtpStandIn
 from bot.standins.twilio import TwilioStandIn
 
 if TYPE_CHECKING:
+    from bot.clock import Clock
     from bot.server import HeraldServer
 
 TEAM_ID = "T0HERALD"
@@ -183,12 +184,16 @@ def event_body(event: dict[str, Any]) -> str:
 
 
 class SignedSlack:
-    """Posts signed requests to an app's ``/slack/events`` over HTTP, as Slack does."""
+    """Posts signed requests to an app's ``/slack/events`` over HTTP, as Slack does.
 
-    def __init__(self, http: httpx.AsyncClient, url: str, secret: str) -> None:
+    Requests are stamped with the wall clock, or with ``clock`` when Herald runs on an injected one
+    (it checks the stamp against ``herald.clock``)."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, clock: Clock | None = None) -> None:
         self.http = http
         self.url = url
         self.secret = secret
+        self.clock = clock
 
     async def post(
         self,
@@ -198,6 +203,8 @@ class SignedSlack:
         secret: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        if timestamp is None and self.clock is not None:
+            timestamp = int(self.clock.now())
         signed = sign(secret or self.secret, body, timestamp)
         return await self.http.post(
             self.url,
@@ -348,10 +355,14 @@ async def running_herald(
     progress_interval: float = 0.3,
     people: list[dict[str, Any]] | None = None,
     socket_mode: bool = False,
+    clock: Clock | None = None,
+    dispatch: bool = True,
 ) -> AsyncIterator[Harness]:
     """Seed the directory, start the stand-ins and ``HeraldServer`` (dispatcher included).
 
     ``socket_mode``: Slack reaches Herald over Socket Mode (an app token, no signing secret).
+    ``clock``: Herald's injected clock (signed requests are stamped with it). ``dispatch=False``: no
+    dispatcher in the server; the test sends in steps (``conftest.dispatch_until``).
     """
     from bot.config import load_settings
     from bot.server import HeraldServer
@@ -372,7 +383,13 @@ async def running_herald(
             herald_toml(db_url, slack.api_url, smtp.port, twilio.url, slack_auth + slack_extra, smtp_extra),
             encoding="utf-8",
         )
-        server = HeraldServer(load_settings(path), progress_interval=progress_interval, tick_every=0.5)
+        server = HeraldServer(
+            load_settings(path),
+            clock=clock,
+            dispatch=dispatch,
+            progress_interval=progress_interval,
+            tick_every=0.5,
+        )
         async with server, httpx.AsyncClient(timeout=15) as http:
-            signed = SignedSlack(http, f"{server.url}/slack/events", SIGNING_SECRET)
+            signed = SignedSlack(http, f"{server.url}/slack/events", SIGNING_SECRET, clock)
             yield Harness(server, slack, smtp, twilio, http, signed, db_url)
