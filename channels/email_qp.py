@@ -19,13 +19,18 @@ def qp_text(text: str) -> bytes:
 
 def qp_link(url: str) -> bytes:
     """A link (ASCII) quoted-printable on lines of its own, ending in a soft line break."""
-    return soft_end(binascii.b2a_qp(url.encode("ascii"), istext=False).replace(b"\n", _CRLF))
+    return _own_lines(url.encode("ascii"))
 
 
 @functools.lru_cache(maxsize=8192)
 def qp_value(text: str) -> bytes:
     """A recipient's value (a name) quoted-printable on lines of its own, ending in a soft line break."""
-    return soft_end(binascii.b2a_qp(text.encode("utf-8"), istext=False).replace(b"\n", _CRLF))
+    return _own_lines(text.encode("utf-8"))
+
+
+def _own_lines(raw: bytes) -> bytes:
+    """``raw`` quoted-printable (CR and LF encoded too), CRLF line ends, ending in a soft line break."""
+    return soft_end(binascii.b2a_qp(raw, istext=False).replace(b"\n", _CRLF))
 
 
 def soft_end(encoded: bytes) -> bytes:

@@ -283,11 +283,10 @@ def personalise(prepared: PreparedEmail, to: Recipient, *, date: str) -> Outgoin
         parent = make_message_id(to.thread_key, prepared.message_id_domain).encode("ascii")
         pieces += [b"In-Reply-To: ", parent, _CRLF, b"References: ", parent, _CRLF]
     url = "" if prepared.mandatory else clean_url(to.unsubscribe_url)
-    url_value = url.encode("ascii")
     if url:
         if len(url) > _MAX_HEADER_LINE - len("List-Unsubscribe: <>"):
             raise PermanentError("config", "unsubscribe url longer than an email header line")
-        pieces += [b"List-Unsubscribe: <", url_value, b">\r\n", _ONE_CLICK]
+        pieces += [b"List-Unsubscribe: <", url.encode("ascii"), b">\r\n", _ONE_CLICK]
     pieces.append(prepared.head)
     text, html, values = _bodies(prepared, url, to)
     pieces += [text, prepared.between, html, prepared.tail]
@@ -306,11 +305,8 @@ def _each_clean(values: tuple[bytes, ...]) -> bool:
 
 
 def message_id_for(prepared: PreparedEmail, to: Recipient) -> str:
-    """``<key@domain>`` from ``to.message_key`` and the sender's domain: the same on every re-send.
-
-    Characters a Message-ID cannot hold are escaped as ``=XX`` (so distinct keys stay
-    distinct); very long keys are hashed; an empty key gets a random id.
-    """
+    """``to``'s Message-ID, from its ``message_key`` and the sender's domain: the same on every re-send
+    (:func:`channels.email_headers.make_message_id`)."""
     return make_message_id(to.message_key, prepared.message_id_domain)
 
 
