@@ -126,14 +126,16 @@ class Delivery(TableModel, table=True):
     notification_id: str = Field(foreign_key="notification.id", max_length=32)
     person_id: str = Field(max_length=200)
     channel: str = Field(max_length=16)
-    address: str = Field(default="", max_length=320)
+    # Status callbacks and bounces name the address with the provider id: one index, set on creation
+    # (the provider id, random for SMS, changes with every outcome).
+    address: str = Field(default="", max_length=320, index=True)
     state: str = Field(default="queued", max_length=16)
     deadline: float = Field(default=0.0)
     due_at: float = Field(default=0.0)
     attempts: int = Field(default=0)
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: float | None = Field(default=None)
-    provider_id: str | None = Field(default=None, max_length=200, index=True)  # status callbacks look it up
+    provider_id: str | None = Field(default=None, max_length=200)
     reason: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=1000)
     created_at: float = Field(default=0.0)

@@ -281,6 +281,26 @@ def test_status_callbacks_move_forward_only(cli, twilio_web: tuple[str, WebServe
     assert final["channels"]["sms"]["failed"] == 1
 
 
+def test_a_status_callback_is_matched_by_its_sid_whatever_its_to(  # type: ignore[no-untyped-def]
+    cli, twilio_web: tuple[str, WebServer], db_url: str
+) -> None:
+    # Deliveries are looked up by the callback's To (indexed) and MessageSid; a callback without To,
+    # or whose To is not the number sent to, is still matched by the SID alone.
+    config, server = twilio_web
+    report = announce_json(cli, config, "person:p0@example.com,p2@example.com", "sms", "info", "Hi")
+    sids = dict(
+        rows(db_url, "SELECT person_id, provider_id FROM delivery WHERE notification_id = :n", n=report["id"])
+    )
+    without_to = status_callback(sids["p0"], "delivered")
+    del without_to["To"]
+    assert post_signed(server, STATUS, without_to).status_code == 204
+    another_number = status_callback(sids["p2"], "delivered", "+15005550099")
+    assert post_signed(server, STATUS, another_number).status_code == 204
+    states = deliveries(db_url, report["id"])
+    assert states[("p0", "sms")] == ("delivered", None)
+    assert states[("p2", "sms")] == ("delivered", None)
+
+
 def test_21610_on_a_send_opts_the_number_out(
     cli, peers: Peers, twilio_web: tuple[str, WebServer], db_url: str
 ) -> None:  # type: ignore[no-untyped-def]

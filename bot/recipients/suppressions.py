@@ -133,17 +133,24 @@ def record_status(store: Store, report: StatusReport, now: float) -> bool:
                 values["detail"] = f"twilio {report.status}" + (
                     f" {report.error_code}" if report.error_code else ""
                 )
-            with store.begin() as connection:
-                result = connection.execute(
-                    update(DELIVERY)
-                    .where(
-                        DELIVERY.c.provider_id == report.message_sid,
-                        DELIVERY.c.channel == "sms",
-                        DELIVERY.c.state.in_(allowed),
-                    )
-                    .values(**values)
-                )
-            changed = bool(result.rowcount)
+            changed = _apply_status(store, report, allowed, values)
     if report.suppresses and report.to:
         add(store, "sms", report.to, f"twilio {report.status} {report.error_code}", "twilio-status", now)
     return changed
+
+
+def _apply_status(store: Store, report: StatusReport, allowed: list[str], values: dict[str, Any]) -> bool:
+    """The conditional UPDATE of the delivery with ``report``'s MessageSid. Found by its address (the
+    callback's ``To``: the indexed way); a callback without one, or whose ``To`` is written otherwise
+    than the number sent to, is matched by the SID alone, which reads the whole table."""
+    statement = update(DELIVERY).where(
+        DELIVERY.c.provider_id == report.message_sid,
+        DELIVERY.c.channel == "sms",
+        DELIVERY.c.state.in_(allowed),
+    )
+    with store.begin() as connection:
+        if report.to:
+            result = connection.execute(statement.where(DELIVERY.c.address == report.to).values(**values))
+            if result.rowcount:
+                return True
+        return bool(connection.execute(statement.values(**values)).rowcount)
