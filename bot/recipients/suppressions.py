@@ -141,16 +141,21 @@ def record_status(store: Store, report: StatusReport, now: float) -> bool:
 
 def _apply_status(store: Store, report: StatusReport, allowed: list[str], values: dict[str, Any]) -> bool:
     """The conditional UPDATE of the delivery with ``report``'s MessageSid. Found by its address (the
-    callback's ``To``: the indexed way); a callback without one, or whose ``To`` is written otherwise
-    than the number sent to, is matched by the SID alone, which reads the whole table."""
-    statement = update(DELIVERY).where(
-        DELIVERY.c.provider_id == report.message_sid,
-        DELIVERY.c.channel == "sms",
-        DELIVERY.c.state.in_(allowed),
-    )
+    callback's ``To``: the indexed way); only a callback without one, or whose ``To`` is no number that
+    message went to, is matched by the SID alone, which reads the whole table. A late or repeated
+    callback for a known message (its state already past ``allowed``) changes nothing and reads no more."""
+    d = DELIVERY.c
+    message = (d.provider_id == report.message_sid, d.channel == "sms")
     with store.begin() as connection:
         if report.to:
-            result = connection.execute(statement.where(DELIVERY.c.address == report.to).values(**values))
-            if result.rowcount:
-                return True
-        return bool(connection.execute(statement.values(**values)).rowcount)
+            to = d.address == report.to
+            changed = connection.execute(
+                update(DELIVERY).where(*message, to, d.state.in_(allowed)).values(**values)
+            )
+            if changed.rowcount or connection.execute(select(d.id).where(*message, to).limit(1)).first():
+                return bool(changed.rowcount)
+        return bool(
+            connection.execute(
+                update(DELIVERY).where(*message, d.state.in_(allowed)).values(**values)
+            ).rowcount
+        )
