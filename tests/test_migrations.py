@@ -27,9 +27,9 @@ def test_a_database_at_the_heads_is_current_and_one_behind_is_not(store: Store) 
     assert frozenset(stored) == script_heads()
     assert is_current(store)
     with store.begin() as connection:
-        head = "0013_delivery_address_index"
+        head, behind = "0013_delivery_address_index", "0012_delivery_sent_by"
         connection.execute(text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": head})
-        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0012_delivery_sent_by')"))
+        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": behind})
     assert not is_current(store)
     with store.begin() as connection:
         connection.execute(text("DROP TABLE alembic_version"))

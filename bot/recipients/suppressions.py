@@ -146,16 +146,12 @@ def _apply_status(store: Store, report: StatusReport, allowed: list[str], values
     callback for a known message (its state already past ``allowed``) changes nothing and reads no more."""
     d = DELIVERY.c
     message = (d.provider_id == report.message_sid, d.channel == "sms")
+    advance = update(DELIVERY).where(*message, d.state.in_(allowed)).values(**values)
     with store.begin() as connection:
         if report.to:
             to = d.address == report.to
-            changed = connection.execute(
-                update(DELIVERY).where(*message, to, d.state.in_(allowed)).values(**values)
-            )
-            if changed.rowcount or connection.execute(select(d.id).where(*message, to).limit(1)).first():
-                return bool(changed.rowcount)
-        return bool(
-            connection.execute(
-                update(DELIVERY).where(*message, d.state.in_(allowed)).values(**values)
-            ).rowcount
-        )
+            if connection.execute(advance.where(to)).rowcount:
+                return True
+            if connection.execute(select(d.id).where(*message, to).limit(1)).first():
+                return False  # a known message already past this report
+        return bool(connection.execute(advance).rowcount)
